@@ -1,0 +1,3 @@
+from bfm_prep.cli import main
+
+main()

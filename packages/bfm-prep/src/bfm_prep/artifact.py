@@ -1,0 +1,314 @@
+"""The artifact files: the contract between bfm-prep and the rest (docs/artifact-format.md).
+
+Three formats share one layout of HDF5 groups:
+- ``stn-morphable-model``: a model on its own mesh (``bfm-prep build-expression``);
+- ``stn-uv-embedding``: a UV flattening of a mesh (``bfm-prep uv-embed``);
+- ``stn-uv-grid-model``: a model resampled onto an R x R UV grid (``bfm-prep uv-resample``),
+  read by ``stn_core.UVGridModel`` with h5py alone.
+
+Every file is written atomically (a temporary file in the same folder, then a rename), so an
+interrupted run never leaves a file that loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from bfm_prep.errors import PrepError
+from bfm_prep.model import MorphableModel
+
+FORMAT_MODEL = "stn-morphable-model"
+FORMAT_UV = "stn-uv-embedding"
+FORMAT_GRID = "stn-uv-grid-model"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = {FORMAT_MODEL: (1,), FORMAT_UV: (1,), FORMAT_GRID: (1,)}
+
+
+@dataclass
+class UVEmbedding:
+    """A symmetric UV flattening of a mesh.
+
+    Attributes:
+        uv: (N, 2) float64 in [0, 1]^2; u grows with model x, v with model y (up).
+        faces: (M, 3) int64, 0-based (the mesh that was flattened).
+        mirror: (N,) int64, the mirror partner of each vertex (itself on the symmetry line).
+        symmetry_line: (P,) int64, vertices of the symmetry line from the chin boundary to
+            the forehead boundary (all at u = 0.5).
+        plane: (4,) float64, the symmetry plane n . x = d as (n_x, n_y, n_z, d), |n| = 1.
+        checks: named scalar diagnostics (``flipped_triangles``, ``symmetry_error``,
+            ``boundary_error``, ...).
+        provenance: as for :class:`MorphableModel`.
+    """
+
+    uv: np.ndarray
+    faces: np.ndarray
+    mirror: np.ndarray
+    symmetry_line: np.ndarray
+    plane: np.ndarray
+    checks: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class UVGridModel:
+    """A morphable model resampled onto an R x R UV grid.
+
+    Grid order: vertex k is row ``k // res`` from the top (v = 1 - row / (res - 1)) and column
+    ``k % res`` (u = col / (res - 1)).
+
+    Attributes:
+        model: the model on the R * R grid vertices (faces: two triangles per grid cell).
+        res: R.
+        uv: (R * R, 2) float64, the grid points' UV.
+        inside: (R * R,) bool, True where the grid point fell on the source mesh.
+    """
+
+    model: MorphableModel
+    res: int
+    uv: np.ndarray
+    inside: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance helpers
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def input_record(path: str | os.PathLike) -> dict:
+    """``{"path": ..., "sha256": ...}`` for an input file, to store in ``provenance["inputs"]``."""
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writing
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """Open a temporary HDF5 file beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_header(f: h5py.File, fmt: str, provenance: dict) -> None:
+    from bfm_prep import __version__
+
+    f.attrs["format"] = fmt
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["units"] = "mm"
+    f.attrs["created_by"] = f"bfm-prep {__version__}"
+    f.attrs["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    f.attrs["inputs"] = json.dumps(provenance.get("inputs", {}), sort_keys=True)
+    f.attrs["parameters"] = json.dumps(provenance.get("parameters", {}), sort_keys=True, default=str)
+
+
+def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
+    g = f.create_group("shape")
+    g.create_dataset("mean", data=m.shape_mean.astype(np.float32))
+    g.create_dataset("basis", data=m.shape_basis.astype(np.float32))
+    g.create_dataset("std", data=m.shape_std.astype(np.float32))
+    g.create_dataset("kind", data=np.array(m.shape_kind, dtype="S"))
+    g.attrs["n_identity"] = m.n_identity
+    g.attrs["n_expression"] = m.n_expression
+    g.attrs["scaling"] = "each component multiplied by its standard deviation (std)"
+    f.create_dataset("faces", data=m.faces.astype(np.int64))
+    if m.has_color:
+        c = f.create_group("color")
+        c.create_dataset("mean", data=m.color_mean.astype(np.float32))
+        c.create_dataset("basis", data=m.color_basis.astype(np.float32))
+        c.create_dataset("std", data=m.color_std.astype(np.float32))
+        c.attrs["range"] = "RGB in [0, 1]"
+    lm = f.create_group("landmarks")
+    for name, idx in sorted(m.landmarks.items()):
+        lm.create_dataset(name, data=idx.astype(np.int64))
+    lm.attrs["index_base"] = 0
+
+
+def write_model(path: str | os.PathLike, model: MorphableModel) -> Path:
+    """Write a ``stn-morphable-model`` artifact atomically; returns the path."""
+    with atomic_h5(path) as f:
+        _write_header(f, FORMAT_MODEL, model.provenance)
+        _write_model_groups(f, model)
+    return Path(path)
+
+
+def write_uv(path: str | os.PathLike, emb: UVEmbedding) -> Path:
+    """Write a ``stn-uv-embedding`` artifact atomically; returns the path."""
+    with atomic_h5(path) as f:
+        _write_header(f, FORMAT_UV, emb.provenance)
+        f.create_dataset("uv", data=np.asarray(emb.uv, dtype=np.float64))
+        f.create_dataset("faces", data=np.asarray(emb.faces, dtype=np.int64))
+        s = f.create_group("symmetry")
+        s.create_dataset("mirror", data=np.asarray(emb.mirror, dtype=np.int64))
+        s.create_dataset("line", data=np.asarray(emb.symmetry_line, dtype=np.int64))
+        s.create_dataset("plane", data=np.asarray(emb.plane, dtype=np.float64))
+        f.attrs["checks"] = json.dumps(emb.checks, sort_keys=True, default=float)
+    return Path(path)
+
+
+def write_grid(path: str | os.PathLike, grid: UVGridModel) -> Path:
+    """Write a ``stn-uv-grid-model`` artifact atomically; returns the path."""
+    with atomic_h5(path) as f:
+        _write_header(f, FORMAT_GRID, grid.model.provenance)
+        f.attrs["res"] = int(grid.res)
+        f.attrs["grid_order"] = "k = row * res + col; row 0 at the top (v = 1), col 0 at u = 0"
+        _write_model_groups(f, grid.model)
+        f.create_dataset("uv", data=np.asarray(grid.uv, dtype=np.float64))
+        f.create_dataset("inside", data=np.asarray(grid.inside, dtype=bool))
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+@contextlib.contextmanager
+def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> Iterator[h5py.File]:
+    path = Path(path)
+    expected = (expected,) if isinstance(expected, str) else expected
+    if not path.is_file():
+        raise PrepError(f"{path}: no such file; check the path.")
+    if not h5py.is_hdf5(path):
+        raise PrepError(f"{path}: not an HDF5 file (or truncated); pass an artifact written by bfm-prep.")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise PrepError(f"{path}: cannot be opened as HDF5 ({e}); the file may be truncated.") from None
+    with f:
+        fmt = _attr_str(f, "format")
+        if fmt not in expected:
+            raise PrepError(
+                f"{path}: format is {fmt!r}, expected {' or '.join(map(repr, expected))}; "
+                "pass the artifact the command asks for."
+            )
+        version = int(f.attrs.get("format_version", -1))
+        if version not in SUPPORTED_VERSIONS[fmt]:
+            raise PrepError(
+                f"{path}: {fmt} format version {version} is not supported by this bfm-prep "
+                f"(supported: {SUPPORTED_VERSIONS[fmt]}); upgrade bfm-prep or rebuild the artifact."
+            )
+        try:
+            yield f
+        except KeyError as e:
+            raise PrepError(f"{path}: missing dataset or attribute ({e}); rebuild the artifact.") from None
+
+
+def _attr_str(f: h5py.File, name: str) -> str | None:
+    v = f.attrs.get(name)
+    if isinstance(v, bytes):
+        v = v.decode()
+    return None if v is None else str(v)
+
+
+def read_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` attribute of an HDF5 file, or None when it has none / is not HDF5."""
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return None
+    with h5py.File(path, "r") as f:
+        return _attr_str(f, "format")
+
+
+def _read_provenance(f: h5py.File) -> dict:
+    return {
+        "inputs": json.loads(_attr_str(f, "inputs") or "{}"),
+        "parameters": json.loads(_attr_str(f, "parameters") or "{}"),
+        "created_by": _attr_str(f, "created_by"),
+        "created_at": _attr_str(f, "created_at"),
+    }
+
+
+def _read_model_groups(f: h5py.File) -> MorphableModel:
+    g = f["shape"]
+    kw = {}
+    if "color" in f:
+        c = f["color"]
+        kw = dict(color_mean=c["mean"][()], color_basis=c["basis"][()], color_std=c["std"][()])
+    landmarks = {name: ds[()] for name, ds in f["landmarks"].items()} if "landmarks" in f else {}
+    return MorphableModel(
+        shape_mean=g["mean"][()],
+        shape_basis=g["basis"][()],
+        shape_std=g["std"][()],
+        shape_kind=[k.decode() if isinstance(k, bytes) else str(k) for k in g["kind"][()]],
+        faces=f["faces"][()],
+        landmarks=landmarks,
+        provenance=_read_provenance(f),
+        **kw,
+    )
+
+
+def read_model(path: str | os.PathLike) -> MorphableModel:
+    """Read a ``stn-morphable-model`` artifact (float32 on disk, float64 in memory)."""
+    with _open_artifact(path, FORMAT_MODEL) as f:
+        return _read_model_groups(f)
+
+
+def read_uv(path: str | os.PathLike) -> UVEmbedding:
+    """Read a ``stn-uv-embedding`` artifact."""
+    with _open_artifact(path, FORMAT_UV) as f:
+        s = f["symmetry"]
+        return UVEmbedding(
+            uv=f["uv"][()],
+            faces=f["faces"][()],
+            mirror=s["mirror"][()],
+            symmetry_line=s["line"][()],
+            plane=s["plane"][()],
+            checks=json.loads(_attr_str(f, "checks") or "{}"),
+            provenance=_read_provenance(f),
+        )
+
+
+def read_grid(path: str | os.PathLike) -> UVGridModel:
+    """Read a ``stn-uv-grid-model`` artifact."""
+    with _open_artifact(path, FORMAT_GRID) as f:
+        return UVGridModel(
+            model=_read_model_groups(f),
+            res=int(f.attrs["res"]),
+            uv=f["uv"][()],
+            inside=f["inside"][()].astype(bool),
+        )

@@ -1,0 +1,3 @@
+"""bfm-prep command (being written)."""
+
+from bfm_prep.cli.app import app  # noqa: F401

@@ -1,0 +1,3 @@
+from stn_train.cli import main
+
+main()
