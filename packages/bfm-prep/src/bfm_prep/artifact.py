@@ -79,6 +79,21 @@ class UVGridModel:
     uv: np.ndarray
     inside: np.ndarray
 
+    def __post_init__(self) -> None:
+        n = self.res * self.res
+        if self.model.n_vertices != n:
+            raise PrepError(
+                f"Invalid grid model: {self.model.n_vertices} vertices for res {self.res} "
+                f"(expected {n}); the model must have one vertex per grid point."
+            )
+        self.uv = np.asarray(self.uv, dtype=np.float64)
+        self.inside = np.asarray(self.inside, dtype=bool).reshape(-1)
+        if self.uv.shape != (n, 2) or self.inside.shape != (n,):
+            raise PrepError(
+                f"Invalid grid model: uv {self.uv.shape} and inside {self.inside.shape} "
+                f"must be ({n}, 2) and ({n},)."
+            )
+
 
 # ---------------------------------------------------------------------------------------------
 # provenance helpers
