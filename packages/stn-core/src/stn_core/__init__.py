@@ -1,3 +1,55 @@
-"""stn-core: 3D Morphable Models as Spatial Transformer Networks in PyTorch."""
+"""stn-core: 3D Morphable Models as Spatial Transformer Networks in PyTorch.
+
+Conventions: docs/conventions.md. The main entry points:
+
+- :class:`UVGridModel` (the ``stn-uv-grid-model`` artifact as tensors),
+- :class:`STN` (images, theta -> points, flattened image, visibility, masked image),
+- :mod:`stn_core.geometry` (the grid generator's layers), :mod:`stn_core.sampler`,
+  :mod:`stn_core.visibility`, :mod:`stn_core.losses`, :mod:`stn_core.conventions`.
+"""
+
+from stn_core._validate import ArtifactError, StnError
+from stn_core.geometry import (
+    axis_angle_to_matrix,
+    initial_theta,
+    morphable_shape,
+    project_orthographic,
+    project_theta,
+    rotate,
+    scale_points,
+    split_theta,
+    translate_points,
+)
+from stn_core.grid_model import UVGridModel
+from stn_core.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
+from stn_core.sampler.bilinear import bilinear_sample
+from stn_core.sampler.reference import stn_flatten_reference
+from stn_core.stn import STN, STNOutput
+from stn_core.visibility import vertex_normals, visibility
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "StnError",
+    "UVGridModel",
+    "STN",
+    "STNOutput",
+    "axis_angle_to_matrix",
+    "initial_theta",
+    "morphable_shape",
+    "project_orthographic",
+    "project_theta",
+    "rotate",
+    "scale_points",
+    "split_theta",
+    "translate_points",
+    "bilinear_sample",
+    "stn_flatten_reference",
+    "vertex_normals",
+    "visibility",
+    "landmark_loss",
+    "prior_loss",
+    "symmetry_loss",
+    "siamese_loss",
+]

@@ -36,8 +36,10 @@ def check_points(points: torch.Tensor, batch: int | None = None, name: str = "po
         f"{name} must be a (B, N, 2) tensor of pixel coordinates, got {_shape(points)}.",
     )
     if batch is not None:
-        expect(points.shape[0] == batch,
-               f"{name} has batch size {points.shape[0]} but the images have {batch}.")
+        expect(
+            points.shape[0] == batch,
+            f"{name} has batch size {points.shape[0]} but the images have {batch}.",
+        )
 
 
 def check_theta(theta: torch.Tensor, n_components: int | None = None) -> None:
