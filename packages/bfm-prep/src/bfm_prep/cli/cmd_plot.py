@@ -1,3 +1,35 @@
-"""bfm-prep command (being written)."""
+"""``bfm-prep plot``: pictures (and optionally meshes) of a model, UV or grid artifact."""
 
-from bfm_prep.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from bfm_prep.cli.app import app
+
+
+@app.command("plot")
+def plot(
+    file: Path = typer.Argument(..., help="A model, UV-embedding or UV-grid artifact (.h5).",
+                                show_default=False),
+    out: Path = typer.Option(..., "--out", help="Folder for the pictures (created if missing).",
+                             show_default=False),
+    export_mesh: bool = typer.Option(
+        False, "--export-mesh",
+        help="Also write the mean and the samples as PLY and OBJ (grid: with UV coordinates; the "
+        "mean's OBJ carries the mean colour as a texture)."),
+    samples: int = typer.Option(4, "--samples", help="Random model samples to render (N(0, 1) "
+                                                     "coefficients for every component)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random samples."),
+) -> None:
+    """Pictures: the UV layout (embedding), the inside mask with landmarks, the geometry image
+    and the mean colour in UV (grid), and shaded front renders of the mean and random samples."""
+    from bfm_prep.pictures.model_views import plot_artifact
+
+    t0 = time.perf_counter()
+    written = plot_artifact(file, out, n_samples=samples, seed=seed, export_mesh=export_mesh)
+    for p in written:
+        print(p)
+    print(f"Wrote {len(written)} files to {out.resolve()} in {time.perf_counter() - t0:.1f} s")
