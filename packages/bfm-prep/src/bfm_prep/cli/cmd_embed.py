@@ -1,3 +1,132 @@
-"""bfm-prep command (being written)."""
+"""``bfm-prep uv-embed``: the symmetric Tutte embedding of a mean shape -> uv.h5."""
 
-from bfm_prep.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import typer
+
+from bfm_prep.cli.app import app
+from bfm_prep.errors import PrepError
+
+
+def load_mesh_file(path: Path):
+    """(V, F) from a .ply/.obj file (bfm_prep.io.mesh; trimesh as a fallback)."""
+    try:
+        from bfm_prep.io.mesh import load_mesh
+    except ImportError:  # pragma: no cover - the reader ships with bfm-prep
+        load_mesh = None
+    if load_mesh is not None:
+        return load_mesh(path)
+    import numpy as np
+    import trimesh
+
+    if not Path(path).is_file():
+        raise PrepError(f"{path}: no such file; check the path.")
+    try:
+        m = trimesh.load(path, process=False, force="mesh")
+    except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
+        raise PrepError(f"{path}: cannot be read as a mesh ({e}); pass a .ply or .obj file.") from None
+    return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64)
+
+
+@app.command("uv-embed")
+def uv_embed(
+    model: Path | None = typer.Option(
+        None, "--model", help="A model artifact (bfm-prep build-expression); its mean shape is flattened.",
+        show_default=False,
+    ),
+    mesh: Path | None = typer.Option(
+        None, "--mesh", help="Or a .ply/.obj triangle mesh to flatten (vertex order kept).",
+        show_default=False,
+    ),
+    symmetry: str = typer.Option(
+        "auto", "--symmetry",
+        help="'auto' (find the mirror pairing from the mesh) or a PAIRS_FILE: one 'i j' per line, "
+        "0-based vertex indices of mirror partners; vertices not listed lie on the symmetry plane.",
+    ),
+    weights: str = typer.Option(
+        "cotangent", "--weights",
+        help="Edge weights: 'cotangent' (conformal; falls back to mean-value if triangles flip) "
+        "or 'mean-value'.",
+    ),
+    out: Path = typer.Option(..., "--out", help="The UV embedding artifact to write (HDF5, atomically).",
+                             show_default=False),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the UV layout to this PNG.",
+                                     show_default=False),
+    save_pairs: Path | None = typer.Option(
+        None, "--save-pairs", help="Also write the mirror pairs found, as a PAIRS_FILE.", show_default=False,
+    ),
+) -> None:
+    """Flatten a face mesh onto the unit square, mirror-symmetrically (u grows with the model's
+    x, v with its y; the symmetry line on u = 0.5; holes stay open). See docs/uv-embedding.md."""
+    import numpy as np
+
+    from bfm_prep.artifact import input_record, read_model, write_uv
+    from bfm_prep.embedding import embed_mesh
+
+    t0 = time.perf_counter()
+    if (model is None) == (mesh is None):
+        raise PrepError("uv-embed: give exactly one of --model model.h5 or --mesh FILE.ply|.obj.")
+    if out.exists() and out.is_dir():
+        raise PrepError(f"--out {out}: is a folder; give the path of the .h5 file to write.")
+    if weights not in ("cotangent", "mean-value"):
+        raise PrepError(f"--weights {weights!r}: use 'cotangent' or 'mean-value'.")
+    inputs = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if model is not None:
+                m = read_model(model)
+                v, f = m.shape_mean, m.faces
+                inputs["model"] = input_record(model)
+                name = str(model)
+            else:
+                v, f = load_mesh_file(mesh)
+                inputs["mesh"] = input_record(mesh)
+                name = str(mesh)
+            sym_arg = symmetry
+            if symmetry != "auto":
+                p = Path(symmetry)
+                if not p.is_file():
+                    raise PrepError(f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or a PAIRS_FILE.")
+                inputs["symmetry_pairs"] = input_record(p)
+                sym_arg = p
+            emb = embed_mesh(v, f, sym_arg, weights=weights, name=name)
+        finally:
+            for w in caught:
+                print(f"bfm-prep: warning: {w.message}", file=sys.stderr)
+    emb.provenance["inputs"] = inputs
+    c = emb.checks
+    params = emb.provenance["parameters"]
+    path = write_uv(out, emb)
+    if save_pairs is not None:
+        from bfm_prep.symmetry import write_pairs
+
+        write_pairs(save_pairs, emb.mirror)
+    if plot is not None:
+        from bfm_prep.pictures.uv_layout import plot_uv_layout
+
+        plot_uv_layout(emb, plot, v, title=f"UV layout of {Path(name).name}")
+    seconds = time.perf_counter() - t0
+
+    n_pairs = int((emb.mirror != np.arange(len(emb.mirror))).sum() // 2)
+    holes = (f", {c['n_holes']} holes (closed by a virtual fan vertex for the solve, open in UV)"
+             if c["n_holes"] else ", no holes")
+    print(f"Mesh: {c['n_vertices']} vertices, {c['n_faces']} triangles{holes}")
+    print(f"Symmetry ({params['symmetry']}): {n_pairs} mirror pairs, {c['n_line_vertices']} vertices on "
+          f"the symmetry line; mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
+          f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)")
+    print(f"Weights: {params['weights']} ({c['clamped_weights']} non-positive cotangent weights raised "
+          "to the floor)")
+    print(f"Checks: flipped triangles {c['flipped_triangles']}; symmetry error {c['symmetry_error']:.3g}; "
+          f"boundary error {c['boundary_error']:.3g}; line error {c['line_error']:.3g}")
+    if c["flipped_triangles"]:
+        print(f"bfm-prep: warning: {c['flipped_triangles']} triangles are flipped in UV; see the picture "
+              "(--plot) and docs/uv-embedding.md.", file=sys.stderr)
+    extra = f" and {plot}" if plot is not None else ""
+    print(f"Wrote {path.resolve()}{extra} in {seconds:.1f} s (symmetry {c['time_symmetry_s']:.2f} s, "
+          f"solve {c['time_solve_s']:.2f} s)")

@@ -1,0 +1,638 @@
+"""Mirror symmetry of a face mesh: plane, one-to-one vertex pairing and symmetry line.
+
+A mirror symmetry of a triangle mesh is an orientation-reversing involution of its vertex
+graph that maps faces to faces (docs/uv-embedding.md). :func:`find_symmetry` finds it from
+the geometry only approximately and from the connectivity exactly:
+
+1. seed correspondences, each a face and its mirrored face: first from the outer boundary,
+   which the mirror maps onto itself reversed (``b[k] -> b[(c - k) % B]``; the shifts c are
+   ranked by how well their pairs fit a least-squares reflection, which needs no plane
+   estimate and is not fooled by a millimetre of asymmetry); then, if none of those works,
+   from candidate planes (the model's x axis and the principal axes through the centroid,
+   refined by reflection ICP): faces whose reflected vertices land near a face of reversed
+   orientation, edges lying in the plane and faces straddling it;
+2. each seed is grown over the whole mesh: knowing the images of two vertices of a face
+   fixes the image of the third (the face on the other side of the mirrored half-edge), so
+   the map is propagated face by face, vectorised over a front of newly mapped vertices;
+3. a map is kept only if it is a bijection, an involution, and sends every face to a face
+   of reversed orientation; among those, the one whose paired vertices best fit a
+   reflection.
+
+The pairing is therefore exactly one-to-one even where the mean shape is off by a millimetre
+or so, where nearest-neighbour mirroring is not. The plane is then the least-squares
+reflection plane of the pairs, oriented so that its normal points along +x (so that u grows
+with the model's x).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from bfm_prep.errors import PrepError
+from bfm_prep.mesh_checks import MeshTopology, check_mesh
+
+_HINT = "pass --symmetry PAIRS_FILE"
+
+
+@dataclass
+class Symmetry:
+    """A mirror symmetry of a mesh.
+
+    Attributes:
+        plane: (4,) float64 ``(n_x, n_y, n_z, d)`` with ``|n| = 1``: the plane ``n . x = d``;
+            ``n`` points to the side that gets ``u > 0.5``.
+        mirror: (N,) int64, the mirror partner of each vertex (itself on the symmetry line);
+            an involution mapping every face to a face of reversed orientation.
+        line: (P,) int64, the vertices that are their own mirror, in order along the symmetry
+            line from the chin boundary to the forehead boundary. Consecutive entries are
+            joined by a mesh edge, except where the line crosses a hole (a mouth opening)
+            or runs through the middle of an edge whose two ends are mirror partners.
+        stats: diagnostics: ``residual_rms_mm``, ``residual_max_mm`` (how far the reflected
+            vertices are from their partners), ``n_fixed``, ``n_swapped_edges``, ``method``.
+    """
+
+    plane: np.ndarray
+    mirror: np.ndarray
+    line: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    def reflect(self, points: np.ndarray) -> np.ndarray:
+        """Reflect (..., 3) points through the plane."""
+        return reflect_points(points, self.plane)
+
+
+# ---------------------------------------------------------------------------------------------
+# planes
+
+
+def reflect_points(points: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """Reflect (..., 3) points through the plane ``(n, d)``: ``x - 2 (n . x - d) n``."""
+    n = np.asarray(plane[:3], dtype=np.float64)
+    d = float(plane[3])
+    x = np.asarray(points, dtype=np.float64)
+    return x - 2.0 * ((x @ n) - d)[..., None] * n
+
+
+def fit_plane(vertices: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """Least-squares reflection plane of the pairs ``(i, mirror[i])``, normal towards +x."""
+    v = np.asarray(vertices, dtype=np.float64)
+    if np.all(mirror == np.arange(len(v))):
+        raise PrepError(f"every vertex is its own mirror: this is no mirror symmetry; {_HINT}.")
+    n, d = _ls_plane(v, v[mirror])
+    n2 = _orient_normal(n)
+    return np.concatenate([n2, [d if n2 @ n > 0 else -d]])
+
+
+def _ls_plane(xi: np.ndarray, xj: np.ndarray) -> tuple[np.ndarray, float]:
+    """The plane (n, d) minimising sum |reflect(x_i) - x_j|^2 over pairs.
+
+    With midpoints m and differences e = x_i - x_j, the residual is
+    |e|^2 - (n . e)^2 + 4 (n . m - d)^2: d = n . mean(m), and n is the eigenvector of the
+    smallest eigenvalue of 4 cov(m) - e^T e (the midpoints lie on the plane, the
+    differences along its normal).
+    """
+    m = 0.5 * (xi + xj)
+    e = xi - xj
+    mc = m - m.mean(axis=0)
+    mat = 4.0 * (mc.T @ mc) - e.T @ e
+    n = np.linalg.eigh(mat)[1][:, 0]
+    return n, float(n @ m.mean(axis=0))
+
+
+def _orient_normal(n: np.ndarray) -> np.ndarray:
+    n = n / np.linalg.norm(n)
+    k = 0 if abs(n[0]) > 1e-6 else int(np.argmax(np.abs(n)))
+    return -n if n[k] < 0 else n
+
+
+def mirror_residual(vertices: np.ndarray, mirror: np.ndarray, plane: np.ndarray) -> tuple[float, float]:
+    """(rms, max) of ``|reflect(v[mirror[i]]) - v[i]|`` in the mesh's units."""
+    v = np.asarray(vertices, dtype=np.float64)
+    r = np.linalg.norm(reflect_points(v[mirror], plane) - v, axis=1)
+    return float(np.sqrt(np.mean(r**2))), float(r.max())
+
+
+def _candidate_planes(v: np.ndarray) -> list[np.ndarray]:
+    c = v.mean(axis=0)
+    _, _, vt = np.linalg.svd(v - c, full_matrices=False)
+    normals: list[np.ndarray] = []
+    for n in [np.array([1.0, 0.0, 0.0]), vt[0], vt[1], vt[2]]:
+        if all(abs(float(n @ m)) < 0.98 for m in normals):
+            normals.append(n)
+    return [np.concatenate([n, [float(n @ c)]]) for n in normals]
+
+
+def _refine_plane(v: np.ndarray, tree: cKDTree, plane: np.ndarray, rounds: int = 4,
+                  sample: int = 4000) -> np.ndarray:
+    """Reflection ICP: refit the plane to mutual nearest neighbours of the reflection.
+
+    Works on a fixed subsample of the vertices; neighbours farther than a tenth of the mesh's
+    size are ignored (and keep the k-d tree queries fast for a wrong plane).
+    """
+    n = len(v)
+    sub = np.arange(n) if n <= sample else np.random.default_rng(0).choice(n, sample, replace=False)
+    reach = 0.1 * float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
+    for _ in range(rounds):
+        dist, nn = tree.query(reflect_points(v[sub], plane), distance_upper_bound=reach)
+        ok = np.isfinite(dist)
+        if ok.sum() < 3:
+            break
+        back_d, back = tree.query(reflect_points(v[nn[ok]], plane), distance_upper_bound=reach)
+        mutual = np.zeros(len(sub), dtype=bool)
+        mutual[ok] = back == sub[ok]
+        if mutual.sum() < 3:
+            break
+        keep = mutual & (dist <= 3.0 * np.median(dist[mutual]) + 1e-12)
+        i, j = sub[keep], nn[keep]
+        if np.all(i == j):
+            break
+        nrm, d = _ls_plane(v[i], v[j])
+        if nrm @ plane[:3] < 0:
+            nrm, d = -nrm, -d
+        plane = np.concatenate([nrm, [d]])
+    return plane
+
+
+# ---------------------------------------------------------------------------------------------
+# combinatorial propagation
+
+
+class _Propagator:
+    def __init__(self, topo: MeshTopology):
+        self.topo = topo
+        self.he = topo.halfedges
+        f = topo.faces
+        self.m = f.shape[0]
+        n = topo.n_vertices
+        flat = f.ravel()
+        order = np.argsort(flat, kind="stable")
+        self.vf_idx = order // 3
+        self.vf_ptr = np.concatenate([[0], np.cumsum(np.bincount(flat, minlength=n))])
+
+    def faces_of(self, verts: np.ndarray) -> np.ndarray:
+        starts = self.vf_ptr[verts]
+        counts = self.vf_ptr[verts + 1] - starts
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        offs = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return np.unique(self.vf_idx[np.arange(total) + offs])
+
+    def grow(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+        """Extend the seed map ``src[k] -> dst[k]``; None if it is no mirror automorphism."""
+        he = self.he
+        n = self.topo.n_vertices
+        phi = np.full(n, -1, dtype=np.int64)
+        phi[src] = dst
+        if (phi[src] != dst).any():
+            return None
+        front = np.unique(src)
+        while front.size:
+            faces = self.faces_of(front)
+            h = np.concatenate([faces, faces + self.m, faces + 2 * self.m])
+            s, d, o = he.src[h], he.dst[h], he.opp[h]
+            sel = (phi[s] >= 0) & (phi[d] >= 0) & (phi[o] < 0)
+            if not sel.any():
+                break
+            k = o[sel]
+            val = he.third(phi[d[sel]], phi[s[sel]])
+            if (val < 0).any():
+                return None
+            order = np.argsort(k, kind="stable")
+            k, val = k[order], val[order]
+            same = k[1:] == k[:-1]
+            if (val[1:][same] != val[:-1][same]).any():
+                return None
+            first = np.concatenate([[True], ~same])
+            phi[k[first]] = val[first]
+            front = k[first]
+        if not self.is_automorphism(phi):
+            return None
+        return phi
+
+    def is_automorphism(self, phi: np.ndarray) -> bool:
+        n = self.topo.n_vertices
+        if phi.shape != (n,) or (phi < 0).any() or (phi >= n).any():
+            return False
+        if (phi[phi] != np.arange(n)).any():
+            return False
+        he = self.he
+        return bool((he.third(phi[he.dst], phi[he.src]) == phi[he.opp]).all())
+
+    def first_bad_face(self, phi: np.ndarray) -> int | None:
+        he = self.he
+        bad = he.third(phi[he.dst], phi[he.src]) != phi[he.opp]
+        return None if not bad.any() else int(np.flatnonzero(bad)[0] % self.m)
+
+
+def _boundary_seeds(v: np.ndarray, topo: MeshTopology, top: int = 6,
+                    sample: int = 400) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeds from the outer boundary, which a mirror maps onto itself reversed.
+
+    Along the loop ``b``, the mirror is ``b[k] -> b[(c - k) % B]`` for one shift c. Each c is
+    scored by how well its pairs fit *some* reflection (the least-squares plane of the pairs,
+    so no plane estimate is needed and a millimetre of asymmetry does not matter: a wrong c
+    shifts every pair along the boundary). The best shifts give seed faces at the boundary.
+    """
+    b = topo.outer
+    nb = len(b)
+    if nb < 4:
+        return []
+    he = topo.halfedges
+    k = np.unique(np.linspace(0, nb - 1, min(nb, sample)).round().astype(np.int64))
+    c = np.arange(nb)
+    j = (c[:, None] - k[None, :]) % nb  # (B, K) partner positions for each shift
+    xi = v[b[k]][None, :, :]
+    xj = v[b[j]]
+    m = 0.5 * (xi + xj)
+    e = xi - xj
+    mc = m - m.mean(axis=1, keepdims=True)
+    mat = 4.0 * np.einsum("cki,ckj->cij", mc, mc) - np.einsum("cki,ckj->cij", e, e)
+    # the least-squares residual is sum |e|^2 + the smallest eigenvalue (see _ls_plane)
+    score = (e**2).sum(axis=(1, 2)) + np.linalg.eigvalsh(mat)[:, 0]
+    seeds = []
+    for cc in np.argsort(score, kind="stable")[:top]:
+        b0, b1 = b[0], b[1]
+        p0, p1 = b[cc % nb], b[(cc - 1) % nb]  # images of b0 and b1
+        x = he.third(np.array([b0]), np.array([b1]))[0]
+        y = he.third(np.array([p1]), np.array([p0]))[0]
+        if x >= 0 and y >= 0:
+            seeds.append((np.array([b0, b1, x]), np.array([p0, p1, y])))
+    return seeds
+
+
+def _seeds(v: np.ndarray, topo: MeshTopology, tree: cKDTree, plane: np.ndarray, edge: float,
+           budget: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+    """Seed correspondences (face -> mirrored face) for one plane, most plausible first, and
+    the median distance of a reflected vertex to its nearest vertex (the asymmetry's scale)."""
+    he = topo.halfedges
+    f = topo.faces
+    rng = np.random.default_rng(0)
+    seeds: list[tuple[np.ndarray, np.ndarray]] = []
+
+    # (a) faces whose reflected vertices' nearest neighbours form a reversed face
+    dist, nn = tree.query(reflect_points(v, plane), k=2)
+    g = nn[:, 0][f]
+    ok = he.third(g[:, 1], g[:, 0]) == g[:, 2]
+    ok &= (g[:, 0] != g[:, 1]) & (g[:, 1] != g[:, 2]) & (g[:, 0] != g[:, 2])
+    conf = dist[:, 0] / np.maximum(dist[:, 1], 1e-12)  # < 1; small = unambiguous
+    score = (dist[:, 0][f].max(axis=1) / edge) + conf[f].max(axis=1)
+    cand = np.flatnonzero(ok)
+    if cand.size:
+        best = cand[np.argsort(score[cand], kind="stable")[: max(1, budget // 2)]]
+        extra = rng.choice(cand, size=min(cand.size, max(1, budget // 4)), replace=False)
+        for fi in np.concatenate([best, extra]):
+            seeds.append((f[fi], g[fi]))
+
+    # (b) edges lying in the plane: face (a, b, x) -> face (b, a, y)
+    sd = np.abs(v @ plane[:3] - plane[3]) / edge
+    e_score = sd[he.src] + sd[he.dst]
+    near = np.flatnonzero(e_score < 0.5)
+    near = near[np.argsort(e_score[near], kind="stable")[: max(1, budget // 4)]]
+    for h in near:
+        a, b, x = he.src[h], he.dst[h], he.opp[h]
+        y = he.third(np.array([b]), np.array([a]))[0]
+        if y >= 0:
+            seeds.append((np.array([a, b, x]), np.array([b, a, y])))
+
+    # (c) faces straddling the plane: (i, j, k) -> (j, i, k), k on the plane
+    sgn = v @ plane[:3] - plane[3]
+    for c in range(3):
+        i, j, k = f[:, c], f[:, (c + 1) % 3], f[:, (c + 2) % 3]
+        s_score = (np.abs(sgn[i] + sgn[j]) + np.abs(sgn[k])) / edge
+        s_score[np.sign(sgn[i]) == np.sign(sgn[j])] = np.inf
+        top = np.argsort(s_score, kind="stable")[: max(1, budget // 12)]
+        for fi in top[np.isfinite(s_score[top])]:
+            seeds.append((np.array([i[fi], j[fi], k[fi]]), np.array([j[fi], i[fi], k[fi]])))
+    return seeds, float(np.median(dist[:, 0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def find_symmetry(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray | None = None, *,
+                  topology: MeshTopology | None = None, name: str = "mesh",
+                  max_seeds: int = 48) -> Symmetry:
+    """Find the mirror symmetry of a face mesh (or check the one given by ``pairs``).
+
+    Args:
+        vertices: (N, 3) the (mean) shape; only nearly symmetric is fine.
+        faces: (M, 3) int, 0-based, consistently oriented.
+        pairs: optional (P, 2) int array of 0-based mirror pairs ``(i, j)``; a vertex in no
+            pair (or paired with itself) is its own mirror. See :func:`read_pairs`.
+        topology: the result of :func:`~bfm_prep.mesh_checks.check_mesh` if already known.
+        name: how the mesh is called in error messages.
+        max_seeds: how many seed correspondences ``auto`` tries at most.
+
+    Raises:
+        PrepError: the mesh is not a manifold disk with holes, no symmetry is found, the
+            pairs do not map the mesh onto itself, or the symmetry line is no single path.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    topo = topology if topology is not None else check_mesh(v, faces, name)
+    n = topo.n_vertices
+    prop = _Propagator(topo)
+    el = np.linalg.norm(v[topo.halfedges.src] - v[topo.halfedges.dst], axis=1)
+    edge = float(np.mean(el))
+
+    if pairs is not None:
+        phi = mirror_from_pairs(pairs, n)
+        if not prop.is_automorphism(phi):
+            bad = prop.first_bad_face(phi)
+            fb = topo.faces[bad].tolist() if bad is not None else None
+            raise PrepError(
+                f"{name}: the symmetry pairs do not map the mesh onto itself (face {bad} = {fb} "
+                "has no mirrored face); check the pairs file (0-based 'i j' per line)."
+            )
+        method, tried = "pairs", 0
+    else:
+        phi, tried = _auto_mirror(v, topo, prop, edge, max_seeds)
+        if phi is None:
+            raise PrepError(
+                f"{name}: no mirror symmetry found (tried {tried} seed correspondences: the "
+                f"mesh's connectivity is not mirror-symmetric); {_HINT}."
+            )
+        method = "auto"
+
+    plane = fit_plane(v, phi)
+    rms, mx = mirror_residual(v, phi, plane)
+    line_nodes = midline(v, topo, phi, plane, name=name)
+    line = np.array([x for kind, x in line_nodes.nodes if kind == "vertex"], dtype=np.int64)
+    stats = {
+        "method": method,
+        "seeds_tried": tried,
+        "residual_rms_mm": rms,
+        "residual_max_mm": mx,
+        "mean_edge_mm": edge,
+        "n_fixed": int((phi == np.arange(n)).sum()),
+        "n_pairs": int((phi > np.arange(n)).sum()),
+        "n_swapped_edges": int(sum(k == "edge" for k, _ in line_nodes.nodes)),
+    }
+    return Symmetry(plane=plane, mirror=phi, line=line, stats=stats)
+
+
+def _auto_mirror(v: np.ndarray, topo: MeshTopology, prop: _Propagator, edge: float,
+                 max_seeds: int) -> tuple[np.ndarray | None, int]:
+    tree = cKDTree(v)
+    diag = float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
+    candidates = _candidate_planes(v)
+    per_plane = max(8, max_seeds // len(candidates))
+    best, best_rms, tried = None, np.inf, 0
+    seen: set[bytes] = set()
+    # 1. the outer boundary's own mirror (robust to asymmetry and to any pose)
+    for src, dst in _boundary_seeds(v, topo):
+        tried += 1
+        phi = prop.grow(src, dst)
+        if phi is None:
+            continue
+        seen.add(phi.tobytes())
+        rms, _ = mirror_residual(v, phi, fit_plane(v, phi))
+        if rms < best_rms:
+            best, best_rms = phi, rms
+        if rms < 0.05 * diag:
+            break  # the best-scoring shift that grows into a mirror symmetry
+    if best is not None and best_rms < 0.05 * diag:
+        return best, tried
+    # 2. seeds from candidate planes (nearest neighbours of the reflection, the plane itself)
+    for plane in candidates:
+        plane = _refine_plane(v, tree, plane)
+        seeds, scale = _seeds(v, topo, tree, plane, edge, per_plane)
+        # A map that fits a reflection about as well as nearest neighbours do is the one:
+        # a wrong automorphism (if the graph has one) would be off by the face's size.
+        good = max(0.5 * edge, 3.0 * scale)
+        for src, dst in seeds:
+            if tried >= max_seeds:
+                break
+            tried += 1
+            phi = prop.grow(src, dst)
+            if phi is None:
+                continue
+            key = phi.tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            rms, _ = mirror_residual(v, phi, fit_plane(v, phi))
+            if rms < best_rms:
+                best, best_rms = phi, rms
+            if rms < good:
+                return best, tried
+    if best is not None and best_rms < 0.05 * diag:
+        return best, tried
+    return None, tried
+
+
+def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
+    """The (N,) mirror map from (P, 2) 0-based pairs; unlisted vertices map to themselves."""
+    p = np.asarray(pairs)
+    if p.size == 0:
+        p = p.reshape(0, 2)
+    if p.ndim != 2 or p.shape[1] != 2 or not np.issubdtype(p.dtype, np.integer):
+        raise PrepError(f"symmetry pairs must be (P, 2) integers, got {p.shape} {p.dtype}.")
+    p = p.astype(np.int64)
+    if p.size and (p.min() < 0 or p.max() >= n_vertices):
+        raise PrepError(
+            f"symmetry pairs index vertices {p.min()}..{p.max()}, outside 0..{n_vertices - 1}; "
+            "the pairs file must be 0-based."
+        )
+    phi = np.arange(n_vertices, dtype=np.int64)
+    both = np.concatenate([p[:, 0], p[:, 1]])
+    uniq, counts = np.unique(both, return_counts=True)
+    selfpair = p[:, 0] == p[:, 1]
+    dup = uniq[counts > 1]
+    dup = np.setdiff1d(dup, p[selfpair, 0])
+    if dup.size:
+        raise PrepError(f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may have one partner.")
+    phi[p[:, 0]] = p[:, 1]
+    phi[p[:, 1]] = p[:, 0]
+    return phi
+
+
+def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.ndarray:
+    """Read a pairs file: one ``i j`` per line (0-based vertex indices, whitespace or comma
+    separated); ``#`` starts a comment. Returns (P, 2) int64."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrepError(f"{path}: no such symmetry pairs file; pass 'auto' or a file of 0-based 'i j' lines.")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            text = raw.split("#", 1)[0].replace(",", " ").strip()
+            if not text:
+                continue
+            parts = text.split()
+            if len(parts) != 2:
+                raise PrepError(f"{path}:{lineno}: expected two vertex indices 'i j', got {raw.strip()!r}.")
+            try:
+                rows.append((int(parts[0]), int(parts[1])))
+            except ValueError:
+                raise PrepError(f"{path}:{lineno}: vertex indices must be integers, got {raw.strip()!r}.") from None
+    if not rows:
+        raise PrepError(f"{path}: the symmetry pairs file lists no pairs.")
+    p = np.asarray(rows, dtype=np.int64)
+    if n_vertices is not None and (p.min() < 0 or p.max() >= n_vertices):
+        raise PrepError(
+            f"{path}: pairs index vertices {p.min()}..{p.max()}, outside 0..{n_vertices - 1}; "
+            "indices are 0-based."
+        )
+    return p
+
+
+def write_pairs(path: str | os.PathLike, mirror: np.ndarray) -> Path:
+    """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based)."""
+    from bfm_prep.artifact import atomic_write_bytes
+
+    mirror = np.asarray(mirror, dtype=np.int64)
+    i = np.flatnonzero(mirror > np.arange(len(mirror)))
+    body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist()))
+    atomic_write_bytes(path, ("# mirror pairs, 0-based vertex indices; unlisted vertices lie on the symmetry plane\n" + body).encode())
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the symmetry line and the two halves
+
+
+@dataclass
+class Midline:
+    """The fixed set of the mirror map as an ordered path, chin end first.
+
+    ``nodes`` are ``("vertex", k)`` (a vertex that is its own mirror), ``("edge", (i, j))``
+    (an edge whose ends are swapped; the line passes through its midpoint; ``i`` on the
+    low side) or ``("hole", t)`` (hole ``t`` of ``topology.holes`` is mapped onto itself and
+    the line crosses it). ``points`` (P, 3) are their 3D positions (vertex, edge midpoint,
+    hole centroid).
+    """
+
+    nodes: list
+    points: np.ndarray
+
+
+def midline(vertices: np.ndarray, topo: MeshTopology, mirror: np.ndarray, plane: np.ndarray,
+            name: str = "mesh") -> Midline:
+    """Order the symmetry line from the chin boundary to the forehead boundary."""
+    v = np.asarray(vertices, dtype=np.float64)
+    he = topo.halfedges
+    n = topo.n_vertices
+    phi = mirror
+    fixed = phi == np.arange(n)
+    sgn = v @ plane[:3] - plane[3]
+
+    nodes: list[tuple] = []
+    index: dict[tuple, int] = {}
+
+    def node(key: tuple) -> int:
+        if key not in index:
+            index[key] = len(nodes)
+            nodes.append(key)
+        return index[key]
+
+    links: list[tuple[int, int]] = []
+    # fixed edges (both ends fixed): part of the line
+    fe = fixed[he.src] & fixed[he.dst] & (he.src < he.dst)
+    for a, b in zip(he.src[fe].tolist(), he.dst[fe].tolist()):
+        links.append((node(("vertex", a)), node(("vertex", b))))
+    for k in np.flatnonzero(fixed).tolist():
+        node(("vertex", k))
+    # swapped edges: the line passes through their midpoint, between the opposite vertices
+    sw = np.flatnonzero(phi[he.src] == he.dst)
+    for h in sw.tolist():
+        i, j = int(he.src[h]), int(he.dst[h])
+        key = ("edge", (i, j) if sgn[i] <= sgn[j] else (j, i))
+        links.append((node(key), node(("vertex", int(he.opp[h])))))
+    # holes mapped onto themselves
+    loop_id = np.full(n, -1, dtype=np.int64)
+    for t, lp in enumerate(topo.loops):
+        loop_id[lp] = t
+    outer_points: set[int] = set()
+    for t, lp in enumerate(topo.loops):
+        if not np.all(loop_id[phi[lp]] == t):
+            continue
+        on = [("vertex", int(k)) for k in lp[fixed[lp]]]
+        nxt = np.roll(lp, -1)
+        swl = phi[lp] == nxt
+        on += [("edge", (int(a), int(b)) if sgn[a] <= sgn[b] else (int(b), int(a)))
+               for a, b in zip(lp[swl], nxt[swl])]
+        if t == 0:
+            outer_points = {node(k) for k in on}
+        else:
+            hnode = node(("hole", t - 1))
+            for k in on:
+                links.append((hnode, node(k)))
+
+    if not nodes:
+        raise PrepError(f"{name}: the mirror map has no symmetry line (no vertex or edge on the plane); {_HINT}.")
+    m = len(nodes)
+    links_arr = np.unique(np.sort(np.asarray(links, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
+    deg = np.bincount(links_arr.ravel(), minlength=m)
+    adj = sp.coo_matrix((np.ones(len(links_arr)), (links_arr[:, 0], links_arr[:, 1])), shape=(m, m))
+    n_comp, _ = connected_components(adj, directed=False)
+    ends = np.flatnonzero(deg == 1)
+    if (n_comp != 1 or (deg > 2).any() or len(ends) != 2 or not set(ends.tolist()) <= outer_points
+            or len(outer_points) != 2):
+        raise PrepError(
+            f"{name}: the symmetry line is not a single path from the outer boundary to the outer "
+            f"boundary ({n_comp} pieces, {len(outer_points)} crossings of the outer boundary); {_HINT}."
+        )
+    nbrs: list[list[int]] = [[] for _ in range(m)]
+    for a, b in links_arr.tolist():
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    order = [int(ends[0])]
+    prev = -1
+    while len(order) < m:
+        cur = order[-1]
+        nxt_nodes = [x for x in nbrs[cur] if x != prev]
+        prev = cur
+        order.append(nxt_nodes[0])
+
+    def position(key: tuple) -> np.ndarray:
+        kind, x = key
+        if kind == "vertex":
+            return v[x]
+        if kind == "edge":
+            return 0.5 * (v[x[0]] + v[x[1]])
+        return v[topo.holes[x]].mean(axis=0)
+
+    ordered = [nodes[i] for i in order]
+    pts = np.array([position(k) for k in ordered])
+    if pts[0, 1] > pts[-1, 1]:  # chin (low y) first
+        ordered, pts = ordered[::-1], pts[::-1]
+    return Midline(nodes=ordered, points=pts)
+
+
+def sides(topo: MeshTopology, mirror: np.ndarray, vertices: np.ndarray, plane: np.ndarray,
+          name: str = "mesh") -> np.ndarray:
+    """(N,) int8: -1 on the low side of the plane (u < 0.5), +1 on the high side, 0 on the line.
+
+    The halves are the pieces left when the symmetry line (fixed vertices and swapped edges)
+    is cut out of the mesh graph; each piece and its mirror image go to opposite sides.
+    """
+    he = topo.halfedges
+    n = topo.n_vertices
+    phi = mirror
+    fixed = phi == np.arange(n)
+    keep = ~fixed[he.src] & ~fixed[he.dst] & (phi[he.src] != he.dst)
+    adj = sp.coo_matrix((np.ones(int(keep.sum())), (he.src[keep], he.dst[keep])), shape=(n, n))
+    n_comp, lab = connected_components(adj, directed=False)
+    lab = np.where(fixed, -1, lab)
+    sgn = np.asarray(vertices, dtype=np.float64) @ plane[:3] - plane[3]
+    free = ~fixed
+    comp_mean = np.bincount(lab[free], weights=sgn[free], minlength=n_comp)
+    partner = np.full(n_comp, -1, dtype=np.int64)
+    partner[lab[free]] = lab[phi[free]]
+    if (partner[lab[free]] == lab[free]).any():
+        raise PrepError(f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}.")
+    side_of = np.where(comp_mean < comp_mean[np.maximum(partner, 0)], -1, 1).astype(np.int8)
+    out = np.zeros(n, dtype=np.int8)
+    out[free] = side_of[lab[free]]
+    if (out[free] == out[phi[free]]).any():
+        raise PrepError(f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}.")
+    return out
