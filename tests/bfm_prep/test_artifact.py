@@ -129,6 +129,14 @@ class TestAtomicWrite:
         assert not target.exists()
         assert os.listdir(tmp_path) == []
 
+    def test_written_file_follows_umask(self, tmp_path):
+        old = os.umask(0o022)
+        try:
+            path = write_model(tmp_path / "m.h5", _random_model(np.random.default_rng()))
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == 0o644
+
     def test_existing_file_survives_failed_overwrite(self, tmp_path):
         m = _random_model(np.random.default_rng())
         path = write_model(tmp_path / "m.h5", m)
