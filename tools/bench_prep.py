@@ -14,9 +14,11 @@ Sections (run all, or some with ``--only NAME[,NAME...]``):
 
 - ``build-expression``: ``bfm-prep build-expression`` with all 199 identity and all 29
   expression components (target: under 10 s and 3 GB on a 2-core machine).
+- ``uv``: ``bfm-prep uv-embed`` and ``bfm-prep uv-resample --res 224`` on that full model,
+  separately and in one command (target for the two: under 10 s and 3 GB).
 
-Other sections (the UV steps) are added to ``SECTIONS`` below; each is a function that takes
-the shared :class:`Context` and returns a list of :class:`Result`.
+Each section is a function that takes the shared :class:`Context` and returns a list of
+:class:`Result`.
 
 Usage::
 
@@ -207,8 +209,31 @@ def bench_build_expression(ctx: Context) -> list[Result]:
     return [r]
 
 
+def bench_uv(ctx: Context, res: int = 224) -> list[Result]:
+    """uv-embed, then uv-resample at R = 224, on the full 199 + 29 component model; and the
+    two in one process (uv-resample without --uv embeds first), the figure the target is for."""
+    model = ctx.model()
+    uv = ctx.workdir / "bench_uv.h5"
+    grid = ctx.workdir / f"bench_grid{res}.h5"
+    embed = Result(section="uv", label="uv-embed (symmetry + Tutte)",
+                   command=[*bfm_prep_cmd(), "uv-embed", "--model", str(model), "--out", str(uv)])
+    time_command(embed, ctx.runs)
+    resample = Result(section="uv", label=f"uv-resample --uv, R = {res}",
+                      command=[*bfm_prep_cmd(), "uv-resample", "--model", str(model), "--uv", str(uv),
+                               "--res", str(res), "--out", str(grid)])
+    time_command(resample, ctx.runs)
+    both = Result(section="uv", label=f"uv-embed + uv-resample in one command, R = {res}",
+                  command=[*bfm_prep_cmd(), "uv-resample", "--model", str(model), "--res", str(res),
+                           "--out", str(grid)],
+                  target_s=10.0, target_bytes=3 * GIB)
+    time_command(both, ctx.runs)
+    both.notes["separate_commands_sum_s"] = embed.median_s + resample.median_s
+    return [embed, resample, both]
+
+
 SECTIONS: dict[str, Callable[[Context], list[Result]]] = {
     "build-expression": bench_build_expression,
+    "uv": bench_uv,
 }
 
 
