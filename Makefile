@@ -23,7 +23,9 @@ $(STAMP): $(PKG_META)
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	# One BLAS/OpenMP thread per worker: two workers already fill the two cores, and
+	# oversubscribed small linear algebra runs ten times slower.
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 demo: $(STAMP)
 	OUT=$(OUT) BIN=$(BIN) bash tools/demo.sh
