@@ -22,9 +22,9 @@ $(STAMP): $(PKG_META)
 	$(PIP) -r requirements-dev.txt -e packages/stn-core -e packages/bfm-prep -e packages/stn-train
 	@touch $(STAMP)
 
+# One BLAS/OpenMP thread per test worker: two workers already fill two cores, and
+# oversubscribed small linear algebra runs ten times slower.
 test: $(STAMP)
-	# One BLAS/OpenMP thread per worker: two workers already fill the two cores, and
-	# oversubscribed small linear algebra runs ten times slower.
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 demo: $(STAMP)
