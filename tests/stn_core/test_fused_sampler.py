@@ -20,7 +20,7 @@ from stn_core._validate import StnError
 from stn_core.geometry import project_theta
 from stn_core.sampler import _dispatch, select_backend, stn_flatten, stn_flatten_reference
 
-from tests.tolerances import TOL
+from tests.tolerances import KERNEL_TOL, TOL
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(
@@ -28,13 +28,6 @@ needs_triton = pytest.mark.skipif(
     "kernel cannot be tested against the reference without it"
 )
 
-# Fused kernel vs reference, both in float32: the kernel sums basis @ alpha in another order
-# and contracts multiply-adds, so image points differ by float32 rounding of coordinates of up
-# to ~2e2 px (ulp 1.5e-5 px), which the sampled image's gradient (up to ~1 per px for values
-# in [0, 1]) passes on to the output; gradients are compared after dividing by each column's
-# (d theta) or the whole tensor's (d images) largest magnitude, since both are sums of terms
-# with cancelling signs.
-KERNEL_TOL = (100 * TOL[np.float32][0], 100 * TOL[np.float32][1])
 BF16_TOL = TOL["bfloat16"]
 # Sampling points closer than this (px) to an integer coordinate are redrawn: there the
 # bilinear derivative jumps, and float32 rounding could put kernel and reference on
