@@ -28,9 +28,7 @@ Axes as Basel: x to the viewer's right in a frontal view, y up, z towards the vi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ import numpy as np
 import scipy.io
 import scipy.linalg
 
+from bfm_prep.artifact import atomic_file
 from bfm_prep.errors import PrepError
 from bfm_prep.synth_mesh import (
     BASEL_TRIANGLES,
@@ -452,30 +451,8 @@ def make_synthetic(seed: int = 0, n_vertices: int = DEFAULT_VERTICES,
 # writing
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path):
-    """A binary file beside ``path``, renamed onto it only when the block succeeds, with the
-    permissions of an ordinary new file (mkstemp's are owner-only)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_mat(path: Path, variables: dict) -> None:
-    with _atomic_file(path) as f:
+    with atomic_file(path) as f:
         scipy.io.savemat(f, variables, format="5", do_compression=False, oned_as="column")
 
 
@@ -572,7 +549,7 @@ def write_synthetic(outdir: str | os.PathLike, seed: int = 0,
         "readme": _readme(face, seed).encode(),
     }
     for key, data in texts.items():
-        with _atomic_file(paths[key]) as f:
+        with atomic_file(paths[key]) as f:
             f.write(data)
     return paths
 
