@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
+from bfm_prep.cli.options import check_out_path
 from bfm_prep.errors import PrepError
 
 
@@ -71,8 +72,7 @@ def uv_embed(
     t0 = time.perf_counter()
     if (model is None) == (mesh is None):
         raise PrepError("uv-embed: give exactly one of --model model.h5 or --mesh FILE.ply|.obj.")
-    if out.exists() and out.is_dir():
-        raise PrepError(f"--out {out}: is a folder; give the path of the .h5 file to write.")
+    check_out_path(out)
     if weights not in ("cotangent", "mean-value"):
         raise PrepError(f"--weights {weights!r}: use 'cotangent' or 'mean-value'.")
     inputs = {}

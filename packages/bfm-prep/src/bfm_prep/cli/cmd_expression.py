@@ -11,21 +11,8 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
+from bfm_prep.cli.options import check_out_path, parse_landmark_options
 from bfm_prep.errors import PrepError
-
-
-def _parse_landmarks(items: list[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise PrepError(
-                f"--landmarks {item!r}: expected NAME=FILE, e.g. ibug68=Landmarks68_BFM.anl."
-            )
-        if name in out:
-            raise PrepError(f"--landmarks: the name {name!r} is given twice.")
-        out[name] = Path(path)
-    return out
 
 
 def _parse_weight(text: str) -> float:
@@ -116,9 +103,8 @@ def build_expression(
 
     t0 = time.perf_counter()
     weight = _parse_weight(data_weight)
-    lm = _parse_landmarks(landmarks)
-    if out.exists() and out.is_dir():
-        raise PrepError(f"--out {out}: is a folder; give the path of the .h5 file to write.")
+    lm = parse_landmark_options(landmarks)
+    check_out_path(out)
     diag: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

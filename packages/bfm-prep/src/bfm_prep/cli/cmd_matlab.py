@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.cmd_resample import check_out_path, parse_landmark_options
+from bfm_prep.cli.options import check_out_path, parse_landmark_options
 
 
 @app.command("import-matlab")
