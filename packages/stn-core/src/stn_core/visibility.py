@@ -45,7 +45,8 @@ def vertex_normals(
     squeeze = vertices.dim() == 2
     v = vertices[None] if squeeze else vertices
     f = faces.to(device=v.device, dtype=torch.long)
-    p0, p1, p2 = v[:, f[:, 0]], v[:, f[:, 1]], v[:, f[:, 2]]  # (B, F, 3)
+    # index_select: the same values as v[:, f[:, k]], several times faster on CPU.
+    p0, p1, p2 = (v.index_select(1, f[:, k]) for k in range(3))  # (B, F, 3)
     e01, e02, e12 = p1 - p0, p2 - p0, p2 - p1
     n = torch.cross(e01, e02, dim=-1)
     twice_area = n.norm(dim=-1)

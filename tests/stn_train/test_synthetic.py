@@ -1,0 +1,227 @@
+"""SyntheticFaces: the sample contract, determinism per (seed, index), exact landmarks and
+theta, visibility from the renderer, subjects, and the DataLoader's batched fetch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from stn_core import UVGridModel, axis_angle_to_matrix, project_theta
+from stn_core.renderer import render
+from stn_train.data.synthetic import SyntheticFaces, matrix_to_axis_angle, rotation_matrix
+from stn_train.errors import TrainError
+
+from tests.stn_core.test_renderer import face_like_model
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model():
+    return face_like_model(32)
+
+
+@pytest.fixture(scope="module")
+def colored():
+    return face_like_model(32, color=True)
+
+
+def _equal(a: dict, b: dict, keys=("landmarks", "visible", "theta", "subject", "index")):
+    for k in keys:
+        assert torch.equal(a[k], b[k]), k
+
+
+class TestContract:
+    def test_sample(self, model):
+        ds = SyntheticFaces(model, 10, SIZE, seed=3)
+        s = ds[4]
+        assert len(ds) == 10
+        assert s["image"].shape == (3, SIZE, SIZE) and s["image"].dtype == torch.float32
+        assert 0 <= float(s["image"].min()) and float(s["image"].max()) <= 1
+        assert s["landmarks"].shape == (21, 2) and s["landmarks"].dtype == torch.float32
+        assert s["visible"].shape == (21,) and s["visible"].dtype == torch.float32
+        assert set(s["visible"].unique().tolist()) <= {0.0, 1.0}
+        assert s["subject"].dtype == torch.int64 and int(s["subject"]) == 4
+        assert s["index"].dtype == torch.int64 and int(s["index"]) == 4
+        assert s["theta"].shape == (6 + model.n_components,)
+        assert s["theta"].dtype == torch.float32
+        assert int(s["skipped"]) == 0
+
+    def test_dataloader_batches(self, model):
+        ds = SyntheticFaces(model, 10, SIZE, seed=3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False)
+        batch = next(iter(loader))
+        assert batch["image"].shape == (4, 3, SIZE, SIZE)
+        assert batch["landmarks"].shape == (4, 21, 2)
+        assert batch["index"].tolist() == [0, 1, 2, 3]
+        for i in (0, 3):
+            _equal({k: v[i] for k, v in batch.items()}, ds[i])
+
+    def test_rectangular_images(self, model):
+        s = SyntheticFaces(model, 2, (48, 64), seed=0)[1]
+        assert s["image"].shape == (3, 48, 64)
+
+    def test_bad_arguments(self, model):
+        with pytest.raises(TrainError, match="landmark set 'ibug68'"):
+            SyntheticFaces(model, 4, SIZE, landmarks="ibug68")
+        with pytest.raises(TrainError, match=">= 0"):
+            SyntheticFaces(model, -1, SIZE)
+        with pytest.raises(TrainError, match="images_per_subject"):
+            SyntheticFaces(model, 4, SIZE, images_per_subject=0)
+        with pytest.raises(IndexError):
+            SyntheticFaces(model, 4, SIZE)[4]
+
+
+class TestDeterminism:
+    def test_same_seed_same_item(self, model):
+        a = SyntheticFaces(model, 20, SIZE, seed=7)
+        b = SyntheticFaces(model, 20, SIZE, seed=7)
+        sa, sb = a[11], b[11]
+        _equal(sa, sb)
+        assert torch.equal(sa["image"], sb["image"])
+        assert torch.equal(a[11]["image"], sa["image"])
+
+    def test_other_seed_other_item(self, model):
+        a = SyntheticFaces(model, 20, SIZE, seed=7)[11]
+        b = SyntheticFaces(model, 20, SIZE, seed=8)[11]
+        assert not torch.equal(a["theta"], b["theta"])
+        assert (a["image"] - b["image"]).abs().mean() > 0.02
+
+    def test_whatever_the_batch(self, model, colored):
+        """An item rendered alone or in any batch: identical geometry (landmarks, visibility,
+        theta, covered pixels), image equal up to float rounding of the shading."""
+        for m in (model, colored):
+            ds = SyntheticFaces(m, 40, SIZE, seed=1)
+            batch = ds.render_batch([17, 3, 29, 5, 11])
+            again = ds.render_batch([5, 0, 29, 33])
+            for idx, pos in ((3, 1), (29, 2), (5, 3)):
+                one = ds[idx]
+                _equal({k: v[pos] for k, v in batch.items()}, one)
+                torch.testing.assert_close(batch["image"][pos], one["image"], rtol=0, atol=1e-5)
+            _equal({k: v[2] for k, v in again.items()}, ds[29])
+
+    def test_items_differ(self, model):
+        ds = SyntheticFaces(model, 20, SIZE, seed=1)
+        b = ds.render_batch(range(8))
+        assert len({tuple(t.tolist()) for t in b["theta"][:, :6].round(decimals=4)}) == 8
+
+
+class TestGroundTruth:
+    def test_theta_round_trip(self, model):
+        """project_theta(theta) at the landmark vertices gives the landmarks."""
+        ds = SyntheticFaces(model, 30, SIZE, seed=2)
+        b = ds.render_batch(range(30))
+        points, _ = project_theta(b["theta"].double(), model.mean.double(), model.basis.double())
+        lm = model.landmarks["aflw21"]
+        torch.testing.assert_close(points[:, lm].float(), b["landmarks"], rtol=0, atol=2e-3)
+
+    def test_landmarks_in_image_and_on_the_face(self, model):
+        """Landmarks inside the image, and every visible one on a covered pixel of the face
+        (rendered again from theta without background)."""
+        ds = SyntheticFaces(model, 24, SIZE, seed=4)
+        b = ds.render_batch(range(24))
+        lm = b["landmarks"]
+        assert (lm >= 0).all() and (lm <= SIZE - 1).all()
+        out = render(model, b["theta"], image_size=(SIZE, SIZE))
+        vis = b["visible"] > 0
+        assert vis.float().mean() > 0.6
+        col = lm[..., 0].round().long()
+        row = lm[..., 1].round().long()
+        # A landmark on the outline (the ears) may have its nearest pixel centre just off the
+        # face: count the 3 x 3 neighbourhood.
+        near = torch.nn.functional.max_pool2d(out.mask.float(), 3, 1, 1)[:, 0] > 0
+        on_face = near[torch.arange(24)[:, None], row, col]
+        assert on_face[vis].all()
+        exact = out.mask[:, 0][torch.arange(24)[:, None], row, col]
+        assert exact[vis].float().mean() > 0.97
+        torch.testing.assert_close(out.vertex_visible[:, model.landmarks["aflw21"]].float(),
+                                   b["visible"])
+
+    def test_far_side_invisible_at_large_yaw(self, model):
+        """Faces turned by more than 65 degrees hide the ear landmark on the far side (its
+        normal is about 30 degrees from the view direction in a frontal view): for positive
+        yaw (towards +x) landmark 16 (the +x side), for negative yaw landmark 12."""
+        ds = SyntheticFaces(model, 100, SIZE, seed=5, yaw=80, pitch=0, roll=0)
+        b = ds.render_batch(range(100))
+        yaw = torch.tensor([math.degrees(ds.draw(i)["r"][1]) for i in range(100)])
+        right, left = yaw > 65, yaw < -65
+        assert right.sum() >= 5 and left.sum() >= 5
+        assert (b["visible"][right, 16] == 0).all() and (b["visible"][right, 12] == 1).all()
+        assert (b["visible"][left, 12] == 0).all() and (b["visible"][left, 16] == 1).all()
+        frontal = yaw.abs() < 15
+        assert b["visible"][frontal].mean() > 0.9
+
+    def test_pose_ranges(self, model):
+        ds = SyntheticFaces(model, 200, SIZE, seed=6, yaw=30, pitch=10, roll=5)
+        for i in range(0, 200, 7):
+            d = ds.draw(i)
+            r = rotation_matrix(0, 0, 0)
+            assert r.shape == (3, 3)
+            rot = axis_angle_to_matrix(torch.tensor(d["r"]))
+            np.testing.assert_allclose(rot.numpy(), d["rotation"], atol=1e-12)
+            angle = math.degrees(np.linalg.norm(d["r"]))
+            assert angle <= math.sqrt(30**2 + 10**2 + 5**2) + 1e-6
+            assert abs(d["log_s"] - ds.log_s0) <= ds.scale_jitter + 1e-12
+
+    def test_frontal_face_at_the_start_pose(self, model):
+        """With no pose, shift or scale jitter, theta's pose part is the localiser's start
+        pose: r = 0, t at the image centre, log_s = initial_log_scale."""
+        ds = SyntheticFaces(model, 3, SIZE, seed=0, yaw=0, pitch=0, roll=0, shift=0,
+                            scale_jitter=0)
+        theta = ds[1]["theta"]
+        expected = torch.tensor([0, 0, 0, (SIZE - 1) / 2, (SIZE - 1) / 2, ds.log_s0])
+        torch.testing.assert_close(theta[:6], expected.float())
+
+
+class TestSubjects:
+    def test_each_face_its_own_subject(self, model):
+        ds = SyntheticFaces(model, 6, SIZE)
+        assert ds.subjects.tolist() == list(range(6))
+
+    def test_images_per_subject_share_identity(self, colored):
+        ds = SyntheticFaces(colored, 6, SIZE, seed=9, images_per_subject=3)
+        assert ds.subjects.tolist() == [0, 0, 0, 1, 1, 1]
+        d = [ds.draw(i) for i in range(6)]
+        ident = ds.identity
+        np.testing.assert_array_equal(d[0]["alpha"][ident], d[2]["alpha"][ident])
+        np.testing.assert_array_equal(d[0]["color"], d[1]["color"])
+        assert not np.array_equal(d[0]["alpha"][~ident], d[1]["alpha"][~ident])
+        assert not np.array_equal(d[0]["alpha"][ident], d[3]["alpha"][ident])
+        assert int(ds[4]["subject"]) == 1
+
+
+def test_axis_angle_round_trip():
+    g = np.random.default_rng(0)
+    for _ in range(20):
+        yaw, pitch, roll = g.uniform(-1.2, 1.2, 3)
+        rot = rotation_matrix(yaw, pitch, roll)
+        r = matrix_to_axis_angle(rot)
+        np.testing.assert_allclose(axis_angle_to_matrix(torch.tensor(r)).numpy(), rot, atol=1e-12)
+    np.testing.assert_allclose(matrix_to_axis_angle(np.eye(3)), np.zeros(3))
+    # yaw alone is the axis-angle (0, yaw, 0): positive yaw turns the face towards +x
+    np.testing.assert_allclose(matrix_to_axis_angle(rotation_matrix(0.3, 0, 0)), [0, 0.3, 0],
+                               atol=1e-12)
+
+
+def test_model_without_colour_gets_painted_features(model):
+    """No colour model: brows, eyes and lips are painted (the albedo is not uniform)."""
+    ds = SyntheticFaces(model, 2, SIZE)
+    weights, shade = ds.features
+    assert weights.shape == (4, model.n_vertices)
+    lm = model.landmarks["aflw21"]
+    assert weights[0, lm[1]] > 0.5  # brow centre
+    assert weights[3, lm[18]] > 0.5  # mouth centre
+    assert weights[:, lm[20]].max() < 0.1  # chin
+
+
+def test_refuses_what_is_not_a_model():
+    with pytest.raises(TrainError, match="UVGridModel"):
+        SyntheticFaces("grid.h5", 3, SIZE)
+
+
+def test_float64_model_is_used_in_float32():
+    ds = SyntheticFaces(face_like_model(16, dtype=torch.float64), 2, 32)
+    assert ds[0]["image"].dtype == torch.float32
+    assert isinstance(ds.model, UVGridModel) and ds.model.dtype == torch.float32
