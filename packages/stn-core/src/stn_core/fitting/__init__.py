@@ -5,6 +5,7 @@
 - :func:`fit_landmarks`: theta from 2D landmarks with the statistical prior.
 """
 
+from stn_core.fitting.image import FitStage, FitWeights, ImageFitResult, fit_image
 from stn_core.fitting.landmarks import FitResult, fit_landmarks, landmark_residuals
 from stn_core.fitting.solver import (
     STATUS_CODES,
@@ -28,3 +29,5 @@ __all__ = [
     "LMResult",
     "STATUS_CODES",
 ]
+
+__all__ += ["fit_image", "FitWeights", "FitStage", "ImageFitResult"]
