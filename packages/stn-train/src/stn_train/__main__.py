@@ -1,3 +1,6 @@
+"""``python -m stn_train ...`` and ``torchrun ... -m stn_train run ...``."""
+
 from stn_train.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
