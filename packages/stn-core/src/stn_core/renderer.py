@@ -260,7 +260,7 @@ def render_mesh(
         hw = h * w
         img = torch.div(hits.pixel, hw, rounding_mode="floor")
         dst = img * (2 * hw) + hits.pixel  # index of channel 0 in the (B, 3, H, W) image
-        channels = shaded.to(dtype).reshape(b * n, 3).T.contiguous()  # (3, B N)
+        channels = torch.stack(shaded.to(dtype).reshape(b * n, 3).unbind(1))  # (3, B N)
         for ch in range(3):
             c = channels[ch]
             value = sum(hits.bary[k] * c.index_select(0, hits.vertex[k]) for k in range(3))
@@ -367,8 +367,10 @@ def _resolve(vertices, faces, keys, h, w) -> _Hits:
     face = keys.view(-1).index_select(0, pixel) & 0xFFFFFFFF
     cx = cx.to(dtype)
     cy = cy.to(dtype)
-    vertex = (faces.index_select(0, face) + (img * n)[:, None]).T.contiguous()  # (3, P)
-    coords = vertices.detach().reshape(b * n, 3).T.contiguous()  # (3, B N)
+    # (3, P) and (3, B N), built row by row (faster than (P, 3) then .T.contiguous()).
+    base = img * n
+    vertex = torch.stack([faces[:, k].index_select(0, face) + base for k in range(3)])
+    coords = torch.stack(vertices.detach().reshape(b * n, 3).unbind(1))
     x0, x1, x2 = (coords[0].index_select(0, vertex[k]) for k in range(3))
     y0, y1, y2 = (coords[1].index_select(0, vertex[k]) for k in range(3))
     dx1, dy1, dx2, dy2 = x1 - x0, y1 - y0, x2 - x0, y2 - y0
@@ -610,8 +612,10 @@ def _scatter_quad_window(buf, q, shape, wp) -> None:
     in2 = (w_s <= q["thr_s2"]) & _inside(q, cy, cx, (3, 4))
     z1 = (q["zc1"] + q["bz1"] * oy) + q["az1"] * ox
     z2 = (q["zc2"] + q["bz2"] * oy) + q["az2"] * ox
+    # z is already -1 outside both triangles: pack it directly (what _keys(in1 | in2, ...)
+    # would give, without its second where).
     z = torch.where(in1, z1, torch.where(in2, z2, -1.0))
-    key = _keys(in1 | in2, z, torch.where(in1, q["fid1"], q["fid2"]))
+    key = (z.view(torch.int32).long() << 32) | torch.where(in1, q["fid1"], q["fid2"])
     flat = q["base"] + (oy * wp + ox).long()
     buf.scatter_reduce_(0, flat.reshape(-1), key.reshape(-1), reduce="amax")
 

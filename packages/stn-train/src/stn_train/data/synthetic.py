@@ -349,7 +349,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
                           visible_for=lm)
         image = out.image
         if self.noise > 0:
-            image = image.add_(self._noise(draws)).clamp_(0.0, 1.0)
+            image = self._add_noise(image, draws).clamp_(0.0, 1.0)
         theta = initial_theta(b, m.n_components, h, w, device=dev)
         theta[:, 0:3] = stack("r")
         theta[:, 3:5] = t
@@ -408,14 +408,13 @@ class SyntheticFaces(torch.utils.data.Dataset):
             at += r
         return (u_h @ x @ u_w.T).clamp_(0.0, 1.0)
 
-    def _noise(self, draws) -> torch.Tensor:
-        """(B, 3, H, W) pixel noise: crops of the dataset's fixed noise images, scaled."""
+    def _add_noise(self, image: torch.Tensor, draws) -> torch.Tensor:
+        """Add each image's pixel noise in place: a crop of the dataset's fixed noise images,
+        scaled (image by image, so no (B, 3, H, W) noise batch is built)."""
         h, w = self.image_size
-        crops = [
-            self.noise_bank[k, :, dy:dy + h, dx:dx + w] * float(sigma)
-            for k, dy, dx, sigma in (d["noise"] for d in draws)
-        ]
-        return torch.stack(crops)
+        for i, (k, dy, dx, sigma) in enumerate(d["noise"] for d in draws):
+            image[i].add_(self.noise_bank[k, :, dy:dy + h, dx:dx + w] * float(sigma))
+        return image
 
 
 def _muted_colors(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
