@@ -28,3 +28,15 @@ def reference_file(relpath: str) -> Path:
 def ref():
     """``ref("3dmmasstn/BFM_UV.mat")`` -> Path, skipping visibly when absent."""
     return reference_file
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: small fits gain nothing from more, and on a machine whose
+    cores are busy extra threads make every parallel operation wait."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -47,14 +47,7 @@ LANDMARK_PX = 1.0
 ROTATION_DEG = 2.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small fits gain nothing from more, and on a machine whose
-    cores are busy extra threads make every parallel operation wait."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

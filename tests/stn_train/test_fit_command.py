@@ -30,14 +30,7 @@ PICTURES = ("overlay.png", "flattened.png", "albedo.png", "shading.png", "cost.p
             "mesh.obj", "mesh.mtl", "mesh_texture.png")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small fits gain nothing from more, and on a machine whose
-    cores are busy extra threads make every parallel operation wait."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

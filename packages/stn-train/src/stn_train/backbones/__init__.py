@@ -14,12 +14,11 @@ Weights are only ever read from local files; nothing is downloaded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from stn_train.backbones._weights import read_state_dict
 from stn_train.backbones.matconvnet import (
     convert_matconvnet_vggface,
     load_matconvnet_vggface,
@@ -89,20 +88,9 @@ def build_backbone(
 
 def _load_plain_state_dict(module: nn.Module, weights: str | Path, name: str) -> None:
     path = Path(weights)
-    if not path.is_file():
-        raise TrainError(
-            f"{name} weights file {path} does not exist; pass the path of a saved {name} "
-            "backbone state dict, or no weights for a random start."
-        )
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise TrainError(
-            f"{path} is not a readable PyTorch state dict ({type(exc).__name__}); pass a "
-            f"{name} backbone state dict."
-        ) from exc
-    if not isinstance(state, Mapping):
-        raise TrainError(f"{path} holds a {type(state).__name__}, not a state dict.")
+    state = read_state_dict(
+        path, name, f"the path of a saved {name} backbone state dict, or no weights for a "
+        "random start", f"a {name} backbone state dict")
     own = module.state_dict()
     bad = sorted(set(own) ^ set(state)) + [
         k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape

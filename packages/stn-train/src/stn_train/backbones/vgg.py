@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stn_train.backbones._weights import read_state_dict
 from stn_train.errors import TrainError
 
 __all__ = [
@@ -268,29 +269,10 @@ def load_vgg_state_dict(path: str | Path, dropout: float = 0.5) -> VGGFace:
             has missing / unexpected keys or wrong shapes (all listed in the message).
     """
     path = Path(path)
-    if not path.is_file():
-        raise TrainError(
-            f"VGG weights file {path} does not exist; pass the path of vgg-face.mat or of a "
-            "converted state dict (.pt), or no weights for a random initialisation."
-        )
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise TrainError(
-            f"{path} is not a readable PyTorch state dict ({type(exc).__name__}); pass a file "
-            "written by torch.save(model.state_dict(), path) or the MatConvNet vgg-face.mat."
-        ) from exc
-    if (
-        isinstance(state, Mapping)
-        and "state_dict" in state
-        and isinstance(state["state_dict"], Mapping)
-    ):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise TrainError(
-            f"{path} holds a {type(state).__name__}, not a state dict; pass a file written by "
-            "torch.save(model.state_dict(), path)."
-        )
+    state = read_state_dict(
+        path, "VGG", "the path of vgg-face.mat or of a converted state dict (.pt), or no "
+        "weights for a random initialisation", "a file written by "
+        "torch.save(model.state_dict(), path) or the MatConvNet vgg-face.mat")
     state = vgg_state_dict_from_any(state, str(path))
     module = VGGFace(width_divisor=_infer_divisor(state, str(path)), dropout=dropout)
     return load_state_into_vgg(module, state, str(path))
