@@ -158,6 +158,16 @@ def _check_v5_elements(path, endian: str) -> None:
             if mtype == _MI_MATRIX and end % 8:
                 end += 8 - end % 8
             offset = end
+        # Fewer than 8 bytes left: zero padding, or the start of a cut-off element's tag.
+        f.seek(offset)
+        rest = f.read()
+        if offset < size and any(rest):
+            raise fail(
+                path,
+                f"is truncated: the file ends {len(rest)} bytes into a variable's header at "
+                f"byte {offset}",
+                "copy the file again",
+            )
 
 
 def _load_v5(path, keys: list[str] | None, endian: str) -> dict:
