@@ -33,6 +33,12 @@ Usage (from the repository root)::
 
 On a machine without CUDA the fused variant is skipped with a note and the others run on the
 CPU (use small --batch there). ``--json PATH`` also writes every figure.
+
+Last, ``fit_landmarks`` is timed on the original's six demo images (``3dmmasstn/`` in the
+reference folder: ``--reference``, default ``$STN_REFERENCE`` or ``../shared/reference``) on
+the CPU with ``--fit-threads`` torch threads (target: under 0.5 s on 2 cores), through
+:func:`demo_landmark_fit.time_fit_landmarks`; ``--no-fit`` leaves it out, and it is skipped with
+a note when the reference data is absent.
 """
 
 from __future__ import annotations
@@ -232,7 +238,35 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a fast smoke run: B 1 and 8 (CPU: 1 and 2), R 112, 5 repetitions")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    p.add_argument("--no-fit", action="store_true",
+                   help="leave out the fit_landmarks timing on the demo images")
+    p.add_argument("--fit-repeats", type=int, default=None,
+                   help="timed fit_landmarks runs (default 50; --quick: 5)")
+    p.add_argument("--fit-threads", type=int, default=2,
+                   help="torch CPU threads for the fit_landmarks timing (default 2)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="folder holding 3dmmasstn/ (default: $STN_REFERENCE or "
+                        "../shared/reference beside the repository)")
     return p.parse_args(argv)
+
+
+def bench_fit_landmarks(args, notes: list) -> dict | None:
+    """fit_landmarks on the six demo images (CPU), or None with a note when it cannot run."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from demo_landmark_fit import time_fit_landmarks
+
+    repeats = args.fit_repeats or (5 if args.quick else 50)
+    try:
+        r = time_fit_landmarks(args.reference, repeats=repeats, threads=args.fit_threads)
+    except FileNotFoundError as exc:
+        notes.append(f"fit_landmarks: skipped, the original's demo data is absent ({exc})")
+        return None
+    cpu = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"fit_landmarks on the {r['n_images']} demo images ({cpu}, torch threads "
+          f"{r['threads']}): median {r['median_s'] * 1e3:.1f} ms, min {r['min_s'] * 1e3:.1f} ms "
+          f"over {r['repeats']} runs (target < 500 ms); mean landmark error "
+          f"{r['mean_error_px']:.2f} px", flush=True)
+    return dict(r, machine=cpu)
 
 
 def main(argv=None) -> int:
@@ -329,11 +363,13 @@ def main(argv=None) -> int:
         eager = next((r.get("median_ms") for r in rows if r["B"] == row["B"]
                       and r["R"] == row["R"] and r["variant"] == "eager"), None)
         print(_line(row, {"eager": eager}))
+    fit = None if args.no_fit else bench_fit_landmarks(args, notes)
     for note in notes:
         print("note:", note)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(device=dev_name, bandwidth=bandwidth,
-                                                   rows=rows, notes=notes), indent=1))
+                                                   rows=rows, fit_landmarks=fit, notes=notes),
+                                              indent=1))
     return 0
 
 

@@ -14,7 +14,7 @@ the visibility mask and the masked output.
     python tools/demo_landmark_fit.py [--out out/demo_landmark_fit] [--reference DIR]
     python tools/demo_landmark_fit.py --bench 50 --threads 2     # timing only
 
-:func:`time_fit_landmarks` is the fit_landmarks part of ``tools/bench_stn.py``.
+:func:`time_fit_landmarks` is also the fit_landmarks part of ``tools/bench_stn.py``.
 """
 
 from __future__ import annotations

@@ -64,8 +64,71 @@ N_POSE_PARTIALS = 9
 # The kernels reduce through this name rather than ``tl.sum`` itself, so that an interpreted
 # launch can substitute an interpreted ``tl.sum`` when triton was imported before
 # TRITON_INTERPRET was set (``triton.jit`` decides interpreted or compiled at decoration, also
-# for triton's own library functions). No other jit library function is used in the kernels.
+# for triton's own library functions). No other triton library jit function is used in the
+# kernels; the module's own jit helpers are listed in ``_JIT_HELPERS`` for the same swap.
 _sum = tl.sum
+
+
+@triton.jit
+def _synthesize(
+    mean_ptr, basis_ptr, alpha_ptr, b, offs_n, n_ok, K,
+    s_ab, s_ak, s_mn, s_md, s_bn, s_bd, s_bk,
+    BLOCK_K: tl.constexpr,
+):
+    """X = mean + basis @ alpha for the vertices ``offs_n`` of image ``b``: (x, y, z) float32,
+    K in chunks of BLOCK_K (the (BLOCK_N, BLOCK_K) basis tiles set the register count)."""
+    x = tl.load(mean_ptr + offs_n * s_mn, mask=n_ok, other=0.0).to(tl.float32)
+    y = tl.load(mean_ptr + offs_n * s_mn + s_md, mask=n_ok, other=0.0).to(tl.float32)
+    z = tl.load(mean_ptr + offs_n * s_mn + 2 * s_md, mask=n_ok, other=0.0).to(tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < K
+        a = tl.load(alpha_ptr + b * s_ab + offs_k * s_ak, mask=k_ok, other=0.0).to(tl.float32)
+        tile = basis_ptr + offs_n[:, None] * s_bn + offs_k[None, :] * s_bk
+        t_ok = n_ok[:, None] & k_ok[None, :]
+        x += _sum(tl.load(tile, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1)
+        y += _sum(tl.load(tile + s_bd, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1)
+        z += _sum(
+            tl.load(tile + 2 * s_bd, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1
+        )
+    return x, y, z
+
+
+@triton.jit
+def _load_pose(pose_ptr, b):
+    """Rotation rows 0 and 1 (the projection drops row 2), scale and translation of image b."""
+    pose = pose_ptr + b * 12
+    r00 = tl.load(pose + 0)
+    r01 = tl.load(pose + 1)
+    r02 = tl.load(pose + 2)
+    r10 = tl.load(pose + 3)
+    r11 = tl.load(pose + 4)
+    r12 = tl.load(pose + 5)
+    s = tl.load(pose + 9)
+    tx = tl.load(pose + 10)
+    ty = tl.load(pose + 11)
+    return r00, r01, r02, r10, r11, r12, s, tx, ty
+
+
+@triton.jit
+def _taps(px, py, n_ok, H, W):
+    """The bilinear taps at floor(p) + {0, 1}: corner x0, y0 (int32; x1 = x0 + 1, y1 = y0 + 1),
+    the weights of the far corner wx1, wy1 (the near ones are 1 - w) and whether each corner is
+    inside the image (reads outside are zero). p is clamped first so that far-away points stay
+    in the integer range (their taps are all outside the image and read 0 either way)."""
+    x0f = tl.floor(tl.minimum(tl.maximum(px, -2.0), W + 1.0))
+    y0f = tl.floor(tl.minimum(tl.maximum(py, -2.0), H + 1.0))
+    x0 = x0f.to(tl.int32)
+    y0 = y0f.to(tl.int32)
+    okx0 = (x0 >= 0) & (x0 < W)
+    okx1 = (x0 + 1 >= 0) & (x0 + 1 < W)
+    oky0 = (y0 >= 0) & (y0 < H)
+    oky1 = (y0 + 1 >= 0) & (y0 + 1 < H)
+    ok00 = n_ok & oky0 & okx0
+    ok01 = n_ok & oky0 & okx1
+    ok10 = n_ok & oky1 & okx0
+    ok11 = n_ok & oky1 & okx1
+    return x0, y0, px - x0f, py - y0f, ok00, ok01, ok10, ok11
 
 
 @triton.jit
@@ -90,60 +153,19 @@ def _stn_fwd_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
 
-    # Shape synthesis X = mean + basis @ alpha.
-    x = tl.load(mean_ptr + offs_n * s_mn, mask=n_ok, other=0.0).to(tl.float32)
-    y = tl.load(mean_ptr + offs_n * s_mn + s_md, mask=n_ok, other=0.0).to(tl.float32)
-    z = tl.load(mean_ptr + offs_n * s_mn + 2 * s_md, mask=n_ok, other=0.0).to(tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < K
-        a = tl.load(alpha_ptr + b * s_ab + offs_k * s_ak, mask=k_ok, other=0.0).to(tl.float32)
-        tile = basis_ptr + offs_n[:, None] * s_bn + offs_k[None, :] * s_bk
-        t_ok = n_ok[:, None] & k_ok[None, :]
-        x += _sum(tl.load(tile, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1)
-        y += _sum(tl.load(tile + s_bd, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1)
-        z += _sum(
-            tl.load(tile + 2 * s_bd, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1
-        )
-
-    # Pose: rotation rows 0 and 1 (the projection drops row 2), scale, translation.
-    pose = pose_ptr + b * 12
-    r00 = tl.load(pose + 0)
-    r01 = tl.load(pose + 1)
-    r02 = tl.load(pose + 2)
-    r10 = tl.load(pose + 3)
-    r11 = tl.load(pose + 4)
-    r12 = tl.load(pose + 5)
-    s = tl.load(pose + 9)
-    tx = tl.load(pose + 10)
-    ty = tl.load(pose + 11)
+    x, y, z = _synthesize(mean_ptr, basis_ptr, alpha_ptr, b, offs_n, n_ok, K,
+                          s_ab, s_ak, s_mn, s_md, s_bn, s_bd, s_bk, BLOCK_K)
+    r00, r01, r02, r10, r11, r12, s, tx, ty = _load_pose(pose_ptr, b)
     px = s * (r00 * x + r01 * y + r02 * z) + tx
     py = -s * (r10 * x + r11 * y + r12 * z) + ty
 
-    # Bilinear taps at floor(p) + {0, 1}; clamped first so that far-away points stay in the
-    # integer range (their taps are all outside the image and read 0 either way).
-    x0f = tl.floor(tl.minimum(tl.maximum(px, -2.0), W + 1.0))
-    y0f = tl.floor(tl.minimum(tl.maximum(py, -2.0), H + 1.0))
-    wx1 = px - x0f
-    wy1 = py - y0f
+    x0, y0, wx1, wy1, ok00, ok01, ok10, ok11 = _taps(px, py, n_ok, H, W)
     wx0 = 1.0 - wx1
     wy0 = 1.0 - wy1
-    x0 = x0f.to(tl.int32)
-    y0 = y0f.to(tl.int32)
-    x1 = x0 + 1
-    y1 = y0 + 1
-    okx0 = (x0 >= 0) & (x0 < W)
-    okx1 = (x1 >= 0) & (x1 < W)
-    oky0 = (y0 >= 0) & (y0 < H)
-    oky1 = (y1 >= 0) & (y1 < H)
-    ok00 = n_ok & oky0 & okx0
-    ok01 = n_ok & oky0 & okx1
-    ok10 = n_ok & oky1 & okx0
-    ok11 = n_ok & oky1 & okx1
     o00 = y0 * s_ih + x0 * s_iw
-    o01 = y0 * s_ih + x1 * s_iw
-    o10 = y1 * s_ih + x0 * s_iw
-    o11 = y1 * s_ih + x1 * s_iw
+    o01 = o00 + s_iw
+    o10 = o00 + s_ih
+    o11 = o10 + s_iw
     w00 = wy0 * wx0
     w01 = wy0 * wx1
     w10 = wy1 * wx0
@@ -188,58 +210,21 @@ def _stn_bwd_kernel(
     n_ok = offs_n < N
 
     # Recompute X, Y and p exactly as the forward does.
-    x = tl.load(mean_ptr + offs_n * s_mn, mask=n_ok, other=0.0).to(tl.float32)
-    y = tl.load(mean_ptr + offs_n * s_mn + s_md, mask=n_ok, other=0.0).to(tl.float32)
-    z = tl.load(mean_ptr + offs_n * s_mn + 2 * s_md, mask=n_ok, other=0.0).to(tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < K
-        a = tl.load(alpha_ptr + b * s_ab + offs_k * s_ak, mask=k_ok, other=0.0).to(tl.float32)
-        tile = basis_ptr + offs_n[:, None] * s_bn + offs_k[None, :] * s_bk
-        t_ok = n_ok[:, None] & k_ok[None, :]
-        x += _sum(tl.load(tile, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1)
-        y += _sum(tl.load(tile + s_bd, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1)
-        z += _sum(
-            tl.load(tile + 2 * s_bd, mask=t_ok, other=0.0).to(tl.float32) * a[None, :], axis=1
-        )
-
-    pose = pose_ptr + b * 12
-    r00 = tl.load(pose + 0)
-    r01 = tl.load(pose + 1)
-    r02 = tl.load(pose + 2)
-    r10 = tl.load(pose + 3)
-    r11 = tl.load(pose + 4)
-    r12 = tl.load(pose + 5)
-    s = tl.load(pose + 9)
-    tx = tl.load(pose + 10)
-    ty = tl.load(pose + 11)
+    x, y, z = _synthesize(mean_ptr, basis_ptr, alpha_ptr, b, offs_n, n_ok, K,
+                          s_ab, s_ak, s_mn, s_md, s_bn, s_bd, s_bk, BLOCK_K)
+    r00, r01, r02, r10, r11, r12, s, tx, ty = _load_pose(pose_ptr, b)
     yx = r00 * x + r01 * y + r02 * z
     yy = r10 * x + r11 * y + r12 * z
     px = s * yx + tx
     py = -s * yy + ty
 
-    x0f = tl.floor(tl.minimum(tl.maximum(px, -2.0), W + 1.0))
-    y0f = tl.floor(tl.minimum(tl.maximum(py, -2.0), H + 1.0))
-    wx1 = px - x0f
-    wy1 = py - y0f
+    x0, y0, wx1, wy1, ok00, ok01, ok10, ok11 = _taps(px, py, n_ok, H, W)
     wx0 = 1.0 - wx1
     wy0 = 1.0 - wy1
-    x0 = x0f.to(tl.int32)
-    y0 = y0f.to(tl.int32)
-    x1 = x0 + 1
-    y1 = y0 + 1
-    okx0 = (x0 >= 0) & (x0 < W)
-    okx1 = (x1 >= 0) & (x1 < W)
-    oky0 = (y0 >= 0) & (y0 < H)
-    oky1 = (y1 >= 0) & (y1 < H)
-    ok00 = n_ok & oky0 & okx0
-    ok01 = n_ok & oky0 & okx1
-    ok10 = n_ok & oky1 & okx0
-    ok11 = n_ok & oky1 & okx1
     o00 = y0 * s_ih + x0 * s_iw
-    o01 = y0 * s_ih + x1 * s_iw
-    o10 = y1 * s_ih + x0 * s_iw
-    o11 = y1 * s_ih + x1 * s_iw
+    o01 = o00 + s_iw
+    o10 = o00 + s_ih
+    o11 = o10 + s_iw
     if HAS_MASK:
         m = tl.load(mask_ptr + b * s_kb + offs_n * s_kn, mask=n_ok, other=0.0).to(tl.float32)
 
@@ -248,6 +233,11 @@ def _stn_bwd_kernel(
     dpy = px * 0.0
     img_b = img_ptr + b * s_ib
     grad_b = grad_ptr + b * s_gb + offs_n * s_gn
+    if NEED_DIMG:
+        d00 = y0 * s_dh + x0 * s_dw
+        d01 = d00 + s_dw
+        d10 = d00 + s_dh
+        d11 = d10 + s_dw
     for c in range(0, C):
         g = tl.load(grad_b + c * s_gc, mask=n_ok, other=0.0).to(tl.float32)
         if HAS_MASK:
@@ -261,10 +251,10 @@ def _stn_bwd_kernel(
         dpy += g * ((v10 - v00) * wx0 + (v11 - v01) * wx1)
         if NEED_DIMG:
             dimg_c = dimg_ptr + b * s_db + c * s_dc
-            tl.atomic_add(dimg_c + y0 * s_dh + x0 * s_dw, g * (wy0 * wx0), mask=ok00)
-            tl.atomic_add(dimg_c + y0 * s_dh + x1 * s_dw, g * (wy0 * wx1), mask=ok01)
-            tl.atomic_add(dimg_c + y1 * s_dh + x0 * s_dw, g * (wy1 * wx0), mask=ok10)
-            tl.atomic_add(dimg_c + y1 * s_dh + x1 * s_dw, g * (wy1 * wx1), mask=ok11)
+            tl.atomic_add(dimg_c + d00, g * (wy0 * wx0), mask=ok00)
+            tl.atomic_add(dimg_c + d01, g * (wy0 * wx1), mask=ok01)
+            tl.atomic_add(dimg_c + d10, g * (wy1 * wx0), mask=ok10)
+            tl.atomic_add(dimg_c + d11, g * (wy1 * wx1), mask=ok11)
 
     # Chain to the pose and reduce over this program's vertices (padding lanes have dp = 0).
     dyx = s * dpx
@@ -295,6 +285,11 @@ def _stn_bwd_kernel(
         tl.store(part + 9 + offs_k, _sum(acc, axis=0), mask=k_ok)
 
 
+# The module's jit helpers, called by name from the kernels: swapped with ``_sum`` for an
+# interpreted launch (see ``_launch``).
+_JIT_HELPERS = ("_sum", "_synthesize", "_load_pose", "_taps")
+
+
 # ---------------------------------------------------------------------------------------------
 # Launchers
 
@@ -323,9 +318,9 @@ def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
 
     Whether ``triton.jit`` builds compiled or interpreted functions is decided when triton and
     this module are imported; if ``TRITON_INTERPRET=1`` was set only later, the interpreted
-    forms of the kernel and of ``tl.sum`` are built here from the same Python source.
+    forms of the kernel, of its jit helpers and of ``tl.sum`` are built here from the same
+    Python source (see ``_JIT_HELPERS``).
     """
-    global _sum
     if device.type != "cpu":
         kernel[grid](*args, **kwargs)
         return
@@ -334,12 +329,13 @@ def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
             "The Triton STN kernels got CPU tensors; they run on CPU only under the Triton "
             "interpreter: set TRITON_INTERPRET=1, or use backend='reference'."
         )
-    compiled_sum = _sum
-    _sum = _interpreted(tl.sum)
+    module = globals()
+    compiled = {name: module[name] for name in _JIT_HELPERS}
+    module.update({name: _interpreted(fn) for name, fn in compiled.items()})
     try:
         _interpreted(kernel)[grid](*args, **kwargs)
     finally:
-        _sum = compiled_sum
+        module.update(compiled)
 
 
 def _block_k(k: int) -> int:

@@ -1,0 +1,48 @@
+"""The benchmark scripts still run (a smoke run each; no timing is asserted: benchmarks are
+scripts that print figures, never timed tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_bench_stn_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = _tool("bench_stn").main(["--device", "cpu", "--quick", "--variants", "eager",
+                                  "--batch", "1", "3", "--reps", "2", "--warmup", "0",
+                                  "--no-fit", "--json", str(out)])
+    assert rc == 0
+    figures = json.loads(out.read_text())
+    rows = figures["rows"]
+    assert [(r["B"], r["R"], r["variant"]) for r in rows] == [(1, 112, "eager"), (3, 112, "eager")]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["median_ms"] > 0 and math.isfinite(r["ratio_to_floor"])
+        # The floor counts the image pixels the taps touch: more than none, at most all.
+        assert 0 < r["touched_per_image"] <= 224 * 224
+    assert figures["fit_landmarks"] is None
+    printed = capsys.readouterr().out
+    assert "eager" in printed and "x floor" in printed
+
+
+def test_bench_stn_floor_bytes_by_hand():
+    """The memory-traffic floor, from the rule in the script's docstring, for a small case."""
+    floor = _tool("bench_stn").floor_bytes(b=2, c=3, n=5, k=4, h=7, w=7, img_bytes=2, touched=11)
+    model = 5 * 3 * 5 * 4
+    forward = 11 * 3 * 2 + model + 2 * 5 * 4 + 2 * 10 * 4 + 2 * 3 * 5 * 2
+    backward = 2 * 3 * 5 * 2 + 11 * 3 * 2 + model + 2 * 5 * 4 + 2 * 2 * 10 * 4
+    assert floor == dict(forward=forward, backward=backward, total=forward + backward)
