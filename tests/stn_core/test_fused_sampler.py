@@ -130,6 +130,30 @@ def _assert_norm_close(actual, expected, rtol, what, seed):
         )
 
 
+def _assert_bf16_rounding(actual, reference32, what, seed, scale=None):
+    """``actual`` (bfloat16) is ``reference32`` (float32 arithmetic on the same bfloat16
+    inputs) rounded once to bfloat16: within one bfloat16 ulp of it (round-to-nearest gives
+    half an ulp on a GPU; the Triton interpreter truncates, up to a whole ulp) plus the float32
+    kernel-vs-reference difference before rounding (KERNEL_TOL, after dividing by ``scale``).
+    A bfloat16 accumulation would be off by several ulps."""
+    assert actual.dtype == torch.bfloat16, f"{what}: dtype {actual.dtype}"
+    a, e = actual.detach().double(), reference32.detach().double()
+    assert not torch.isnan(a).any(), f"{what}: NaN (unwritten) elements; seed {seed}"
+    if scale is None:
+        scale = torch.ones((), dtype=torch.float64)
+    tiny = torch.finfo(torch.bfloat16).tiny
+    ulp = 2.0 ** (torch.floor(torch.log2(e.abs().clamp_min(tiny))) - 7)  # 8 significant bits
+    rtol, atol = KERNEL_TOL
+    excess = (a - e).abs() - (ulp + (atol + rtol * (e / scale).abs()) * scale)
+    if excess.max() > 0:
+        idx = tuple(int(i) for i in np.unravel_index(int(torch.argmax(excess)), tuple(a.shape)))
+        raise AssertionError(
+            f"{what}: {int((excess > 0).sum())} of {a.numel()} elements more than one bfloat16 "
+            f"ulp off; worst at {idx}: got {a[idx].item():.8g}, float32 reference "
+            f"{e[idx].item():.8g} (ulp {ulp[idx].item():.3g}); seed {seed}"
+        )
+
+
 def _max_scale(grad):
     """The largest magnitude of an image gradient: a pixel sums many vertices' random-sign
     contributions, so its rounding error scales with them, not with the (cancelled) sum."""
@@ -215,6 +239,12 @@ class TestFusedVsReference:
         out_k, dth_k, dim_k = _run("triton", inp, torch.bfloat16, grad_out, images_grad=True)
         out_r, dth_r, dim_r = _run("reference", inp, torch.bfloat16, grad_out, images_grad=True)
         assert out_k.dtype == torch.bfloat16 and dim_k.dtype == torch.bfloat16
+        # Forward and d images against float32 arithmetic on the same (bf16-valued) inputs.
+        same = dict(inp, images=inp["images"].bfloat16().float())
+        out_32, _, dim_32 = _run("reference", same, torch.float32, grad_out.float(),
+                                 images_grad=True)
+        _assert_bf16_rounding(out_k, out_32, "forward (bf16)", seed)
+        _assert_bf16_rounding(dim_k, dim_32, "d images (bf16)", seed, scale=_max_scale(dim_32))
         _assert_close(out_k, out_r, BF16_TOL, "forward (bf16)", seed)
         _assert_close(dth_k, dth_r, KERNEL_TOL, "d theta (bf16 images)", seed,
                       scale=_column_scale(dth_r))
@@ -343,6 +373,49 @@ class TestDispatch:
         im, th, mean, basis = inp["images"], inp["theta"], inp["mean"], inp["basis"]
         assert select_backend(im.double(), th.double(), mean, basis) == "reference"
         assert select_backend(im, th, mean, basis.clone().requires_grad_(True)) == "reference"
+
+    def test_torch_func_transforms_go_to_reference(self, monkeypatch):
+        """Under torch.func (functorch-wrapped tensors, whose memory a kernel cannot read) the
+        auto dispatch takes the reference, and backend='triton' says why it cannot run."""
+        if not HAS_TRITON:
+            pytest.skip("triton is not installed: the auto dispatch never picks the kernel")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        monkeypatch.setattr(_dispatch, "_on_cuda", lambda t: True)
+        inp, seed = _draw(1, 3, 29, 31, 97, 7)
+        grad_out = torch.randn(1, 3, 97)
+        seen = []
+
+        def loss(theta, backend):
+            seen.append(select_backend(inp["images"], theta, inp["mean"], inp["basis"],
+                                       inp["mask"], backend="auto"))
+            out = stn_flatten(inp["images"], theta, inp["mean"], inp["basis"], inp["mask"],
+                              backend=backend)
+            return (out * grad_out).sum()
+
+        assert select_backend(inp["images"], inp["theta"], inp["mean"], inp["basis"]) == "triton"
+        auto = torch.func.grad(loss)(inp["theta"], "auto")
+        assert seen == ["reference"]
+        _, expected, _ = _run("reference", inp, torch.float32, grad_out, images_grad=False)
+        _assert_close(auto, expected, TOL[np.float32], "torch.func.grad", seed,
+                      scale=_column_scale(expected))
+        with pytest.raises(StnError, match="torch.func"):
+            torch.func.grad(loss)(inp["theta"], "triton")
+
+    def test_low_precision_theta_on_the_kernel(self, poison):
+        """bfloat16 theta (a localiser's output under autocast): both paths read it as
+        float32, so they agree as for float32 theta, and d theta comes back in bfloat16."""
+        inp, seed = _draw(3, 3, 37, 41, 121, 7)
+        inp["theta"] = inp["theta"].bfloat16()
+        # Rounding theta moved the points: mask those now near a tap edge (see _draw).
+        inp["mask"][_near_tap_edge(inp["theta"].float(), inp["mean"], inp["basis"])] = 0
+        grad_out = torch.randn(3, 3, 121)
+        out_k, dth_k, _ = _run("triton", inp, torch.float32, grad_out, images_grad=False)
+        out_r, dth_r, _ = _run("reference", inp, torch.float32, grad_out, images_grad=False)
+        assert dth_k.dtype == dth_r.dtype == torch.bfloat16
+        _assert_close(out_k, out_r, KERNEL_TOL, "forward (bf16 theta)", seed)
+        # Both gradients are float32 sums rounded to bf16: within one bf16 rounding.
+        _assert_close(dth_k, dth_r, BF16_TOL, "d theta (bf16 theta)", seed,
+                      scale=_column_scale(dth_r))
 
     def test_triton_on_cpu_without_interpreter_is_a_clear_error(self, monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)

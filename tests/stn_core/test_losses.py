@@ -56,6 +56,14 @@ class TestLandmarkLoss:
         out.backward()
         assert torch.all(p.grad == 0)
 
+    def test_awkward_no_landmarks(self):
+        """L = 0 (an empty landmark set): 0 with a zero gradient, not NaN."""
+        p = torch.rand(2, 0, 2, dtype=torch.float64, requires_grad=True)
+        out = landmark_loss(p, torch.zeros(2, 0, 2, dtype=torch.float64))
+        assert out == 0
+        out.backward()
+        assert p.grad.shape == (2, 0, 2)
+
     def test_awkward_shape_mismatch(self):
         with pytest.raises(StnError, match="shape"):
             landmark_loss(torch.rand(1, 3, 2), torch.rand(1, 4, 2))
@@ -101,6 +109,15 @@ class TestSymmetryLoss:
         x2 = x.clone()
         x2[..., 1:3] = -50
         _close(symmetry_loss(x2, vis), 1.0)
+
+    def test_fractional_weights_are_a_weighted_mean(self):
+        """Mask values are weights: the result is sum(w (a - b)^2) / (C sum w), also when the
+        weights sum to less than 1 (9 here, whatever the common weight)."""
+        x = torch.tensor([[[[1.0, 4.0]]]], dtype=torch.float64)
+        for weight in (1.0, 0.5, 0.01):
+            _close(symmetry_loss(x, torch.full((1, 1, 1, 2), weight)), 9.0)
+        # Unequal weights: pixel pair weights w0 * w1 both ways, the mean stays 9.
+        _close(symmetry_loss(x, torch.tensor([[[[0.2, 0.7]]]])), 9.0)
 
     def test_default_mask_is_nonzero_pixels(self):
         x = torch.tensor([[[[1.0, 4.0, 0.0, 2.0]]]], dtype=torch.float64)

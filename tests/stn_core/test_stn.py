@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from stn_core import STN, StnError, UVGridModel
-from stn_core.sampler.reference import stn_flatten_reference
+from stn_core.geometry import axis_angle_to_matrix
 
 from tests.tolerances import TOL
 
@@ -55,15 +55,66 @@ class TestSTN:
         assert set(out.visibility.unique().tolist()) <= {0.0, 1.0}
         torch.testing.assert_close(out.masked, out.flattened * out.visibility)
 
-    def test_matches_reference(self):
+    def test_matches_grid_sample(self):
+        """The flattened image is torch's grid_sample (align_corners=True, zeros outside) at
+        the returned points, which are those of the independent layer composition."""
         m = dome_model(dtype=torch.float64)
         images = torch.rand(2, 3, 48, 40, dtype=torch.float64)
         th = theta_for(m, dtype=torch.float64)
         th[:, 6:] = torch.randn(2, 3, dtype=torch.float64)
         out = STN(m)(images, th)
-        ref = stn_flatten_reference(images, th, m.mean, m.basis).reshape(2, 3, R, R)
+        rot = axis_angle_to_matrix(th[:, :3])
+        shape = m.mean + torch.einsum("nck,bk->bnc", m.basis, th[:, 6:])
+        y = torch.einsum("bij,bnj->bni", rot, shape)
+        s = torch.exp(th[:, 5])[:, None]
+        pts = torch.stack([s * y[..., 0] + th[:, 3:4], -s * y[..., 1] + th[:, 4:5]], -1)
         rtol, atol = TOL[np.float64]
-        torch.testing.assert_close(out.flattened, ref, rtol=rtol, atol=atol)
+        torch.testing.assert_close(out.points, pts, rtol=rtol, atol=atol)
+        grid = torch.stack([2 * pts[..., 0] / (40 - 1) - 1, 2 * pts[..., 1] / (48 - 1) - 1], -1)
+        ref = torch.nn.functional.grid_sample(images, grid[:, None], mode="bilinear",
+                                              padding_mode="zeros", align_corners=True)
+        torch.testing.assert_close(out.flattened, ref.reshape(2, 3, R, R), rtol=rtol, atol=atol)
+
+    def test_autocast_keeps_the_geometry_in_float32(self):
+        """Under autocast (bfloat16 matmuls) the points, visibility and flattened image are
+        those computed without it; a bfloat16 theta is read as float32."""
+        m = dome_model(k=3)
+        stn = STN(m)
+        images = torch.rand(2, 3, 48, 40)
+        th = theta_for(m)
+        th[:, :3] = torch.tensor([0.1, 0.5, -0.2])
+        th[:, 6:] = torch.randn(2, 3)
+        plain = stn(images, th)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast = stn(images, th)
+        for a, b in zip(plain, cast, strict=True):
+            assert a.dtype == b.dtype
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        low = stn(images, th.bfloat16())
+        ref = stn(images, th.bfloat16().float())
+        assert low.points.dtype == torch.float32
+        for a, b in zip(low, ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    def test_empty_batch(self):
+        m = dome_model()
+        for mode in ("normals", "depth"):
+            out = STN(m, visibility_mode=mode)(torch.rand(0, 3, 48, 40), torch.zeros(0, 9))
+            assert out.masked.shape == (0, 3, R, R) and out.visibility.shape == (0, 1, R, R)
+
+    def test_reference_backend_gives_second_derivatives(self):
+        """backend='reference' (needed for gradient penalties): double backward works."""
+        m = dome_model()
+        stn = STN(m, backend="reference")
+        assert "backend='reference'" in repr(stn)
+        images = torch.rand(2, 3, 48, 40, dtype=torch.float64)
+        th = theta_for(m, dtype=torch.float64).requires_grad_()
+        (g,) = torch.autograd.grad(stn.double()(images, th).masked.square().sum(), th,
+                                   create_graph=True)
+        (gg,) = torch.autograd.grad(g.square().sum(), th)
+        assert torch.isfinite(gg).all() and gg.abs().sum() > 0
+        with pytest.raises(StnError, match="backend must be one of"):
+            STN(m, backend="cuda")
 
     def test_gradient_to_theta_and_images_only_when_asked(self):
         m = dome_model()
@@ -125,6 +176,7 @@ class TestSTN:
     def test_module_device_move_and_repr(self):
         stn = STN(dome_model())
         assert {n for n, _ in stn.named_buffers()} == {"mean", "basis", "faces", "inside"}
+        assert stn.state_dict() == {}  # the model is data of its artifact, not saved state
         assert "res=9" in repr(stn) and stn.n_params == 9
         th = stn.initial_theta(3, 48, 40)
         assert th.shape == (3, 9) and th[0, 3] == 19.5 and th[0, 4] == 23.5

@@ -10,6 +10,7 @@ Conventions: docs/conventions.md. The main entry points:
 
 from stn_core._validate import ArtifactError, StnError
 from stn_core.geometry import (
+    GridGenerator,
     axis_angle_to_matrix,
     initial_theta,
     morphable_shape,
@@ -22,10 +23,11 @@ from stn_core.geometry import (
 )
 from stn_core.grid_model import UVGridModel
 from stn_core.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from stn_core.sampler.bilinear import bilinear_sample
+from stn_core.sampler import stn_flatten
+from stn_core.sampler.bilinear import BilinearSampler, bilinear_sample
 from stn_core.sampler.reference import stn_flatten_reference
 from stn_core.stn import STN, STNOutput
-from stn_core.visibility import vertex_normals, visibility
+from stn_core.visibility import Visibility, vertex_normals, visibility
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,10 @@ __all__ = [
     "UVGridModel",
     "STN",
     "STNOutput",
+    "GridGenerator",
+    "BilinearSampler",
+    "Visibility",
+    "stn_flatten",
     "axis_angle_to_matrix",
     "initial_theta",
     "morphable_shape",

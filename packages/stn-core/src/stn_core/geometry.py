@@ -13,11 +13,15 @@ Conventions (docs/conventions.md):
   converts as ``log_s = q * ln(0.99)`` (:func:`stn_core.conventions.log_scale_from_original`).
 
 Every function accepts float32 or float64 tensors on any device and is differentiable in all
-its floating-point inputs.
+its floating-point inputs. Precision: the functions that multiply matrices run with autocast
+disabled, so that under ``torch.autocast`` they keep their inputs' dtype rather than rounding
+to bfloat16 (8 significant bits: half a pixel at 200 px); :func:`project_theta` also promotes
+a float16 or bfloat16 theta (a localiser's output under autocast) to float32.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -47,6 +51,25 @@ __all__ = [
 # through theta^8: the truncation error (< 3e-18 relative) is below float64 epsilon, and the
 # series has exact, finite gradients at r = 0 where sin|r| / |r| does not.
 _SMALL_ANGLE_SQ = 1e-2
+
+
+# The device types for which torch has an autocast state to switch off.
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _autocast_off(fn):
+    """Run ``fn`` with autocast disabled on the device of its first tensor argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        if device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class ThetaParts(NamedTuple):
@@ -82,6 +105,7 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     )
 
 
+@_autocast_off
 def axis_angle_to_matrix(r: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from axis-angle vectors (Rodrigues' formula).
 
@@ -119,6 +143,7 @@ def axis_angle_to_matrix(r: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
+@_autocast_off
 def morphable_shape(alpha: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """The morphable-model layer: vertices ``X = mean + basis @ alpha``.
 
@@ -140,6 +165,7 @@ def morphable_shape(alpha: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor
     return mean + offsets
 
 
+@_autocast_off
 def rotate(points: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Rotate rows of points: ``points @ R^T``.
 
@@ -190,6 +216,7 @@ def translate_points(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return points + t[:, None, :]
 
 
+@_autocast_off
 def project_theta(
     theta: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,8 +229,11 @@ def project_theta(
     Returns:
         points: (B, N, 2) pixels, ``p_x = s Y_x + t_x``, ``p_y = -s Y_y + t_y``;
         rotated: (B, N, 3) mm, the rotated vertices ``Y = (mean + basis alpha) R^T``.
-        Both in theta's dtype.
+        Both in theta's dtype, or float32 when theta is float16 or bfloat16 (image points
+        need float32; gradients flow back to the low-precision theta).
     """
+    if theta.dtype in _LOW_PRECISION:
+        theta = theta.float()
     r, t, log_s, alpha = split_theta(theta)
     if alpha.shape[1] != basis.shape[2]:
         raise ValueError(
@@ -220,12 +250,13 @@ def project_theta(
 
 
 class MorphableShape(nn.Module):
-    """nn.Module front of :func:`morphable_shape`; ``mean``/``basis`` are buffers."""
+    """nn.Module front of :func:`morphable_shape`; ``mean``/``basis`` are buffers that
+    ``.to()`` moves but ``state_dict`` leaves out (the model comes from its artifact)."""
 
     def __init__(self, mean: torch.Tensor, basis: torch.Tensor):
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("basis", basis)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
 
     def forward(self, alpha: torch.Tensor) -> torch.Tensor:
         return morphable_shape(alpha, self.mean, self.basis)
@@ -260,12 +291,13 @@ class Translate2d(nn.Module):
 
 
 class GridGenerator(nn.Module):
-    """The grid layer: theta (B, 6 + K) -> (points (B, N, 2) px, rotated (B, N, 3) mm)."""
+    """The grid layer: theta (B, 6 + K) -> (points (B, N, 2) px, rotated (B, N, 3) mm);
+    ``mean``/``basis`` are non-persistent buffers, as in :class:`MorphableShape`."""
 
     def __init__(self, mean: torch.Tensor, basis: torch.Tensor):
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("basis", basis)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
 
     def forward(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return project_theta(theta, self.mean, self.basis)

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import torch
 
-from stn_core._validate import ArtifactError
+from stn_core._validate import ArtifactError, expect
 
 __all__ = ["UVGridModel", "FORMAT", "SUPPORTED_VERSIONS", "orient_faces_towards_camera"]
 
@@ -373,6 +373,10 @@ class UVGridModel:
         """
         if isinstance(device, torch.dtype):
             device, dtype = None, device
+        expect(
+            dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point),
+            f"UVGridModel.to takes a floating-point dtype for the model arrays, got {dtype}.",
+        )
 
         def move(x, floating):
             if x is None:
@@ -395,6 +399,23 @@ class UVGridModel:
             faces_flipped=self.faces_flipped,
             source=self.source,
         )
+
+    def cuda(self, device=None) -> UVGridModel:
+        """A copy on the (current or given) CUDA device, as ``torch.nn.Module.cuda``."""
+        return self.to(torch.device("cuda") if device is None else torch.device("cuda", device)
+                       if isinstance(device, int) else device)
+
+    def cpu(self) -> UVGridModel:
+        """A copy on the CPU."""
+        return self.to("cpu")
+
+    def float(self) -> UVGridModel:
+        """A copy with float32 model arrays."""
+        return self.to(torch.float32)
+
+    def double(self) -> UVGridModel:
+        """A copy with float64 model arrays."""
+        return self.to(torch.float64)
 
     @property
     def device(self) -> torch.device:

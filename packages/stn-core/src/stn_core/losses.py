@@ -61,7 +61,7 @@ def landmark_loss(
     )
     sq = ((pred - target.to(pred.dtype)) ** 2).sum(-1)  # (B, L)
     if visibility is None:
-        return sq.mean()
+        return sq.mean() if sq.numel() else sq.sum()  # no landmarks: 0, not NaN
     w = visibility.detach().to(sq.dtype)
     expect(w.shape == sq.shape, f"visibility must be {tuple(sq.shape)}, got {tuple(w.shape)}.")
     return (sq * w).sum() / w.sum().clamp_min(torch.finfo(sq.dtype).tiny)
@@ -107,7 +107,10 @@ def masked_mean_squared_difference(
     both = (ma.detach().to(acc) * mb.detach().to(acc)).expand(a.shape[0], 1, *a.shape[2:])
     diff = (a.to(acc) - b.to(acc)) ** 2
     count = both.sum() * a.shape[1]
-    return ((diff * both).sum() / count.clamp_min(1.0)).to(a.dtype)
+    # The weighted mean for any positive total weight (also below 1); 0 (total is 0) when
+    # nothing is visible in both, with a finite gradient.
+    safe = torch.where(count > 0, count, torch.ones_like(count))
+    return ((diff * both).sum() / safe).to(a.dtype)
 
 
 def symmetry_loss(flattened: torch.Tensor, visibility: torch.Tensor | None = None) -> torch.Tensor:

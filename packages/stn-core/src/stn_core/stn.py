@@ -7,10 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from stn_core import sampler as _sampler
 from stn_core._validate import check_images, check_theta, expect
 from stn_core.geometry import initial_theta, project_theta
 from stn_core.grid_model import UVGridModel
+from stn_core.sampler import BACKENDS, stn_flatten
 from stn_core.visibility import MODES, visibility
 
 __all__ = ["STN", "STNOutput"]
@@ -42,29 +42,35 @@ class STN(nn.Module):
     """3DMM as a spatial transformer: grid generator, sampler, visibility and mask.
 
     Args:
-        model: the UV-grid model; its arrays become buffers (``.to(device)`` moves them).
+        model: the UV-grid model; its arrays become buffers: ``.to(device)`` moves them, and
+            ``state_dict`` leaves them out (they are data of the model artifact, not learnt;
+            a checkpoint of a network holding an STN stays small).
         visibility_mode: ``"normals"`` (the original's self-occlusion test) or ``"depth"``
             (adds occlusion by other parts of the face); see :mod:`stn_core.visibility`.
+        backend: the sampler's backend, passed to :func:`stn_core.sampler.stn_flatten`:
+            ``"auto"`` (the fused Triton kernel for CUDA tensors where available, the PyTorch
+            reference otherwise), ``"reference"`` (needed for double backward, e.g. gradient
+            penalties, and ``torch.func.jvp``) or ``"triton"``.
 
     ``forward(images (B, C, H, W), theta (B, 6 + K)) -> STNOutput``. Gradients flow to theta
-    through the points and the sampler, and to the images only when they require grad. The
-    sampler is :func:`stn_core.sampler.stn_flatten` (the fused Triton kernel on CUDA where
-    available, the PyTorch reference otherwise).
+    through the points and the sampler, and to the images only when they require grad. Under
+    ``torch.autocast`` the geometry stays in float32 (see :mod:`stn_core.geometry`).
     """
 
-    def __init__(self, model: UVGridModel, visibility_mode: str = "normals"):
+    def __init__(self, model: UVGridModel, visibility_mode: str = "normals",
+                 backend: str = "auto"):
         super().__init__()
         expect(
             visibility_mode in MODES,
             f"visibility_mode must be one of {MODES}, got {visibility_mode!r}.",
         )
+        expect(backend in BACKENDS, f"backend must be one of {BACKENDS}, got {backend!r}.")
         self.res = model.res
         self.n_components = model.n_components
         self.visibility_mode = visibility_mode
-        self.register_buffer("mean", model.mean)
-        self.register_buffer("basis", model.basis)
-        self.register_buffer("faces", model.faces)
-        self.register_buffer("inside", model.inside)
+        self.backend = backend
+        for name in ("mean", "basis", "faces", "inside"):
+            self.register_buffer(name, getattr(model, name), persistent=False)
 
     @property
     def n_params(self) -> int:
@@ -95,8 +101,7 @@ class STN(nn.Module):
         points, rotated = project_theta(theta, self.mean, self.basis)
         visible = visibility(rotated, self.faces, self.visibility_mode) & self.inside
         mask = visible.to(images.dtype)
-        flatten = getattr(_sampler, "stn_flatten", _sampler.stn_flatten_reference)
-        flat = flatten(images, theta, self.mean, self.basis, None)  # (B, C, N)
+        flat = stn_flatten(images, theta, self.mean, self.basis, None, backend=self.backend)
         flattened = flat.reshape(b, c, r, r)
         vis = mask.reshape(b, 1, r, r)
         return STNOutput(points, rotated, flattened, vis, flattened * vis)
@@ -104,5 +109,5 @@ class STN(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"res={self.res}, n_components={self.n_components}, "
-            f"visibility_mode={self.visibility_mode!r}"
+            f"visibility_mode={self.visibility_mode!r}, backend={self.backend!r}"
         )

@@ -47,6 +47,8 @@ def vertex_normals(
     f = faces.to(device=v.device, dtype=torch.long)
     b, n, _ = v.shape
     nf = f.shape[0]
+    if b == 0 or n == 0:
+        return torch.zeros_like(vertices)
     tiny = torch.finfo(v.dtype).tiny
     # Structure of arrays: one contiguous (B N,) row per coordinate, faces' corners as flat
     # indices b * N + vertex, and the accumulation as one 1-D index_add_ per component and
@@ -169,7 +171,7 @@ def depth_visibility(
     b, n, _ = v.shape
     normals = vertex_normals(v, f, normalize=True)
     front = normals[..., 2] > 0
-    if f.shape[0] == 0 or n == 0:
+    if f.shape[0] == 0 or n == 0 or b == 0:
         return front
     acc = torch.promote_types(v.dtype, torch.float32)
     v = v.to(acc)
@@ -262,14 +264,15 @@ def visibility(
 
 
 class Visibility(torch.nn.Module):
-    """nn.Module front of :func:`visibility`: rotated (B, N, 3) -> (B, N) bool."""
+    """nn.Module front of :func:`visibility`: rotated (B, N, 3) -> (B, N) bool (``faces`` is
+    a non-persistent buffer)."""
 
     def __init__(self, faces: torch.Tensor, mode: str = "normals"):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"visibility mode must be one of {MODES}, got {mode!r}.")
         self.mode = mode
-        self.register_buffer("faces", faces.to(torch.long))
+        self.register_buffer("faces", faces.to(torch.long), persistent=False)
 
     def forward(self, rotated: torch.Tensor) -> torch.Tensor:
         return visibility(rotated, self.faces, self.mode)

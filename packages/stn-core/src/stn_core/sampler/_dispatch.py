@@ -46,6 +46,12 @@ def _on_cuda(t: torch.Tensor) -> bool:
     return t.device.type == "cuda"
 
 
+def _functorch_wrapped(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a torch.func (functorch) wrapper, whose storage a kernel cannot read."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(t)) if check is not None else False
+
+
 def _triton_unusable(images, theta, mean, basis, mask) -> str | None:
     """Why the fused path cannot compute this call, or None when it can."""
     err = _triton_import_error()
@@ -62,8 +68,11 @@ def _triton_unusable(images, theta, mean, basis, mask) -> str | None:
         return f"the tensors are on {device.type}, and the Triton kernels target CUDA"
     if images.dtype not in (torch.float32, torch.bfloat16):
         return f"the images are {images.dtype}; the kernel takes float32 or bfloat16"
-    if theta.dtype != torch.float32:
-        return f"theta is {theta.dtype}; the kernel takes float32"
+    if theta.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return f"theta is {theta.dtype}; the kernel takes float32 (or bfloat16, float16)"
+    if any(_functorch_wrapped(t) for t in tensors):
+        return ("a torch.func transform (grad, vjp, jvp, vmap) is active, and the kernel reads "
+                "raw device memory; the reference computes the same function")
     if mean.requires_grad or basis.requires_grad:
         return "mean or basis requires grad, and the kernel gives no gradient to the model arrays"
     return None
@@ -82,7 +91,9 @@ def select_backend(
     ``"auto"`` takes the Triton kernel for CUDA tensors when triton imports, deterministic
     algorithms are off (``torch.are_deterministic_algorithms_enabled()``: the kernel's image
     gradient uses atomic adds) and the call is within what the kernel supports (float32 or
-    bfloat16 images, float32 theta, model arrays without gradient); otherwise the reference.
+    bfloat16 images, float32 theta (bfloat16 and float16 are read as float32, like the
+    reference does), model arrays without gradient, no torch.func transform active);
+    otherwise the reference.
     ``"triton"`` insists on the kernel and raises :class:`StnError` saying why it cannot run
     (CPU tensors need ``TRITON_INTERPRET=1``). ``"reference"`` always takes the reference.
     """
@@ -124,7 +135,8 @@ def stn_flatten(
 
     Args:
         images: (B, C, H, W) float32 or bfloat16 (float64 too, on the reference).
-        theta: (B, 6 + K) ``[r (3) rad, t (2) px, log_s (1), alpha (K)]``, float32.
+        theta: (B, 6 + K) ``[r (3) rad, t (2) px, log_s (1), alpha (K)]``, float32 (float64
+            on the reference; float16 and bfloat16 are promoted to float32).
         mean: (N, 3) mm. basis: (N, 3, K) mm per unit coefficient.
         mask: (B, N) or (N,) weights (visibility * inside), or None for ones; a constant (no
             gradient).

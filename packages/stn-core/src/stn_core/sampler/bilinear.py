@@ -6,7 +6,7 @@ import torch
 
 from stn_core._validate import check_images, check_points
 
-__all__ = ["bilinear_sample", "bilinear_sample_accumulate"]
+__all__ = ["bilinear_sample", "bilinear_sample_accumulate", "BilinearSampler"]
 
 
 def bilinear_sample(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -65,3 +65,12 @@ def bilinear_sample_accumulate(images: torch.Tensor, points: torch.Tensor) -> to
             term = taps * weight
             out = term if out is None else out + term
     return out
+
+
+class BilinearSampler(torch.nn.Module):
+    """nn.Module front of :func:`bilinear_sample`: (images (B, C, H, W), points (B, N, 2) px)
+    -> (B, C, N). For theta -> flattened image in one step use
+    :func:`stn_core.sampler.stn_flatten` (or :class:`stn_core.STN`)."""
+
+    def forward(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return bilinear_sample(images, points)

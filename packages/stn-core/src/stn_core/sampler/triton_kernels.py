@@ -322,7 +322,10 @@ def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
     Python source (see ``_JIT_HELPERS``).
     """
     if device.type != "cpu":
-        kernel[grid](*args, **kwargs)
+        # Triton launches on the current CUDA device and its current stream: make them the
+        # tensors' (cuda:1 tensors while cuda:0 is current would otherwise fault).
+        with torch.cuda.device(device):
+            kernel[grid](*args, **kwargs)
         return
     if not interpreter_on():
         raise RuntimeError(
@@ -506,7 +509,8 @@ def stn_bwd(
 
 NO_DOUBLE_BACKWARD = (
     "stn_flatten's fused Triton kernel has no double backward (its backward is "
-    "once-differentiable); use backend='reference' for higher-order gradients."
+    "once-differentiable); for higher-order gradients use stn_flatten(..., backend='reference') "
+    "or STN(model, backend='reference')."
 )
 
 
@@ -545,11 +549,15 @@ class _STNFlattenFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, images, pose, alpha, mean, basis, mask):
-        out = stn_fwd(images, pose, alpha, mean, basis, mask)
+    def forward(images, pose, alpha, mean, basis, mask):
+        return stn_fwd(images, pose, alpha, mean, basis, mask)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        # Apart from forward, so that torch.func.grad / vjp can transform the function.
+        images, pose, alpha, mean, basis, mask = inputs
         ctx.save_for_backward(images, pose, alpha, mean, basis, mask)
         ctx.alpha_dtype = alpha.dtype
-        return out
 
     @staticmethod
     @_first_order_only
@@ -569,7 +577,7 @@ def pack_pose(theta: torch.Tensor) -> torch.Tensor:
     """
     from stn_core.geometry import axis_angle_to_matrix, split_theta
 
-    r, t, log_s, _ = split_theta(theta)
+    r, t, log_s, _ = split_theta(theta.float())  # bfloat16 / float16 theta: as the reference
     rot = axis_angle_to_matrix(r)
     pose = torch.cat([rot.reshape(-1, 9), torch.exp(log_s)[:, None], t], 1)
     return pose.to(torch.float32).contiguous()
