@@ -1,4 +1,15 @@
-"""One table of tolerances per dtype, used by every test (no bare numbers elsewhere)."""
+"""Numerical tolerances for the tests, in one place.
+
+``TOL`` is the table per dtype for comparing one quantity computed two ways in that precision
+(two formulas, batched against single, autograd against a closed form, float64 identities);
+tests use it unless the comparison needs another bound. Such bounds (finite differences, an
+iterative solver's convergence, float32 storage, quadrature, ...) are the named constants
+below, each with the reason for its value. Tests do not write tolerances as bare numbers.
+
+Specification thresholds, which are not numerical tolerances (a landmark error under 3 px, at
+least 85 % of the grid visible, a rotation error below 2 degrees, ...), live with their tests,
+as named constants or stated where they are checked, with their source.
+"""
 
 import numpy as np
 
@@ -20,3 +31,45 @@ GRADCHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
 # (d theta) or the whole tensor's (d images) largest magnitude, since both are sums of terms
 # with cancelling signs.
 KERNEL_TOL = (100 * TOL[np.float32][0], 100 * TOL[np.float32][1])
+
+# Central differences in float64 take this step: their error is the truncation h^2 |f'''| / 6
+# plus the rounding eps |f| / h (2.2e-10 |f|).
+FD_STEP = 1e-6
+# (rtol, atol) for fit_image's Jacobians against central differences: the sampled image's
+# curvature makes truncation dominate, relative to the entry (measured up to 8.3e-7 of it).
+FD_TOL = (1e-5, 1e-6)
+# (rtol, atol) for fit_landmarks' Jacobian against central differences: smooth in theta, but
+# residuals of up to ~2e2 weighted px make rounding dominate, ~4e-8 absolute (measured 6.6e-8).
+FD_LANDMARK_TOL = (1e-6, 1e-5)
+
+# rtol and atol for a Levenberg-Marquardt solution against a minimum known exactly (noise-free
+# data or a linear problem), per dtype, in px, theta entries or R entries. Near such a minimum
+# LM converges quadratically (zero residual) or at the rate of its shrinking damping (linear),
+# so when its default xtol (1e-10 relative step) or ftol (1e-8 relative cost decrease) stops
+# it, x is near the rounding floor cond(J) eps |x| (the solver tests' exponential fits: cond(J)
+# up to 1.6e3, |x| ~ 2, so 7e-13 in float64, 4e-4 in float32). Measured up to 2.2e-11 in
+# float64 and 3.5e-6 in float32.
+LM_CONVERGED = {np.float64: 1e-9, np.float32: 1e-3}
+
+# (rtol, atol) for J^T J accumulated over vertex chunks against the product of the assembled
+# Jacobian, float64: its entries cancel (sum |terms| up to 3e4 times the entry), so rounding is
+# ~1e-11 of small entries (measured 1.3e-11 relative, 8e-13 absolute).
+NORMAL_EQUATIONS_TOL = (1e-9, 1e-9)
+# (rtol, atol) for a cost against the sum of its few non-negative terms, float64: only the
+# order of summation differs, at most n eps relative for n < 10 terms.
+SUM_OF_TERMS_TOL = (1e-12, 0.0)
+
+# _left_jacobian's series and closed form at angles 0.5 -/+ 1e-9 (either side of its switch):
+# the 2e-9 gap times dJ/d(angle) (below 1) is under 2e-9 (measured 8.2e-10), the series'
+# truncation far below; rtol and atol.
+LEFT_JACOBIAN_SWITCH_TOL = 1e-8
+
+# atol of the order-2 SH projection of the clamped cosine by quadrature on the sphere (240 x 480
+# points): the kink along the great circle n . d = 0 limits the rule to O(1 / 240^2); measured
+# up to 8e-6 (test_shading).
+SH_QUADRATURE_ATOL = 1e-5
+
+# Pixels (of 4 images of 64 x 64) whose coverage may differ between the CPU and CUDA
+# rasterisers: both work in float32 with another order of operations (fused multiply-adds), so
+# pixel centres within rounding of an edge may fall on either side.
+DEVICE_MASK_PIXELS = 4

@@ -114,7 +114,7 @@ class TestTheta:
         expected = C.labels_from_original(_original_points(theta_orig, mean, basis), h)
         ours = C.theta_from_original(torch.from_numpy(theta_orig), h)
         pts, _ = project_theta(ours, torch.from_numpy(mean), torch.from_numpy(basis))
-        _close(pts.numpy(), expected, tol=(1e-9, 1e-9))
+        _close(pts.numpy(), expected)
         _close(C.theta_to_original(ours, h).numpy(), theta_orig)
 
     def test_original_initialisation(self):

@@ -29,22 +29,30 @@ from stn_core.renderer import render
 from stn_core.shading import sh_ambient, sh_directional
 from stn_core.visibility import vertex_normals
 from tests.conftest import reference_file
-from tests.tolerances import TOL
+from tests.tolerances import (
+    FD_STEP,
+    FD_TOL,
+    NORMAL_EQUATIONS_TOL,
+    SUM_OF_TERMS_TOL,
+    TOL,
+)
 
 RTOL64, ATOL64 = TOL[np.float64]
+RTOL32, ATOL32 = TOL[np.float32]
 RES, K_ID, K_EXP, K_COLOR = 40, 10, 5, 10
 SIZE = (128, 128)
 NOISE = 0.02  # image noise, colour units
 BACKGROUND = 0.3
-# Central differences in float64: step and the agreement they reach on smooth rows.
-FD_STEP = 1e-6
-FD_RTOL, FD_ATOL = 1e-5, 1e-6
+FD_RTOL, FD_ATOL = FD_TOL  # central differences with FD_STEP, on smooth rows
 # A vertex this close (pixels) to an integer coordinate may straddle a kink of the bilinear
 # interpolant within the finite-difference step: its rows are left out of the comparison.
 KINK_PX = 2e-3
 # Recovery targets (the issue's): landmarks within 1 px, rotation within 2 degrees.
 LANDMARK_PX = 1.0
 ROTATION_DEG = 2.0
+# The original's six demo images, landmark-only fit: under 3 px each (the issue's target, as in
+# test_fit_landmarks).
+DEMO_MAX_PX = 3.0
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -194,7 +202,7 @@ class TestJacobian:
         x = x + 0.02 * torch.randn(x.shape, generator=g, dtype=torch.float64)
         geo = problem.geometry(x[:, : model.n_params], jacobian=False)
         vis = problem.visible(geo)
-        assert vis.sum() > 0.8 * vis.numel()
+        assert vis.sum() > 0.8 * vis.numel()  # the test's premise: most vertices are compared
         jac = problem.jacobian(x, vis)
         fd = torch.zeros_like(jac)
         for i in range(x.shape[1]):
@@ -209,7 +217,7 @@ class TestJacobian:
         nl = model.landmarks["aflw21"].numel()
         smooth = torch.ones(jac.shape[:2], dtype=torch.bool)
         smooth[:, 2 * nl : 2 * nl + 3 * pts.shape[1]] = (frac > KINK_PX).repeat_interleave(3, 1)
-        assert smooth.float().mean() > 0.95
+        assert smooth.float().mean() > 0.95  # and few rows are left out
         bad = ~torch.isclose(jac, fd, rtol=FD_RTOL, atol=FD_ATOL) & smooth[..., None]
         where = torch.nonzero(bad)[:5].tolist()
         assert not bad.any(), f"{int(bad.sum())} entries differ, first (image, row, col) {where}"
@@ -227,11 +235,13 @@ class TestJacobian:
         ne = problem.normal_equations(x)
         r = problem.residuals(x)
         jac = problem.jacobian(x)
-        torch.testing.assert_close(ne.cost, (r * r).sum(1), rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(ne.jtj, jac.mT @ jac, rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(ne.jtr, (jac.mT @ r[..., None])[..., 0], rtol=1e-9,
-                                   atol=1e-9)
-        torch.testing.assert_close(sum(ne.terms.values()), ne.cost, rtol=1e-12, atol=0)
+        torch.testing.assert_close(ne.cost, (r * r).sum(1), rtol=RTOL64, atol=ATOL64)
+        rtol, atol = NORMAL_EQUATIONS_TOL  # entries of J^T J cancel
+        torch.testing.assert_close(ne.jtj, jac.mT @ jac, rtol=rtol, atol=atol)
+        torch.testing.assert_close(ne.jtr, (jac.mT @ r[..., None])[..., 0], rtol=RTOL64,
+                                   atol=ATOL64)
+        rtol, atol = SUM_OF_TERMS_TOL
+        torch.testing.assert_close(sum(ne.terms.values()), ne.cost, rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +285,8 @@ class TestFitImage:
         for name in ("landmarks", "photometric", "prior_identity", "prior_albedo", "prior_sh"):
             assert name in costs
         h = fit.history["fine"]
-        torch.testing.assert_close(sum(h.terms.values()), h.cost, rtol=1e-10, atol=1e-10)
+        rtol, atol = SUM_OF_TERMS_TOL
+        torch.testing.assert_close(sum(h.terms.values()), h.cost, rtol=rtol, atol=atol)
         assert int(fit.n_iter.min()) > sum(1 for _ in DEFAULT_STAGES)
 
     def test_cost_never_increases_between_accepted_steps(self, fitted):
@@ -321,8 +332,8 @@ class TestFitImage:
         for i in range(2):
             one = fit_image(model, s["images"][i : i + 1], s["landmarks"][i : i + 1],
                             stages=stages)
-            torch.testing.assert_close(one.theta[0], both.theta[i], rtol=1e-7, atol=1e-7)
-            torch.testing.assert_close(one.sh[0], both.sh[i], rtol=1e-7, atol=1e-7)
+            torch.testing.assert_close(one.theta[0], both.theta[i], rtol=RTOL64, atol=ATOL64)
+            torch.testing.assert_close(one.sh[0], both.sh[i], rtol=RTOL64, atol=ATOL64)
 
     def test_robust_to_an_occluder(self, model):
         """A grey bar over the eyes (sunglasses) does not throw the pose or the rest off."""
@@ -398,9 +409,9 @@ def test_demo_landmark_only_fit_matches_fit_landmarks():
     fit = fit_image(model, images, points, landmarks_only=True)
     ref = fit_landmarks(model, points, prior_weight=FitWeights().identity)
     torch.testing.assert_close(fit.theta, ref.theta, rtol=0, atol=0)
-    torch.testing.assert_close(fit.landmark_error_px, ref.error_px, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fit.landmark_error_px, ref.error_px, rtol=RTOL32, atol=ATOL32)
     assert fit.converged.tolist() == ref.converged.tolist()
-    assert (fit.landmark_error_px < 3.0).all()
+    assert (fit.landmark_error_px < DEMO_MAX_PX).all()
     assert list(fit.history) == ["landmarks"]
     # Without a colour model the lighting is the neutral ambient 1 and the albedo grey.
     torch.testing.assert_close(fit.sh[:, 0], torch.ones(6, 3))

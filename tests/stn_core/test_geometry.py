@@ -105,7 +105,7 @@ class TestAxisAngleToMatrix:
         """+yaw about y turns the face normal (+z) towards +x (the viewer's right)."""
         R = G.axis_angle_to_matrix(torch.tensor([0.0, math.pi / 3, 0.0], dtype=torch.float64))
         n = R @ torch.tensor([0.0, 0, 1], dtype=torch.float64)
-        assert n[0] > 0.8 and abs(n[1]) < 1e-12
+        assert n[0] > 0.8 and abs(n[1]) <= F64[1]
 
     def test_orthonormal(self):
         r = torch.randn(50, 3, dtype=torch.float64) * 2
@@ -150,7 +150,7 @@ class TestAxisAngleToMatrix:
     def test_awkward_continuous_across_taylor_threshold(self):
         r_in = torch.tensor([0.1 - 1e-12, 0.0, 0.0], dtype=torch.float64)
         r_out = torch.tensor([0.1 + 1e-12, 0.0, 0.0], dtype=torch.float64)
-        _close(G.axis_angle_to_matrix(r_in), G.axis_angle_to_matrix(r_out), tol=(1e-10, 1e-10))
+        _close(G.axis_angle_to_matrix(r_in), G.axis_angle_to_matrix(r_out))
 
     def test_awkward_gradient_finite_at_zero_float32(self):
         r = torch.zeros(2, 3, requires_grad=True)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from stn_core import ArtifactError, UVGridModel
+from stn_core import ArtifactError, StnError, UVGridModel
 from stn_core.grid_model import orient_faces_towards_camera
 
 from tests.tolerances import ARTIFACT_RTOL, TOL
@@ -92,7 +92,7 @@ class TestLoad:
         assert m.kind == ["identity"] * 3 + ["expression"] * 2
         assert not m.faces_flipped
         np.testing.assert_allclose(m.mean.numpy(), d["mean"], rtol=ARTIFACT_RTOL)
-        np.testing.assert_allclose(m.basis.numpy(), d["basis"], rtol=ARTIFACT_RTOL, atol=1e-7)
+        np.testing.assert_allclose(m.basis.numpy(), d["basis"], rtol=ARTIFACT_RTOL)
         np.testing.assert_array_equal(m.faces.numpy(), d["faces"])
         np.testing.assert_array_equal(m.inside.numpy(), d["inside"])
         assert set(m.landmarks) == {"aflw21", "nose"}
@@ -174,7 +174,8 @@ class TestFromArrays:
         assert m.res == RES and m.n_identity == 3 and m.n_expression == 2
         assert m.inside.all()
         # default uv: the grid's own, u along columns, v up
-        np.testing.assert_allclose(m.uv.numpy(), d["uv"], atol=1e-12)
+        np.testing.assert_allclose(m.uv.numpy(), d["uv"], rtol=TOL[np.float64][0],
+                                   atol=TOL[np.float64][1])
 
     def test_orients_faces_towards_camera(self):
         d = arrays(color=False)
@@ -224,6 +225,14 @@ class TestTo:
     def test_device(self):
         m = UVGridModel.from_arrays(**arrays()).to("cuda")
         assert m.mean.is_cuda and m.faces.is_cuda and m.landmarks["aflw21"].is_cuda
+
+    def test_module_style_moves(self):
+        m = UVGridModel.from_arrays(**arrays())
+        assert m.double().mean.dtype == torch.float64 and m.double().float().mean.dtype == (
+            torch.float32)
+        assert m.cpu().mean.device.type == "cpu" and m.double().faces.dtype == torch.long
+        with pytest.raises(StnError, match="floating-point dtype"):
+            m.to(torch.long)
 
     def test_landmark_indices(self):
         m = UVGridModel.from_arrays(**arrays())

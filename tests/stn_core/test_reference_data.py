@@ -19,11 +19,17 @@ from stn_core.geometry import axis_angle_to_matrix, initial_theta, rotate
 from stn_core.visibility import visibility
 
 from tests.conftest import reference_file
+from tests.tolerances import TOL
 
 pytestmark = pytest.mark.reference
 sio = pytest.importorskip("scipy.io")
 
 RES = 112
+RTOL32, ATOL32 = TOL[np.float32]
+# Specification thresholds (not numerical tolerances). Visible fraction of the grid at a
+# frontal pose: about 89 % (docs/conventions.md: the grid reaches round to the ears; 87 % with
+# the depth test), so at least 85 %.
+FRONTAL_VISIBLE = 0.85
 # AFLW 21-point order (1-based in the .anl file): 1-6 brows, 7-12 eyes, 13 left ear, 14-16
 # nose, 17 right ear, 18-20 mouth, 21 chin. 0-based groups, top to bottom of the face:
 GROUPS = {
@@ -99,11 +105,11 @@ class TestModel112:
 class TestVisibility112:
     def test_frontal(self, model112):
         vis = visibility(model112.mean[None], model112.faces)
-        assert vis.float().mean() >= 0.85  # about 89%: the grid reaches round to the ears
+        assert vis.float().mean() >= FRONTAL_VISIBLE
 
     def test_frontal_depth_mode(self, model112):
         vis = visibility(model112.mean[None], model112.faces, "depth")
-        assert vis.float().mean() >= 0.85
+        assert vis.float().mean() >= FRONTAL_VISIBLE
 
     @pytest.mark.parametrize("mode", ["normals", "depth"])
     @pytest.mark.parametrize("degrees", [60, -60])
@@ -111,11 +117,14 @@ class TestVisibility112:
         vis = visibility(yawed(model112, degrees), model112.faces, mode).reshape(RES, RES).float()
         # +yaw turns the face towards +x: the -x side (grid column 0) comes nearer the camera.
         near, far = (vis[:, :20], vis[:, -20:]) if degrees > 0 else (vis[:, -20:], vis[:, :20])
+        # At 60 degrees the 20 columns nearest the camera stay visible (93 to 97 % here), the 20
+        # farthest are hidden (0 to 2 %).
         assert near.mean() >= 0.9, near.mean()
         assert far.mean() <= 0.1, far.mean()
 
     def test_original_winding_would_invert(self):
         m = load_model_112(orient_faces=False)
+        # The frontal 89 % turned inside out: about 11 % visible.
         assert visibility(m.mean[None], m.faces).float().mean() < 0.15
 
 
@@ -146,6 +155,8 @@ class TestDemoLabels:
             q = labels_from_original(lab[b], h)
             _, good = self._frontal_fit(X, q)
             _, bad = self._frontal_fit(X, q, flip_y=False)
+            # RMS px: 5.5 to 11.6 with the flip on the six images (a frontal similarity fit of
+            # real faces), 39 to 45 without.
             assert good < 15 and bad > 3 * good, (b, good, bad)
 
     def test_stn_on_a_demo_image(self, model112, labels):
@@ -162,9 +173,10 @@ class TestDemoLabels:
         theta[0, 3], theta[0, 4] = tx, ty
         out = STN(model112)(image, theta)
         assert out.flattened.shape == (1, 3, RES, RES)
-        assert out.visibility.mean() >= 0.85
+        assert out.visibility.mean() >= FRONTAL_VISIBLE
         err = (out.points[0, idx].double() - torch.from_numpy(q)).norm(dim=-1)
-        assert math.sqrt((err**2).mean()) == pytest.approx(rms, rel=1e-4)
+        # The STN's float32 points against the float64 fit's own residual.
+        assert math.sqrt((err**2).mean()) == pytest.approx(rms, rel=RTOL32, abs=ATOL32)
         assert out.masked.abs().sum() > 0
         row_y = out.points[0, :, 1].reshape(RES, RES).mean(1)
         assert torch.all(row_y.diff() > 0)

@@ -20,7 +20,7 @@ from stn_core.renderer import (
 )
 from stn_core.shading import sh_ambient, sh_directional
 
-from tests.tolerances import TOL
+from tests.tolerances import DEVICE_MASK_PIXELS, TOL
 
 F32 = TOL[np.float32]
 F64 = TOL[np.float64]
@@ -285,7 +285,8 @@ class TestInterpolation:
         yy, xx = torch.meshgrid(torch.arange(32.0, dtype=torch.float64),
                                 torch.arange(32.0, dtype=torch.float64), indexing="ij")
         expected = colour(torch.stack([xx, yy], -1)).permute(2, 0, 1)
-        torch.testing.assert_close(out.image[0][:, mask], expected[:, mask], rtol=0, atol=1e-12)
+        # Colours in [0, 1]: float64's absolute tolerance alone.
+        torch.testing.assert_close(out.image[0][:, mask], expected[:, mask], rtol=0, atol=F64[1])
 
     def test_barycentrics_sum_to_one_and_reconstruct_the_pixel(self):
         v = _tri([(3.3, 4.1), (10.7, 57.9), (58.2, 30.6)], z=[1.0, 2.0, 3.0])
@@ -298,7 +299,7 @@ class TestInterpolation:
         yy, xx = torch.nonzero(m, as_tuple=True)
         _close(xy, torch.stack([xx, yy], -1).double())
         _close(frags.depth[0][m], lam @ v[0, :, 2])
-        assert (lam >= -1e-12).all()
+        assert (lam >= -F64[1]).all()
 
 
 class TestRender:
@@ -328,7 +329,7 @@ class TestRender:
         model_xy = torch.linalg.solve(affine[:2].T, (pix - affine[2]).T).T
         expected = torch.stack([(model_xy[:, 0] + 40) / 80, (model_xy[:, 1] + 30) / 60], 0)
         assert mask.sum() > 500
-        torch.testing.assert_close(out.image[0, :2][:, mask], expected, rtol=0, atol=1e-9)
+        torch.testing.assert_close(out.image[0, :2][:, mask], expected, rtol=F64[0], atol=F64[1])
         # And the vertex positions: a vertex's pixel is covered (or it lies on the outline).
         inner = points[0].reshape(res, res, 2)[1:-1, 1:-1].reshape(-1, 2)
         r, c = inner[:, 1].round().long(), inner[:, 0].round().long()
@@ -353,7 +354,8 @@ class TestRender:
         flipped = mask.flip(-1)
         assert (mask ^ flipped).sum() <= 0.01 * mask.sum()
         both = mask & flipped
-        torch.testing.assert_close(img[:, both], img.flip(-1)[:, both], rtol=0, atol=1e-5)
+        # Colours in [0, 1]: float32's absolute tolerance alone.
+        torch.testing.assert_close(img[:, both], img.flip(-1)[:, both], rtol=0, atol=F32[1])
 
     def test_default_colour_and_lighting(self):
         model = face_like_model(16)
@@ -368,7 +370,7 @@ class TestRender:
         colored = face_like_model(16, color=True)
         out = render(colored, theta, image_size=(32, 32))
         torch.testing.assert_close(out.image[0][:, m].mean(1), torch.tensor([0.8, 0.6, 0.5]),
-                                   rtol=0, atol=1e-5)
+                                   rtol=F32[0], atol=F32[1])
 
     def test_lighting_and_background(self):
         model = face_like_model(16)
@@ -383,7 +385,7 @@ class TestRender:
         # A light from the camera: up to 0.3 + 0.6 * 1.0625 where the surface faces it, darker
         # at the rim.
         lit = out.image[0, 0][m]
-        assert GREY * 0.85 < lit.max() <= GREY * (0.3 + 0.6 * 1.0625) + 1e-6
+        assert GREY * 0.85 < lit.max() <= GREY * (0.3 + 0.6 * 1.0625) + F32[1]
         assert lit.min() < lit.max() - 0.1
 
     def test_outside_faces_are_not_drawn(self):
@@ -429,8 +431,8 @@ class TestRender:
         theta[:, 1] = torch.linspace(-1, 1, 4)
         cpu = render(model, theta, image_size=(64, 64))
         gpu = render(model.to("cuda"), theta.cuda(), image_size=(64, 64))
-        assert (cpu.mask != gpu.mask.cpu()).sum() <= 4
-        assert (cpu.vertex_visible != gpu.vertex_visible.cpu()).sum() <= 4
+        assert (cpu.mask != gpu.mask.cpu()).sum() <= DEVICE_MASK_PIXELS
+        assert (cpu.vertex_visible != gpu.vertex_visible.cpu()).sum() <= DEVICE_MASK_PIXELS
 
 
 class TestVertexVisibility:
@@ -438,6 +440,7 @@ class TestVertexVisibility:
         model = face_like_model(32)
         theta = initial_theta(1, model.n_components, 64, 64, log_s=math.log(0.28))
         out = render(model, theta, image_size=(64, 64))
+        # Specification: nearly all (all of them here; the bound spares the grazing rim).
         assert out.vertex_visible[0][model.inside].float().mean() > 0.97
 
     def test_far_side_hidden_at_large_yaw(self):
@@ -452,6 +455,7 @@ class TestVertexVisibility:
         assert not vis[lm[16]] and vis[lm[12]]
         far = model.inside & (model.mean[:, 0] > 60)
         near = model.inside & (model.mean[:, 0] < -20) & (model.mean[:, 1].abs() < 60)
+        # Specification: nearly none of the far side, most of the near side (0 and 100 % here).
         assert vis[far].float().mean() < 0.05
         assert vis[near].float().mean() > 0.9
 
