@@ -66,6 +66,17 @@ class TestUserErrors:
                            "--out", str(tmp_path / "r"), "--backbone", "small"], capsys,
                           "line 1", "visibility 7")
 
+    @pytest.mark.parametrize("command", ["run", "eval"])
+    def test_binary_file_as_manifest(self, command, tmp_path, capsys):
+        image = tmp_path / "face.png"
+        shutil.copy(render_manifest().parent / "face_0000.png", image)
+        out = tmp_path / "out"
+        args = (["run", "--backbone", "small"] if command == "run"
+                else ["eval", "--checkpoint", str(tiny_checkpoint())])
+        assert_user_error([*args, "--model", str(grid_model_file()), "--data", str(image),
+                           "--out", str(out)], capsys, "face.png", "not a text manifest")
+        assert not out.exists()
+
     def test_run_missing_weights(self, tmp_path, capsys):
         assert_user_error(["run", "--model", str(grid_model_file()), "--synthetic", "8",
                            "--out", str(tmp_path / "r"), "--backbone", "small",
@@ -131,7 +142,126 @@ class TestCommands:
         assert_user_error(["run", "--out", str(run_dir), "--resume", "--lr", "0.1"], capsys,
                           "--lr 0.1 differs")
 
+    def test_a_runs_own_config_is_reusable_with_relative_paths(self, tmp_path, capsys,
+                                                                monkeypatch):
+        """run --model grid.h5 --out run1 (relative, from the run's working folder), then
+        run --config run1/config.toml --out x (the README's torchrun line)."""
+        monkeypatch.chdir(tmp_path)
+        shutil.copy(grid_model_file(), tmp_path / "grid.h5")
+        common = ["--synthetic", "8", "--val-synthetic", "2", "--backbone", "small",
+                  "--image-size", "64", "--batch-size", "4", "--steps", "1", "--workers", "0"]
+        code, out, err = run_cli(["run", "--model", "grid.h5", "--out", "run1", *common],
+                                 capsys)
+        assert code == 0, err
+        assert "1 step in " in out and "1 steps" not in out, out
+        text = (tmp_path / "run1" / "config.toml").read_text()
+        assert f'model = "{tmp_path / "grid.h5"}"' in text, text
+        code, out, err = run_cli(["run", "--config", "run1/config.toml", "--out", "x"], capsys)
+        assert code == 0, err
+        assert (tmp_path / "x" / "checkpoints" / "last.pt").is_file()
+
     def test_module_entry_point(self):
         done = subprocess.run([sys.executable, "-m", "stn_train", "version"],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout.startswith("stn-train ")
+
+
+class TestOutputFolders:
+    """An --out that cannot be a folder is one line and exit 2, and nothing is written."""
+
+    def _commands(self, out):
+        ckpt, model = str(tiny_checkpoint()), str(grid_model_file())
+        image = str(render_manifest().parent / "face_0000.png")
+        return {
+            "run": ["run", "--model", model, "--synthetic", "4", "--backbone", "small",
+                    "--image-size", "64", "--batch-size", "4", "--steps", "1", "--workers",
+                    "0", "--out", str(out)],
+            "eval": ["eval", "--checkpoint", ckpt, "--model", model, "--synthetic", "2",
+                     "--out", str(out)],
+            "predict": ["predict", image, "--checkpoint", ckpt, "--model", model,
+                        "--out", str(out)],
+        }
+
+    @pytest.mark.parametrize("command", ["run", "eval", "predict"])
+    def test_out_is_an_existing_file(self, command, tmp_path, capsys):
+        out = tmp_path / "face.png"
+        out.write_bytes(b"x")
+        assert_user_error(self._commands(out)[command], capsys, "--out", "face.png",
+                          "existing file")
+        assert out.read_bytes() == b"x"
+
+    @pytest.mark.parametrize("command", ["run", "eval", "predict"])
+    def test_out_below_a_file(self, command, tmp_path, capsys):
+        (tmp_path / "f").write_bytes(b"x")
+        assert_user_error(self._commands(tmp_path / "f" / "sub")[command], capsys, "--out",
+                          "not a folder")
+
+    @pytest.mark.parametrize("command", ["run", "eval", "predict"])
+    def test_out_that_cannot_be_created(self, command, capsys):
+        assert_user_error(self._commands("/proc/stn-train-test/x")[command], capsys, "--out",
+                          "/proc/stn-train-test/x")
+
+
+class TestSafetyNet:
+    """main() turns file-system and decoding errors into one line and exit 2; a genuine bug
+    keeps its traceback."""
+
+    def _raise(self, monkeypatch, exc):
+        import stn_train.evaluate
+
+        def boom(*args, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(stn_train.evaluate, "evaluate", boom)
+        return ["eval", "--checkpoint", "c.pt", "--model", "m.h5", "--synthetic", "2",
+                "--out", "o"]
+
+    @pytest.mark.parametrize("exc", [
+        PermissionError(13, "Permission denied", "/data/x.h5"),
+        FileNotFoundError(2, "No such file or directory", "/data/x.h5"),
+        FileExistsError(17, "File exists", "/data/x.h5"),
+        NotADirectoryError(20, "Not a directory", "/data/x.h5"),
+        IsADirectoryError(21, "Is a directory", "/data/x.h5"),
+    ])
+    def test_os_errors(self, exc, monkeypatch, capsys):
+        assert_user_error(self._raise(monkeypatch, exc), capsys, "/data/x.h5", exc.strerror)
+
+    def test_unicode_decode_error(self, monkeypatch, capsys):
+        exc = UnicodeDecodeError("utf-8", b"\x89PNG", 0, 1, "invalid start byte")
+        assert_user_error(self._raise(monkeypatch, exc), capsys, "not UTF-8 text")
+
+    def test_a_bug_keeps_its_traceback(self, monkeypatch):
+        args = self._raise(monkeypatch, ZeroDivisionError("bug"))
+        with pytest.raises(ZeroDivisionError):
+            main(args)
+
+
+class TestWording:
+    def test_checkpoint_of_another_grid_size_says_the_sizes(self, tmp_path):
+        from stn_train.errors import TrainError
+        from stn_train.train.checkpoint import check_same_model
+
+        saved = {"n_params": 40, "res": 48, "hash": "a", "source": "grid48.h5"}
+        current = {"n_params": 40, "res": 32, "hash": "b"}
+        with pytest.raises(TrainError) as e:
+            check_same_model(saved, current, tmp_path / "best.pt")
+        message = str(e.value)
+        assert "48 x 48" in message and "32 x 32" in message and "same size" not in message
+        assert "grid48.h5" in message
+
+    def test_eval_synthetic_0_names_the_option(self, tmp_path, capsys):
+        assert_user_error(["eval", "--checkpoint", str(tiny_checkpoint()), "--model",
+                           str(grid_model_file()), "--synthetic", "0", "--out",
+                           str(tmp_path / "e")], capsys, "--synthetic must be at least 1")
+        assert not (tmp_path / "e").exists()
+
+    def test_help_texts(self, capsys, monkeypatch):
+        monkeypatch.setenv("COLUMNS", "200")
+        code, out, _ = run_cli(["run", "--help"], capsys)
+        assert code == 0
+        text = " ".join(out.replace("│", " ").split())
+        assert " ." not in text, text
+        assert "small [vgg16]." in text and "annotations [aflw21]." in text
+        code, out, _ = run_cli(["fit", "--help"], capsys)
+        assert code == 0
+        assert "--pictures" in out and "--no-pictures" in out and "--no-no-pictures" not in out

@@ -43,7 +43,8 @@ class TestKeys:
         back = read_config_file(path)
         for key, value in back.items():
             if key in ("model", "out", "weights"):
-                assert Path(value) == tmp_path / getattr(cfg, key)
+                # Written absolute (relative to the folder the run was started in).
+                assert Path(value) == Path(getattr(cfg, key)).absolute()
             else:
                 assert value == getattr(cfg, key), key
 

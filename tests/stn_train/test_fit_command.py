@@ -290,3 +290,77 @@ def test_command_user_error_exits_2_without_traceback(grid, faces, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("stn-train: error: ") and "none.h5" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_repeated_file_names_match_the_longest_unique_path_suffix(grid, faces, tmp_path):
+    """Two annotations p0/v0.png and p1/v0.png: data/p0/v0.png and data/p1/v0.png get their
+    own landmarks; a/v0.png and b/v0.png match both equally and are skipped, naming the clash."""
+    path, _ = grid
+    _, paths, points = faces
+    marks = tmp_path / "marks.json"
+    marks.write_text(json.dumps({"p0/v0.png": points[0].tolist(),
+                                 "p1/v0.png": points[1].tolist()}))
+    images = []
+    for sub, k in (("data/p0", 0), ("data/p1", 1), ("a", 0), ("b", 1)):
+        (tmp_path / sub).mkdir(parents=True)
+        Image.open(paths[k]).save(tmp_path / sub / "v0.png")
+        images.append(tmp_path / sub / "v0.png")
+    records = fit_images(images, path, marks, tmp_path / "out", landmarks_only=True,
+                         device="cpu", pictures=False)
+    assert [r.status for r in records] == ["fitted", "fitted", "skipped", "skipped"]
+    for r, truth in zip(records[:2], points[:2]):
+        fitted = np.asarray(json.loads((r.out_dir / "params.json").read_text())
+                            ["fitted_landmarks"])
+        assert np.abs(fitted - truth).max() < 1.5 * LANDMARK_PX
+    for r in records[2:]:
+        assert r.note == "ambiguous landmarks"
+        assert "p0/v0.png" in r.reason and "p1/v0.png" in r.reason and "\n" not in r.reason
+    # The table shows enough of each path to tell the images apart.
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(summary_table(records))
+    text = console.export_text()
+    for shown in ("p0/v0.png", "p1/v0.png", "a/v0.png", "b/v0.png"):
+        assert shown in text, text
+
+
+def test_convention_is_validated(grid, faces, tmp_path):
+    path, _ = grid
+    folder, paths, _ = faces
+    with pytest.raises(TrainError, match="--convention must be ours, one_based or original"):
+        fit_images(paths[:1], path, folder, tmp_path / "out", convention="foo", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["missing image", "empty landmark folder", "all skipped"])
+def test_command_exits_2_and_writes_nothing_when_nothing_was_fitted(grid, faces, tmp_path,
+                                                                     case):
+    path, _ = grid
+    folder, paths, points = faces
+    out = tmp_path / "out"
+    if case == "missing image":
+        images, landmarks = [str(tmp_path / "missing.png")], folder
+    elif case == "empty landmark folder":
+        (tmp_path / "empty").mkdir()
+        images, landmarks = [str(paths[0])], tmp_path / "empty"
+    else:
+        marks = tmp_path / "marks.json"
+        marks.write_text(json.dumps({"p0/v0.png": points[0].tolist(),
+                                     "p1/v0.png": points[1].tolist()}))
+        images = []
+        for sub in ("a", "b"):
+            (tmp_path / sub).mkdir()
+            Image.open(paths[0]).save(tmp_path / sub / "v0.png")
+            images.append(str(tmp_path / sub / "v0.png"))
+        landmarks = marks
+    result = CliRunner().invoke(_app(), [
+        "fit", *images, "--model", str(path), "--landmarks", str(landmarks), "--out", str(out),
+        "--landmarks-only", "--device", "cpu", "--no-pictures"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("stn-train: error: "), result.stderr
+    assert "Traceback" not in result.output and "manifest" not in result.stderr
+    if case == "missing image":
+        assert lines == [lines[-1]] and "missing.png" in lines[0] and "check the path" in lines[0]
+    assert not out.exists()

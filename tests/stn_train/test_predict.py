@@ -157,3 +157,36 @@ def test_bad_image_is_named(tmp_path, kind):
     with pytest.raises(TrainError) as e:
         predict([path], tiny_checkpoint(), grid_model_file(), tmp_path / "out")
     assert str(path) in str(e.value)
+    assert "manifest" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_images_among_others_are_skipped(tmp_path, capsys):
+    """One unreadable and one missing image among readable ones: those are skipped with a note
+    (no word of a manifest), the rest predicted, exit 0; all unreadable: exit 2, no folder."""
+    from stn_train.cli import main
+
+    good = render_manifest().parent / "face_0000.png"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    missing = tmp_path / "missing.png"
+    result = predict([good, bad, missing], tiny_checkpoint(), grid_model_file(),
+                     tmp_path / "out", batch_size=2)
+    assert result.n_images == 1 and [f for f, _ in result.skipped] == [bad, missing]
+    assert (tmp_path / "out" / "face_0000.theta.json").is_file()
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert not any(n.startswith(("bad", "missing")) for n in written), written
+    args = ["--checkpoint", str(tiny_checkpoint()), "--model", str(grid_model_file())]
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(good), str(bad), *args, "--out", str(tmp_path / "cli")])
+    assert e.value.code in (0, None)
+    captured = capsys.readouterr()
+    assert "1 image (1 skipped)" in captured.out
+    assert f"stn-train: skipped {bad}" in captured.err and "manifest" not in captured.err
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(bad), str(missing), *args, "--out", str(tmp_path / "none")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "manifest" not in err
+    assert err.strip().splitlines()[-1].startswith("stn-train: error: none of the 2 images")
+    assert not (tmp_path / "none").exists()

@@ -59,9 +59,9 @@ def run(
         None, help="TOML file whose keys are these options' names (command line wins)."
     ),
     landmarks: str | None = _O(
-        None, help="The model's landmark set of the annotations [aflw21]."
+        None, help="The model's landmark set of the annotations \\[aflw21]."
     ),
-    backbone: str | None = _O(None, help="vgg16 | resnet18 | resnet50 | small [vgg16]."),
+    backbone: str | None = _O(None, help="vgg16 | resnet18 | resnet50 | small \\[vgg16]."),
     weights: Path | None = _O(
         None, help="Backbone weights: vgg-face.mat or a state dict (never downloaded)."
     ),
@@ -72,25 +72,25 @@ def run(
     epochs: int | None = _O(None, help="Epochs [20] (--steps wins)."),
     steps: int | None = _O(None, help="Optimiser steps (instead of --epochs)."),
     lr: float | None = _O(None, help="Learning rate [1e-4]."),
-    optimizer: str | None = _O(None, help="adam | adamw | sgd [adam]."),
+    optimizer: str | None = _O(None, help="adam | adamw | sgd \\[adam]."),
     weight_decay: float | None = _O(None, help="Weight decay [0]."),
     momentum: float | None = _O(None, help="SGD momentum (Nesterov) [0.9]."),
-    schedule: str | None = _O(None, help="cosine | step | none [cosine]."),
+    schedule: str | None = _O(None, help="cosine | step | none \\[cosine]."),
     warmup_steps: int | None = _O(None, help="Linear learning-rate warm-up steps [0]."),
     weight_landmark: float | None = _O(None, help="Landmark loss weight, original's [0.8998]."),
     weight_prior: float | None = _O(None, help="Shape prior weight, original's [0.1]."),
     weight_siamese: float | None = _O(None, help="Siamese loss weight, original's [1e-4]."),
     weight_symmetry: float | None = _O(None, help="Symmetry loss weight, original's [1e-4]."),
     pairs: bool | None = _O(
-        None, "--pairs/--no-pairs", help="Siamese pairs (subject or mirror) [pairs]."
+        None, "--pairs/--no-pairs", help="Siamese pairs (subject or mirror) \\[pairs]."
     ),
     augment: bool | None = _O(
-        None, "--augment/--no-augment", help="Crop, flip and colour jitter (manifests) [augment]."
+        None, "--augment/--no-augment", help="Crop, flip and colour jitter (manifests) \\[augment]."
     ),
-    visibility_mode: str | None = _O(None, help="normals | depth [normals]."),
-    bf16: bool | None = _O(None, "--bf16/--no-bf16", help="bfloat16 autocast on CUDA [bf16]."),
+    visibility_mode: str | None = _O(None, help="normals | depth \\[normals]."),
+    bf16: bool | None = _O(None, "--bf16/--no-bf16", help="bfloat16 autocast on CUDA \\[bf16]."),
     channels_last: bool | None = _O(
-        None, "--channels-last/--no-channels-last", help="channels_last on CUDA [on]."
+        None, "--channels-last/--no-channels-last", help="channels_last on CUDA \\[on]."
     ),
     clip_grad: float | None = _O(None, help="Clip the gradient norm to this (0: off) [0]."),
     max_bad_steps: int | None = _O(
@@ -129,7 +129,8 @@ def run(
             else ""
         )
         typer.echo(
-            f"{result.steps} steps in {result.seconds:.0f} s; last loss {result.last_loss:.4g}; "
+            f"{result.steps} {_plural(result.steps, 'step')} in {result.seconds:.0f} s; "
+            f"last loss {result.last_loss:.4g}; "
             f"{best}skipped steps {result.skipped_steps}, bad samples {result.bad_samples}."
         )
         d = result.run_dir
@@ -189,9 +190,18 @@ def predict(
         images, checkpoint, model, out, batch_size=batch_size,
         average_by_subject=average_by_subject, device=device, progress=True,
     )
-    typer.echo(f"{result.n_images} images -> {result.out_dir}")
+    n = result.n_images
+    skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""
+    typer.echo(f"{n} {_plural(n, 'image')}{skipped} -> {result.out_dir}")
     if result.subjects:
-        typer.echo(f"{len(result.subjects)} subject means in {result.out_dir / 'subjects'}")
+        k = len(result.subjects)
+        typer.echo(f"{k} subject {_plural(k, 'mean')} in {result.out_dir / 'subjects'}")
+    for image, reason in result.skipped:
+        print(f"stn-train: skipped {image}: {' '.join(reason.split())}.", file=sys.stderr)
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
 
 
 def _register_fit() -> None:
@@ -215,6 +225,28 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="stn-train")
     except (TrainError, StnError) as e:
-        message = " ".join(str(e).split())
-        print(f"stn-train: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e))
+    except UnicodeDecodeError as e:
+        _fail(f"a file that should be text is not UTF-8 text ({e.reason} at byte {e.start}); "
+              "check that each file argument is the kind of file its option asks for.")
+    except (PermissionError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError) as e:
+        _fail(_os_error_message(e))
+    except OSError as e:
+        if e.errno is None or (e.filename is None and e.strerror is None):
+            raise  # not about a file the user named: a genuine bug, keep the traceback
+        _fail(_os_error_message(e))
+
+
+def _fail(message: str) -> None:
+    print(f"stn-train: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _os_error_message(e: OSError) -> str:
+    """One sentence for an operating-system error on a file: which file, what, what to do."""
+    what = e.strerror or type(e).__name__
+    where = e.filename if e.filename is not None else "a file"
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    return f"{where}: {what}; check the path and its permissions, or choose another."

@@ -311,9 +311,15 @@ def _toml_value(value: Any) -> str:
 
 
 def config_to_toml(config: RunConfig) -> str:
-    """The settings as a TOML config file (None values are left out)."""
+    """The settings as a TOML config file (None values are left out).
+
+    Paths are written absolute, so that the file works with ``--config`` from any folder
+    (``--config`` reads relative paths as relative to the file's folder).
+    """
     lines = ["# stn-train run settings (readable by --config)"]
     for key, value in config.to_dict().items():
+        if key in PATH_KEYS and value is not None:
+            value = os.path.abspath(os.path.expanduser(str(value)))
         if value is not None and key != "resume":
             lines.append(f"{option_name(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

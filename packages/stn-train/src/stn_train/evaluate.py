@@ -37,7 +37,7 @@ from stn_core import STN
 from stn_core.geometry import axis_angle_to_matrix, morphable_shape
 from torch.utils.data import DataLoader
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, check_output_folder, make_output_folder
 
 __all__ = [
     "OUTER_EYE_CORNERS",
@@ -327,8 +327,12 @@ def evaluate(
 
     if (data is None) == (synthetic is None):
         raise TrainError("pass exactly one of --data manifest.jsonl and --synthetic N.")
+    if synthetic is not None and synthetic < 1:
+        raise TrainError(f"--synthetic must be at least 1 (the number of rendered faces to "
+                         f"evaluate on), got {synthetic}.")
     if batch_size < 1:
         raise TrainError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_output_folder(out)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_grid_model(model_path, dev)
     net, ckpt = restore_localiser(checkpoint, model, dev)
@@ -356,8 +360,7 @@ def evaluate(
             "landmark_set": landmark_set,
         }
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_folder(out)
     tmp = out / ".eval.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     os.replace(tmp, out / "eval.json")

@@ -18,7 +18,9 @@ our pixel convention unless said otherwise:
   of ``{"image": ..., "landmarks": [...]}`` objects;
 - a single ``.pts`` file (with one image).
 
-Images are matched to annotations by path, then file name, then stem. An image that cannot
+Images are matched to annotations by path; otherwise by file name (then stem), the annotation
+whose name shares the longest trailing run of folders with the image's path winning (an image
+that two annotations match equally well is skipped, naming the clash). An image that cannot
 be read, has no annotation, the wrong number of landmarks or fewer than 2 visible ones is
 reported and skipped; the others are fitted.
 
@@ -47,7 +49,7 @@ import numpy as np
 import torch
 import typer
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, check_output_folder, make_output_folder
 
 __all__ = ["FitRecord", "fit_images", "fit", "register", "summary_table"]
 
@@ -108,7 +110,7 @@ class _Landmarks:
         self.pts_one_based = pts_one_based
         self.folder = source if source.is_dir() else None
         self.single: _Annotation | None = None
-        self.by_key: dict[str, list[_Annotation]] = {}
+        self.by_key: dict[str, list[tuple[_Key, _Annotation]]] = {}
         self._pts_index: dict[str, list[Path]] | None = None
         if self.folder is not None:
             return
@@ -138,22 +140,40 @@ class _Landmarks:
         for image, points, visible in entries:
             a = _Annotation(np.asarray(points, np.float64).reshape(-1, 2),
                             np.asarray(visible, np.float64).reshape(-1), str(source))
-            for key in _keys(Path(image), source.parent):
-                self.by_key.setdefault(key, []).append(a)
+            key = _Key(str(image), source.parent)
+            self.by_key.setdefault("name:" + key.parts[-1], []).append((key, a))
+            self.by_key.setdefault("stem:" + key.stem, []).append((key, a))
 
     def find(self, image: Path) -> _Annotation | str:
-        """The annotation of ``image``, or the reason there is none (one sentence)."""
+        """The annotation of ``image``, or the reason there is none (one sentence).
+
+        An annotation named by the image's own path wins; otherwise the one whose name shares
+        the longest trailing run of folders with the image's path, if only one does (file names
+        first, then stems). Several equally good matches are a clash: the image is skipped.
+        """
         if self.single is not None:
             return self.single
         if self.folder is not None:
             return self._find_pts(image)
-        for key in _keys(image, None):
-            hits = self.by_key.get(key)
-            if hits:
-                if len(hits) > 1 and key.startswith("stem:"):
-                    return f"{len(hits)} annotations in {self.source} match its stem; name it " \
-                           "by file name or path there"
-                return hits[0]
+        resolved = _resolve(image)
+        parts = resolved.parts if resolved is not None else Path(image).parts
+        for tier, key in (("name", image.name), ("stem", image.stem)):
+            cands = self.by_key.get(f"{tier}:{key}", [])
+            if not cands:
+                continue
+            exact = [a for k, a in cands if resolved is not None and k.resolved == resolved]
+            if exact:
+                return exact[0]
+            scored = [(k.suffix_match(parts, stem=tier == "stem"), k, a) for k, a in cands]
+            best = max(s for s, _, _ in scored)
+            top = [(k, a) for s, k, a in scored if s == best]
+            if len({k.text for k, _ in top}) == 1:
+                return top[0][1]
+            names = sorted({k.text for k, _ in top})
+            shown = ", ".join(names[:4]) + ("" if len(names) <= 4 else ", ...")
+            return (f"ambiguous landmarks: {len(names)} annotations in {self.source} "
+                    f"({shown}) match {key} equally well; name the images there by paths "
+                    "that tell them apart")
         return f"no annotation for it in {self.source}"
 
     def _find_pts(self, image: Path) -> _Annotation | str:
@@ -178,14 +198,38 @@ class _Landmarks:
         return _Annotation(pts, np.ones(len(pts)), str(direct))
 
 
-def _keys(image: Path, base: Path | None) -> list[str]:
-    keys = []
-    p = image if image.is_absolute() or base is None else base / image
+def _resolve(p: Path) -> Path | None:
     try:
-        keys.append("path:" + str(p.expanduser().resolve()))
-    except OSError:
-        pass
-    return keys + ["name:" + image.name, "stem:" + image.stem]
+        return Path(p).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+class _Key:
+    """An annotation's image name as written, and the path it resolves to (relative names
+    resolve against the landmark file's folder)."""
+
+    def __init__(self, text: str, base: Path):
+        import os
+
+        self.text = text
+        p = Path(text).expanduser()
+        self.parts = Path(os.path.normpath(text)).parts or (text,)
+        self.stem = Path(self.parts[-1]).stem
+        self.resolved = _resolve(p if p.is_absolute() else base / p)
+
+    def suffix_match(self, parts: Sequence[str], stem: bool = False) -> int:
+        """How many trailing path components this name shares with ``parts``."""
+        mine = list(self.parts)
+        theirs = list(parts)
+        if not theirs:
+            return 0
+        if stem:
+            mine[-1], theirs[-1] = Path(mine[-1]).stem, Path(theirs[-1]).stem
+        n = 0
+        while n < min(len(mine), len(theirs)) and mine[-1 - n] == theirs[-1 - n]:
+            n += 1
+        return n
 
 
 def _read_json(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -288,7 +332,8 @@ def fit_images(
             machine whose cores are busy with other work, see stn_core.fitting.fit_image).
 
     Returns:
-        One :class:`FitRecord` per image, in the order given.
+        One :class:`FitRecord` per image, in the order given. When every image was skipped
+        before fitting, nothing is written (not even ``out``).
 
     Raises:
         TrainError: no images, an unreadable model or landmark source, a model without the
@@ -307,7 +352,11 @@ def fit_images(
         raise TrainError(f"--cpu-threads must be at least 1, got {cpu_threads}.")
     if visibility not in ("normals", "depth"):
         raise TrainError(f"--visibility must be normals or depth, got {visibility!r}.")
+    if convention not in ("ours", "one_based", "original"):
+        raise TrainError(f"--convention must be ours, one_based or original, got "
+                         f"{convention!r}.")
     model_path, out = Path(model_path), Path(out)
+    check_output_folder(out)
     dev = _device(device)
     model = _load_model(model_path, dev)
     if landmark_set not in model.landmarks:
@@ -318,10 +367,6 @@ def fit_images(
                          "pass --landmarks-only or a grid model built with colour.")
     n_points = int(model.landmarks[landmark_set].numel())
     source = _Landmarks(Path(landmarks), n_points, convention, pts_one_based, len(paths))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrainError(f"cannot create the output folder {out} ({e.strerror}).") from None
 
     records: list[FitRecord | None] = [None] * len(paths)
     names = _folder_names(paths)
@@ -329,13 +374,14 @@ def fit_images(
     for i, p in enumerate(paths):
         reason = note = None
         try:
-            img, _ = load_image(p)
+            img, _ = load_image(p, from_manifest=False)
         except TrainError as e:
             reason, note = str(e).rstrip("."), "unreadable image"
         if reason is None:
             ann = source.find(p)
             if isinstance(ann, str):
-                reason, note = ann, "no landmarks"
+                reason = ann
+                note = "ambiguous landmarks" if ann.startswith("ambiguous") else "no landmarks"
             elif ann.points.shape[0] != n_points:
                 reason = (f"{ann.points.shape[0]} landmarks in {ann.source}, but the model's "
                           f"set {landmark_set} has {n_points}")
@@ -356,6 +402,9 @@ def fit_images(
         groups.setdefault(tuple(item[1].shape[-2:]), []).append(item)
     batches = [g[k : k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
 
+    if not ready:  # nothing to fit: leave no (empty) output folder behind
+        return [r for r in records if r is not None]
+    make_output_folder(out)
     bar = _progress(progress)
     task = bar.add_task("fitting", total=len(paths)) if bar is not None else None
     if bar is not None:
@@ -518,7 +567,7 @@ def summary_table(records: Sequence[FitRecord]):
     from rich.table import Table
 
     table = Table(title="stn-train fit", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("image", no_wrap=True, max_width=28)
+    table.add_column("image", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for col in ("lm px", "rms", "iter", "s/img"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -528,7 +577,8 @@ def summary_table(records: Sequence[FitRecord]):
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    for r in records:
+    shown = _display_names([r.image for r in records])
+    for r, name in zip(records, shown):
         if r.note or r.reason:
             note = r.note or r.reason
         elif r.fit_status not in (None, "ftol", "xtol", "atol"):
@@ -536,12 +586,30 @@ def summary_table(records: Sequence[FitRecord]):
         else:
             note = ""
         table.add_row(
-            r.image.name, r.status, num(r.landmark_error_px, ".2f"),
+            name if len(name) <= 40 else "…" + name[-39:], r.status,
+            num(r.landmark_error_px, ".2f"),
             num(r.photometric_rms, ".4f"), num(r.n_iter, "d"), num(r.seconds, ".2f"),
             "-" if r.converged is None else ("yes" if r.converged else "no"), note,
             style=None if r.status == "fitted" else "yellow",
         )
     return table
+
+
+def _display_names(paths: Sequence[Path]) -> list[str]:
+    """Each path's shortest trailing part (file name, then with its folders) that tells it
+    apart from the other paths (the file name alone when no name repeats)."""
+    parts = [Path(p).parts or (str(p),) for p in paths]
+    n = [1] * len(parts)
+    while True:
+        shown = ["/".join(ps[-k:]) for ps, k in zip(parts, n)]
+        counts: dict[str, int] = {}
+        for s_ in shown:
+            counts[s_] = counts.get(s_, 0) + 1
+        grow = [i for i, s_ in enumerate(shown) if counts[s_] > 1 and n[i] < len(parts[i])]
+        if not grow:
+            return shown
+        for i in grow:
+            n[i] += 1
 
 
 def fit(
@@ -563,7 +631,9 @@ def fit(
         None, help="Torch threads on the CPU (default: torch's; 1 when the cores are busy)."),
     photometric_weight: Optional[float] = typer.Option(
         None, help="Weight of the photometric term (default: stn_core's FitWeights)."),
-    no_pictures: bool = typer.Option(False, help="Write params.json only."),
+    pictures: bool = typer.Option(
+        True, "--pictures/--no-pictures",
+        help="Write the pictures and the mesh (--no-pictures: params.json only)."),
 ) -> None:
     """Fit the morphable model to photographs: pose, shape, expression, albedo and lighting."""
     from rich.console import Console
@@ -583,18 +653,33 @@ def fit(
             images, model, landmarks, out, landmarks_only, landmark_set=landmark_set,
             convention=convention, pts_one_based=not pts_zero_based, device=device,
             batch_size=batch_size, visibility=visibility, weights=weights,
-            pictures=not no_pictures, progress=True, cpu_threads=cpu_threads,
+            pictures=pictures, progress=True, cpu_threads=cpu_threads,
         )
     except (TrainError, StnError) as e:
         print(f"stn-train: error: {' '.join(str(e).split())}", file=sys.stderr)
         raise typer.Exit(2) from None
+    n_fit = sum(r.status == "fitted" for r in records)
+    skipped = [r for r in records if r.status != "fitted"]
+    if n_fit == 0:
+        if len(records) == 1:
+            r = records[0]
+            message = f"{r.image} was not fitted: {r.reason}."
+        else:
+            for r in skipped:
+                print(f"stn-train: skipped {r.image}: {r.reason}.", file=sys.stderr)
+            message = (f"none of the {len(records)} images could be fitted (the reasons are "
+                       "above); fix them and run again.")
+        print(f"stn-train: error: {' '.join(message.split())}", file=sys.stderr)
+        raise typer.Exit(2)
     console = Console()
     console.print(summary_table(records))
-    n_fit = sum(r.status == "fitted" for r in records)
-    console.print(f"{n_fit} of {len(records)} images fitted -> {out}")
-    skipped = [r for r in records if r.status != "fitted"]
+    console.print(f"{n_fit} of {len(records)} {_plural(len(records), 'image')} fitted -> {out}")
     for r in skipped:
         print(f"stn-train: skipped {r.image}: {r.reason}.", file=sys.stderr)
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ import torch
 from stn_core import STN
 from stn_core.renderer import drawn_faces
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, check_output_folder, make_output_folder
 
 __all__ = ["PredictResult", "predict", "write_png", "write_textured_obj", "square_input"]
 
@@ -53,6 +53,8 @@ class PredictResult:
     n_images: int
     names: list[str] = field(default_factory=list)
     subjects: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    """(image, reason) of each image that could not be read (the others were predicted)."""
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
@@ -177,19 +179,21 @@ def predict(
 ) -> PredictResult:
     """Apply a checkpoint to images and write the files of the module docstring.
 
+    A missing or unreadable image is skipped (listed in ``PredictResult.skipped``); the
+    output folder is created with the first image's files.
+
     Raises:
-        TrainError: a missing or unreadable image (named), a bad checkpoint or model.
+        TrainError: no image could be read (named), a bad checkpoint or model, an unusable
+            ``out``.
     """
-    from stn_train.data.images import load_image
+    from stn_train.data.images import ImageReadError, load_image
     from stn_train.train.checkpoint import restore_localiser
     from stn_train.train.loop import load_grid_model
 
     if batch_size < 1:
         raise TrainError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_output_folder(out)
     files = _expand([Path(p) for p in images])
-    for f in files:
-        if not f.is_file():
-            raise TrainError(f"image not found: {f}; check the path.")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_grid_model(model_path, dev)
     net, ckpt = restore_localiser(checkpoint, model, dev)
@@ -199,7 +203,9 @@ def predict(
     res = model.res
     faces = drawn_faces(model).cpu().numpy()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    made = False  # the output folder is created with the first image's files
+    skipped: list[tuple[Path, str]] = []
+    n_done = 0
     names = _unique_names(files)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
@@ -214,13 +220,27 @@ def predict(
         task = bar.add_task("predict", total=len(files))
     try:
         for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            inputs, maps = [], []
-            for f in chunk:
-                image, _ = load_image(f)
+            inputs, maps, chunk, idx = [], [], [], []
+            for k in range(start, min(start + batch_size, len(files))):
+                f = files[k]
+                try:
+                    image, _ = load_image(f, from_manifest=False)
+                except ImageReadError as e:
+                    skipped.append((f, str(e).rstrip(".")))
+                    continue
                 x, to_image = square_input(image, size)
                 inputs.append(x)
                 maps.append(to_image)
+                chunk.append(f)
+                idx.append(k)
+            if not inputs:
+                if bar is not None:
+                    bar.update(task, advance=min(batch_size, len(files) - start))
+                continue
+            if not made:
+                out = make_output_folder(out)
+                made = True
+            n_done += len(chunk)
             batch = torch.stack(inputs).to(dev)
             theta = net(batch).float()
             o = stn(batch.float(), theta)
@@ -228,7 +248,7 @@ def predict(
             vis = o.visibility[:, 0].cpu().numpy()
             shapes = model.shape(theta[:, 6:]).cpu().numpy()
             for i, f in enumerate(chunk):
-                name = names[start + i]
+                name = names[idx[i]]
                 record = _theta_record(theta[i].cpu(), size, maps[i], f, step)
                 _atomic_text(out / f"{name}.theta.json", json.dumps(record, indent=1) + "\n")
                 write_png(flat[i], out / f"{name}.flat.png")
@@ -242,10 +262,16 @@ def predict(
                     counts[subject] += vis[i]
                     totals[subject] += 1
             if bar is not None:
-                bar.update(task, advance=len(chunk))
+                bar.update(task, advance=min(batch_size, len(files) - start))
     finally:
         if bar is not None:
             bar.stop()
+    if n_done == 0:
+        if len(skipped) == 1:
+            raise TrainError(f"{skipped[0][1]}.")
+        shown = ", ".join(str(f) for f, _ in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        raise TrainError(f"none of the {len(files)} images could be read ({shown}); check the "
+                         "paths, and re-encode unreadable images as JPEG or PNG.")
     subjects = sorted(sums)
     if average_by_subject:
         folder = out / "subjects"
@@ -255,4 +281,4 @@ def predict(
             mean = sums[s] / np.maximum(c, 1)[..., None]
             write_png(mean, folder / f"{s}.png")
             write_png(c / max(totals[s], 1), folder / f"{s}.count.png")
-    return PredictResult(out, len(files), names, subjects)
+    return PredictResult(out, n_done, names, subjects, skipped)

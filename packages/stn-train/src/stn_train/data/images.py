@@ -46,12 +46,11 @@ _ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
 _CONVERTIBLE = {"P", "CMYK", "YCbCr", "LAB", "HSV"}
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, from_manifest: bool = True) -> Image.Image:
     if not path.is_file():
-        raise ImageReadError(
-            f"image not found: {path}; check the path in the manifest (relative paths are "
-            "relative to the manifest's folder).", "missing"
-        )
+        hint = ("check the path in the manifest (relative paths are relative to the manifest's "
+                "folder)." if from_manifest else "check the path.")
+        raise ImageReadError(f"image not found: {path}; {hint}", "missing")
     try:
         img = Image.open(path)
         img.load()  # decode now: truncated and corrupt files fail here, not later
@@ -59,7 +58,8 @@ def _open(path: Path) -> Image.Image:
             Image.DecompressionBombError) as exc:
         raise ImageReadError(
             f"cannot read image {path} ({type(exc).__name__}: {exc}); re-encode it as JPEG or "
-            "PNG, or remove its line from the manifest.", "unreadable"
+            + ("PNG, or remove its line from the manifest." if from_manifest
+               else "PNG, or leave it out."), "unreadable"
         ) from None
     return img
 
@@ -78,13 +78,15 @@ def _over_black(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mode="RGB")
 
 
-def read_rgb(path: str | Path, non_rgb: str = "convert") -> tuple[Image.Image, str | None]:
+def read_rgb(path: str | Path, non_rgb: str = "convert", *,
+             from_manifest: bool = True) -> tuple[Image.Image, str | None]:
     """An image file as a decoded PIL image in mode ``RGB``.
 
     Args:
         path: the image file.
         non_rgb: ``"convert"`` (default): convert greyscale, transparent, palette and CMYK
             images to RGB (module docstring) and say so in the note; ``"error"``: raise.
+        from_manifest: the path came from a manifest (the messages say to fix it there).
 
     Returns:
         (image, note): ``note`` is None for an RGB file, else one sentence saying what was
@@ -97,7 +99,7 @@ def read_rgb(path: str | Path, non_rgb: str = "convert") -> tuple[Image.Image, s
     if non_rgb not in ("convert", "error"):
         raise ValueError(f"non_rgb must be 'convert' or 'error', got {non_rgb!r}.")
     path = Path(path)
-    img = _open(path)
+    img = _open(path, from_manifest)
     mode = img.mode
     if mode == "RGB":
         return img, None
@@ -154,7 +156,9 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
-def load_image(path: str | Path, non_rgb: str = "convert") -> tuple[torch.Tensor, str | None]:
-    """``read_rgb`` then ``to_tensor``: (3, H, W) float32 in [0, 1], and the conversion note."""
-    img, note = read_rgb(path, non_rgb)
+def load_image(path: str | Path, non_rgb: str = "convert", *,
+               from_manifest: bool = True) -> tuple[torch.Tensor, str | None]:
+    """``read_rgb`` then ``to_tensor``: (3, H, W) float32 in [0, 1], and the conversion note
+    (``from_manifest=False``: the messages do not point at a manifest)."""
+    img, note = read_rgb(path, non_rgb, from_manifest=from_manifest)
     return to_tensor(img), note

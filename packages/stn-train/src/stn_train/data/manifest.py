@@ -127,11 +127,19 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
     if not path.is_file():
         raise TrainError(f"manifest not found: {path}; pass the path of a .jsonl manifest.")
     entries = []
-    with path.open("r", encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            text = text.strip()
-            if text and not text.startswith("#"):
-                entries.append(_parse_line(text, path, line))
+    line = 0
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            for line, text in enumerate(f, start=1):
+                text = text.strip()
+                if text and not text.startswith("#"):
+                    entries.append(_parse_line(text, path, line))
+    except UnicodeDecodeError:
+        raise TrainError(f"{path} is not a text manifest (line {line + 1} is not UTF-8 text); "
+                         "pass a .jsonl file with one JSON line per image.") from None
+    except OSError as e:
+        raise TrainError(f"manifest {path} cannot be read ({e.strerror or e}); check its "
+                         "path and permissions.") from None
     if not entries:
         raise TrainError(f"manifest {path} has no entries; add one JSON line per image.")
     return entries

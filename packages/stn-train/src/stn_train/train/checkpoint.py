@@ -80,6 +80,13 @@ def check_same_model(saved: dict, current: dict, path: str | os.PathLike) -> Non
             f"parameters (6 + K) but --model has {current['n_params']}; pass the grid model it "
             f"was trained with ({saved.get('source') or 'its path is not recorded'})."
         )
+    if saved.get("res") is not None and saved.get("res") != current["res"]:
+        r0, r1 = saved["res"], current["res"]
+        raise TrainError(
+            f"checkpoint {path} was trained with a {r0} x {r0} grid model but --model is "
+            f"{r1} x {r1}; pass the grid model it was trained with "
+            f"({saved.get('source') or 'its path is not recorded'})."
+        )
     if saved.get("hash") != current["hash"]:
         raise TrainError(
             f"checkpoint {path} was trained with another grid model (same size, different "

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from stn_train.config import RunConfig, merge_for_resume, write_config
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, check_output_folder, make_output_folder
 from stn_train.evaluate import evaluate_localiser
 from stn_train.localiser import build_localiser, initial_log_scale
 from stn_train.train import inputs
@@ -195,6 +195,7 @@ class _Trainer:
         config.validate()
         self.config = config
         self.run_dir = Path(config.out)
+        check_output_folder(self.run_dir)
         if self.ckpt is None and (self.run_dir / "checkpoints" / "last.pt").exists():
             raise TrainError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
@@ -218,6 +219,7 @@ class _Trainer:
             raise TrainError(f"--landmarks: {exc}") from None
         data = inputs.build_data(cfg, self.model)
         if ctx.is_main:
+            make_output_folder(self.run_dir)
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             write_config(cfg, self.run_dir / "config.toml")
 
