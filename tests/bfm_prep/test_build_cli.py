@@ -193,7 +193,7 @@ def test_build_model_with_coarsedata_scales_by_std(tmp_path, inputs):
     p = m.provenance
     assert p["parameters"]["expression_source"] == "coarsedata"
     assert p["inputs"]["expression_std"]["sha256"] == sha256_file(std_path)
-    with pytest.raises(PrepError, match="n_exp=10 asks for more expression components"):
+    with pytest.raises(PrepError, match="--n-exp 10 asks for more expression components"):
         build_model(inputs["bfm"], bin_path, inputs["mapping"], std_path, n_shape=2, n_exp=10)
 
 
@@ -315,8 +315,8 @@ def _assert_refused(code, stdout, stderr, out: Path, match: str):
     [
         ("missing_bfm", "no such file"),
         ("missing_mapping", "no such file"),
-        ("n_shape_too_large", "n_shape"),
-        ("n_exp_too_large", "n_exp"),
+        ("n_shape_too_large", "--n-shape 13 asks"),
+        ("n_exp_too_large", "--n-exp 8 asks"),
         ("mapping_length", "entries but the expression model has"),
         ("mapping_out_of_range", "map_tddfa_to_basel"),
         ("bfm_is_text", "01_MorphableModel.mat"),

@@ -20,6 +20,7 @@ from bfm_prep.artifact import (
     write_uv,
 )
 from bfm_prep.cli import main
+from bfm_prep.errors import PrepError
 from bfm_prep.inspect import format_plain, inspect_file
 from bfm_prep.model import MorphableModel
 
@@ -122,11 +123,14 @@ def test_grid_and_uv_artifacts(tmp_path):
     assert s["symmetry line"] == "3 vertices" and s["check flipped_triangles"] == "0"
 
 
-def test_unsupported_version_is_shown(model_artifact):
+def test_unsupported_version_is_an_error(model_artifact):
+    """An artifact of an unsupported version is refused like by every reader (exit 2 from the
+    CLI), not summarised as if it could be used."""
     path = model_artifact[0]
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = 7
-    assert "not supported" in inspect_file(path).as_dict()["format version"]
+    with pytest.raises(PrepError, match="format version 7 is not supported"):
+        inspect_file(path)
 
 
 @pytest.mark.parametrize("writer, version", [(write_mat5, "v5"), (write_mat73, "v7.3")])

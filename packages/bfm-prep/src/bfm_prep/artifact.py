@@ -17,6 +17,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -251,11 +252,7 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
         raise PrepError(f"{path}: no such file; check the path.")
     if not h5py.is_hdf5(path):
         raise PrepError(f"{path}: not an HDF5 file (or truncated); pass an artifact written by bfm-prep.")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise PrepError(f"{path}: cannot be opened as HDF5 ({e}); the file may be truncated.") from None
-    with f:
+    with _open_h5(path) as f:
         fmt = _attr_str(f, "format")
         if fmt not in expected:
             raise PrepError(
@@ -271,7 +268,17 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
         try:
             yield f
         except KeyError as e:
-            raise PrepError(f"{path}: missing dataset or attribute ({e}); rebuild the artifact.") from None
+            m = re.search(r"object '([^']+)' doesn't exist", str(e))
+            what = f"the dataset or group {m[1]!r} is missing" if m else f"a dataset or attribute is missing ({e.args[0] if e.args else e})"
+            raise PrepError(f"{path}: {what}; rebuild the artifact.") from None
+        except PrepError as e:  # the model's / grid's validation: name the file
+            text = str(e)
+            for head in ("Invalid grid model: ", "Invalid model: ", "Invalid UV embedding: "):
+                if text.startswith(head):
+                    detail = text[len(head):].rstrip(".")
+                    raise PrepError(f"{path}: a damaged {fmt} artifact ({detail}); rebuild it "
+                                    "with bfm-prep.") from None
+            raise
 
 
 def _attr_str(f: h5py.File, name: str) -> str | None:
@@ -281,12 +288,23 @@ def _attr_str(f: h5py.File, name: str) -> str | None:
     return None if v is None else str(v)
 
 
+def _open_h5(path: Path) -> h5py.File:
+    """The checked open of every HDF5 reader: a truncated or damaged file is a PrepError."""
+    from bfm_prep.io.matfile import open_hdf5
+
+    return open_hdf5(path)
+
+
 def read_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` attribute of an HDF5 file, or None when it has none / is not HDF5."""
+    """The ``format`` attribute of an HDF5 file, or None when it has none / is not HDF5.
+
+    Raises:
+        PrepError: an HDF5 file that cannot be opened (truncated or damaged).
+    """
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(path):
         return None
-    with h5py.File(path, "r") as f:
+    with _open_h5(path) as f:
         return _attr_str(f, "format")
 
 
@@ -328,7 +346,7 @@ def read_uv(path: str | os.PathLike) -> UVEmbedding:
     """Read a ``stn-uv-embedding`` artifact."""
     with _open_artifact(path, FORMAT_UV) as f:
         s = f["symmetry"]
-        return UVEmbedding(
+        emb = UVEmbedding(
             uv=f["uv"][()],
             faces=f["faces"][()],
             mirror=s["mirror"][()],
@@ -337,6 +355,30 @@ def read_uv(path: str | os.PathLike) -> UVEmbedding:
             checks=json.loads(_attr_str(f, "checks") or "{}"),
             provenance=_read_provenance(f),
         )
+        _validate_uv(emb)
+        return emb
+
+
+def _validate_uv(emb: UVEmbedding) -> None:
+    """Shapes and index ranges of a UV embedding read from a file (PrepError "Invalid UV ...")."""
+    def bad(what: str) -> PrepError:
+        return PrepError(f"Invalid UV embedding: {what}.")
+
+    uv, faces, mirror = np.asarray(emb.uv), np.asarray(emb.faces), np.asarray(emb.mirror)
+    if uv.ndim != 2 or uv.shape[1] != 2:
+        raise bad(f"uv has shape {uv.shape}, expected (N, 2)")
+    n = uv.shape[0]
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise bad(f"faces has shape {faces.shape}, expected (M, 3)")
+    if faces.size and (faces.min() < 0 or faces.max() >= n):
+        raise bad(f"faces index vertices {faces.min()}..{faces.max()}, outside 0..{n - 1}")
+    if mirror.shape != (n,):
+        raise bad(f"symmetry/mirror has shape {mirror.shape}, expected ({n},)")
+    if n and (mirror.min() < 0 or mirror.max() >= n):
+        raise bad(f"symmetry/mirror indexes vertices outside 0..{n - 1}")
+    line = np.asarray(emb.symmetry_line)
+    if line.size and (line.min() < 0 or line.max() >= n):
+        raise bad(f"symmetry/line indexes vertices outside 0..{n - 1}")
 
 
 def read_grid(path: str | os.PathLike) -> UVGridModel:

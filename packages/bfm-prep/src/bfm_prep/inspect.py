@@ -193,6 +193,15 @@ def _inspect_bfm2017(f, s: Summary) -> None:
     s.add("units", "mm (pcaBasis orthonormal, pcaVariance = variances)")
 
 
+def _validate_artifact(path: Path, fmt: str) -> None:
+    """Read the artifact with the reader every command uses (the one ``plot`` uses), so a
+    damaged artifact (unsupported version, missing dataset, an index out of range, ...) is
+    the same one-line PrepError here as there."""
+    from bfm_prep.artifact import read_grid, read_model, read_uv
+
+    {FORMAT_MODEL: read_model, FORMAT_UV: read_uv, FORMAT_GRID: read_grid}[fmt](path)
+
+
 def _inspect_hdf5(path: Path, s: Summary) -> bool:
     import h5py
 
@@ -202,6 +211,7 @@ def _inspect_hdf5(path: Path, s: Summary) -> bool:
         fmt = _attr(f, "format")
         if fmt in (FORMAT_MODEL, FORMAT_UV, FORMAT_GRID):
             s.kind = f"bfm-prep artifact ({fmt})"
+            _validate_artifact(path, fmt)
             try:
                 _inspect_artifact(f, s, fmt)
             except (KeyError, OSError) as e:

@@ -31,6 +31,32 @@ from bfm_prep.errors import PrepError
 from bfm_prep.model import MorphableModel
 
 MIN_RES = 8
+# The largest grid: 4096 x 4096 is 16.8 million grid vertices, already 400 MB per component in
+# float64; beyond it the resampling runs out of memory on any ordinary machine.
+MAX_RES = 4096
+
+
+def grid_memory_bytes(res: int, n_components: int, n_color_components: int = 0) -> int:
+    """Bytes the R x R grid model takes in memory (float64): mean, shape components and, with
+    colour, mean and colour components, 3 values per grid vertex each, plus the grid's UV."""
+    per_field = int(res) * int(res) * 3 * 8
+    fields = 1 + int(n_components) + (1 + int(n_color_components) if n_color_components else 0)
+    return per_field * fields + int(res) * int(res) * 2 * 8
+
+
+def check_res(res, n_components: int | None = None, n_color_components: int = 0) -> int:
+    """``res`` as an int in MIN_RES..MAX_RES, or a one-line PrepError (naming --res)."""
+    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res < MIN_RES:
+        raise PrepError(f"--res {res} is too small; use an integer R >= {MIN_RES} "
+                        "(112 and 224 are the usual sizes).")
+    if res > MAX_RES:
+        k = 0 if n_components is None else n_components
+        need = grid_memory_bytes(res, k, n_color_components) / 2**30
+        what = "the grid's mean alone" if n_components is None else "the grid model"
+        raise PrepError(f"--res {res} is too large: {what} would need {need:,.1f} GiB of memory "
+                        f"({res} x {res} grid vertices); use R <= {MAX_RES} (112 and 224 are "
+                        "the usual sizes).")
+    return int(res)
 # A grid point counts as inside a triangle when its smallest barycentric coordinate is at least
 # -BARY_EPS: points exactly on an edge (the square's sides, shared edges) must not fall
 # through the crack between two triangles because of rounding.
@@ -368,7 +394,7 @@ def resample_to_grid(
     Args:
         model: the source model (N vertices, faces (M, 3)).
         uv: (N, 2) float64 UV of the model's vertices, in [0, 1]^2 (u with model x, v with y).
-        res: R >= 8, the grid size.
+        res: R in MIN_RES..MAX_RES (8..4096), the grid size.
         landmarks: extra landmark sets (name -> (L,) 0-based source vertex indices), mapped
             with the model's own ``model.landmarks`` (an extra set replaces one of the same name).
 
@@ -379,10 +405,8 @@ def resample_to_grid(
         ``res``, the landmark rule and the checks (``n_outside``, ``max_fill_distance`` in
         grid cells, ``orientation_agreement``, ``source_flipped_uv``).
     """
-    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res < MIN_RES:
-        raise PrepError(f"Grid resolution --res {res} is too small; use an integer R >= {MIN_RES} "
-                        "(112 and 224 are the usual sizes).")
-    res = int(res)
+    res = check_res(res, model.n_components,
+                    model.color_basis.shape[2] if model.has_color else 0)
     uv = np.asarray(uv, dtype=np.float64)
     if uv.ndim != 2 or uv.shape[1] != 2:
         raise PrepError(f"UV must be an (N, 2) array, got shape {uv.shape}.")

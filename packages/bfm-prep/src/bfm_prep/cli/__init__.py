@@ -1,6 +1,9 @@
 """Thin command-line front: a command parses, calls one library function, reports.
 
 Errors a user can cause (:class:`bfm_prep.PrepError`) print one line and exit with status 2.
+So do the file-system errors a path given on the command line can cause (a folder that
+cannot be written, a missing parent, a file where a folder belongs, ...): one line naming the
+path, exit status 2. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,12 +25,40 @@ from bfm_prep.cli import (  # noqa: E402,F401  (import order: registration)
 )
 
 
+# OSErrors about a path (never h5py's bare OSError about a file's content, nor a bug's).
+PATH_ERRORS = (
+    PermissionError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
+
+
+def path_error_message(e: OSError) -> str:
+    """One line for a file-system error: the path, what went wrong, what to do."""
+    path = e.filename if e.filename is not None else e.filename2
+    reason = e.strerror or str(e)
+    hint = {
+        PermissionError: "check its permissions or pass a path you can write to",
+        FileNotFoundError: "check the path and that its folder exists and can be written",
+        FileExistsError: "remove it or pass another path",
+        NotADirectoryError: "a part of the path is a file, not a folder; check the path",
+        IsADirectoryError: "it is a folder; pass the path of a file",
+    }.get(type(e), "check the path")
+    where = f"{path}: " if path is not None else ""
+    return f"{where}{reason[:1].lower()}{reason[1:]}; {hint}."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``bfm-prep``."""
     try:
         app(args=argv, prog_name="bfm-prep")
     except PrepError as e:
         print(f"bfm-prep: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except PATH_ERRORS as e:
+        print(f"bfm-prep: error: {path_error_message(e)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path
+from bfm_prep.cli.options import check_outputs, plural
 from bfm_prep.errors import PrepError
 
 
@@ -34,7 +34,15 @@ def load_mesh_file(path: Path):
     return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64)
 
 
-@app.command("uv-embed")
+# Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
+_HELP = (
+    'Flatten a face mesh onto the unit square, mirror-symmetrically (u grows with the '
+    "model's x, v with its y; the symmetry line on u = 0.5; holes stay open). See "
+    'docs/uv-embedding.md.'
+)
+
+
+@app.command("uv-embed", help=_HELP)
 def uv_embed(
     model: Path | None = typer.Option(
         None, "--model", help="A model artifact (bfm-prep build-expression); its mean shape is flattened.",
@@ -62,8 +70,7 @@ def uv_embed(
         None, "--save-pairs", help="Also write the mirror pairs found, as a PAIRS_FILE.", show_default=False,
     ),
 ) -> None:
-    """Flatten a face mesh onto the unit square, mirror-symmetrically (u grows with the model's
-    x, v with its y; the symmetry line on u = 0.5; holes stay open). See docs/uv-embedding.md."""
+    """``bfm-prep uv-embed`` (help text: ``_HELP``)."""
     import numpy as np
 
     from bfm_prep.artifact import input_record, read_model, write_uv
@@ -72,7 +79,7 @@ def uv_embed(
     t0 = time.perf_counter()
     if (model is None) == (mesh is None):
         raise PrepError("uv-embed: give exactly one of --model model.h5 or --mesh FILE.ply|.obj.")
-    check_out_path(out)
+    check_outputs(("--out", out), ("--plot", plot), ("--save-pairs", save_pairs))
     if weights not in ("cotangent", "mean-value"):
         raise PrepError(f"--weights {weights!r}: use 'cotangent' or 'mean-value'.")
     inputs = {}
@@ -102,7 +109,7 @@ def uv_embed(
     emb.provenance["inputs"] = inputs
     c = emb.checks
     params = emb.provenance["parameters"]
-    path = write_uv(out, emb)
+    # The side outputs first and the artifact last: a failure on the way leaves no artifact.
     if save_pairs is not None:
         from bfm_prep.symmetry import write_pairs
 
@@ -111,22 +118,26 @@ def uv_embed(
         from bfm_prep.pictures.uv_layout import plot_uv_layout
 
         plot_uv_layout(emb, plot, v, title=f"UV layout of {Path(name).name}")
+    path = write_uv(out, emb)
     seconds = time.perf_counter() - t0
 
     n_pairs = int((emb.mirror != np.arange(len(emb.mirror))).sum() // 2)
-    holes = (f", {c['n_holes']} holes (closed by a virtual fan vertex for the solve, open in UV)"
+    holes = (f", {plural(c['n_holes'], 'hole')} (closed by a virtual fan vertex for the solve, open in UV)"
              if c["n_holes"] else ", no holes")
     print(f"Mesh: {c['n_vertices']} vertices, {c['n_faces']} triangles{holes}")
-    print(f"Symmetry ({params['symmetry']}): {n_pairs} mirror pairs, {c['n_line_vertices']} vertices on "
+    print(f"Symmetry ({params['symmetry']}): {plural(n_pairs, 'mirror pair')}, "
+          f"{plural(c['n_line_vertices'], 'vertex', 'vertices')} on "
           f"the symmetry line; mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
           f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)")
-    print(f"Weights: {params['weights']} ({c['clamped_weights']} non-positive cotangent weights raised "
+    print(f"Weights: {params['weights']} ({plural(c['clamped_weights'], 'non-positive cotangent weight')} raised "
           "to the floor)")
     print(f"Checks: flipped triangles {c['flipped_triangles']}; symmetry error {c['symmetry_error']:.3g}; "
           f"boundary error {c['boundary_error']:.3g}; line error {c['line_error']:.3g}")
     if c["flipped_triangles"]:
-        print(f"bfm-prep: warning: {c['flipped_triangles']} triangles are flipped in UV; see the picture "
+        n_flip = c["flipped_triangles"]
+        print(f"bfm-prep: warning: {plural(n_flip, 'triangle')} {'is' if n_flip == 1 else 'are'} flipped in UV; see the picture "
               "(--plot) and docs/uv-embedding.md.", file=sys.stderr)
-    extra = f" and {plot}" if plot is not None else ""
-    print(f"Wrote {path.resolve()}{extra} in {seconds:.1f} s (symmetry {c['time_symmetry_s']:.2f} s, "
+    names = [str(path.resolve())] + [str(p) for p in (save_pairs, plot) if p is not None]
+    wrote = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    print(f"Wrote {wrote} in {seconds:.1f} s (symmetry {c['time_symmetry_s']:.2f} s, "
           f"solve {c['time_solve_s']:.2f} s)")

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, parse_landmark_options
+from bfm_prep.cli.options import check_out_path, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
 
 
@@ -25,7 +25,19 @@ def _parse_weight(text: str) -> float:
     return w
 
 
-@app.command("build-expression")
+# Help text: paragraphs separated by a blank line, no line breaks inside a paragraph (typer
+# rewraps each paragraph to the terminal; a break inside one would cut a sentence).
+_HELP = (
+    "Build a model: BFM identity + expression components transferred to every vertex.\n\n"
+    "Identity components are scaled by their standard deviations (coefficients follow "
+    "N(0, 1)); each expression component is transferred to every Basel vertex and "
+    "extrapolated into the mouth interior by Laplacian-preserving least squares (one sparse "
+    "factorisation for all components); the colour model and the landmark sets are carried "
+    "along. Prints a summary and where the artifact is."
+)
+
+
+@app.command("build-expression", help=_HELP)
 def build_expression(
     bfm: Path = typer.Option(
         ...,
@@ -90,14 +102,7 @@ def build_expression(
         show_default=False,
     ),
 ) -> None:
-    """Build a model: BFM identity + expression components transferred to every vertex.
-
-    Identity components are scaled by their standard deviations (coefficients follow N(0, 1));
-    each expression component is transferred to every Basel vertex and extrapolated into the
-    mouth interior by Laplacian-preserving least squares (one sparse factorisation for all
-    components); the colour model and the landmark sets are carried along. Prints a summary
-    and where the artifact is.
-    """
+    """``bfm-prep build-expression`` (help text: ``_HELP``)."""
     from bfm_prep.artifact import write_model
     from bfm_prep.build import build_model
 
@@ -134,11 +139,11 @@ def build_expression(
           f"(source: {p.get('expression_source') or 'none'}), each scaled by its std")
     if diag:
         w = "inf" if math.isinf(weight) else f"{weight:g}"
-        print(f"Expression transfer: {diag['n_mapped']} mapped vertices, "
+        print(f"Expression transfer: {plural(diag['n_mapped'], 'mapped vertex', 'mapped vertices')}, "
               f"{diag['n_extrapolated']} extrapolated, lambda = {w}, mapped-vertex deviation "
               f"max {diag['mapped_max_deviation_mm']:.3g} mm / rms "
               f"{diag['mapped_rms_deviation_mm']:.3g} mm")
-    colour = f"{model.color_basis.shape[2]} components" if model.has_color else "none"
+    colour = plural(model.color_basis.shape[2], "component") if model.has_color else "none"
     lms = ", ".join(f"{k} ({v.size})" for k, v in sorted(model.landmarks.items())) or "none"
     print(f"Colour model: {colour}; landmarks: {lms}")
     print(f"Wrote {path.resolve()} in {seconds:.1f} s")

@@ -11,7 +11,16 @@ from bfm_prep.cli.app import app
 from bfm_prep.cli.options import check_out_path, parse_landmark_options
 
 
-@app.command("import-matlab")
+# Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
+_HELP = (
+    "Convert the original MATLAB project's resampled model into the UV-grid format, "
+    'so its users can switch without the licensed Basel model. Mean and components '
+    'are taken over exactly (the original stored them pre-scaled: std is recorded as '
+    '1).'
+)
+
+
+@app.command("import-matlab", help=_HELP)
 def import_matlab(
     model_mat: Path = typer.Argument(..., help="The original's resampled model, e.g. model_112.mat "
                                      "(nverts, shapeMU, shapePC, faces).", show_default=False),
@@ -31,9 +40,7 @@ def import_matlab(
         help="Optional mask of the grid points on the source mesh: .npy or text, R*R values 0/1 "
         "in grid order. (Default: all inside; the original stores no mask.)", show_default=False),
 ) -> None:
-    """Convert the original MATLAB project's resampled model into the UV-grid format, so its
-    users can switch without the licensed Basel model. Mean and components are taken over
-    exactly (the original stored them pre-scaled: std is recorded as 1)."""
+    """``bfm-prep import-matlab`` (help text: ``_HELP``)."""
     from bfm_prep.artifact import input_record, write_grid
     from bfm_prep.io.landmarks import load_landmarks
     from bfm_prep.matlab_import import import_matlab_model, load_inside_mask

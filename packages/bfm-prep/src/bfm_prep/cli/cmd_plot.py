@@ -8,9 +8,18 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
+from bfm_prep.cli.options import check_outputs, plural
 
 
-@app.command("plot")
+# Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
+_HELP = (
+    'Pictures: the UV layout (embedding), the inside mask with landmarks, the '
+    'geometry image and the mean colour in UV (grid), and shaded front renders of the '
+    'mean and random samples.'
+)
+
+
+@app.command("plot", help=_HELP)
 def plot(
     file: Path = typer.Argument(..., help="A model, UV-embedding or UV-grid artifact (.h5).",
                                 show_default=False),
@@ -20,16 +29,16 @@ def plot(
         False, "--export-mesh",
         help="Also write the mean and the samples as PLY and OBJ (grid: with UV coordinates; the "
         "mean's OBJ carries the mean colour as a texture)."),
-    samples: int = typer.Option(4, "--samples", help="Random model samples to render (N(0, 1) "
-                                                     "coefficients for every component)."),
+    samples: int = typer.Option(4, "--samples", help="Random model samples to render, 0 to 64 "
+                                                     "(N(0, 1) coefficients for every component)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random samples."),
 ) -> None:
-    """Pictures: the UV layout (embedding), the inside mask with landmarks, the geometry image
-    and the mean colour in UV (grid), and shaded front renders of the mean and random samples."""
+    """``bfm-prep plot`` (help text: ``_HELP``)."""
     from bfm_prep.pictures.model_views import plot_artifact
 
     t0 = time.perf_counter()
+    check_outputs(("--out", out), folders=("--out",))
     written = plot_artifact(file, out, n_samples=samples, seed=seed, export_mesh=export_mesh)
     for p in written:
         print(p)
-    print(f"Wrote {len(written)} files to {out.resolve()} in {time.perf_counter() - t0:.1f} s")
+    print(f"Wrote {plural(len(written), 'file')} to {out.resolve()} in {time.perf_counter() - t0:.1f} s")

@@ -8,11 +8,21 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, parse_landmark_options
+from bfm_prep.cli.options import check_out_path, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
 
 
-@app.command("uv-resample")
+# Help text: one paragraph, no line breaks inside it (typer rewraps it to the terminal).
+_HELP = (
+    "Resample a model onto an R x R grid in its UV flattening.\n\n"
+    "The mean, every shape component and the colour model are interpolated barycentrically; "
+    "grid points off the mesh are marked outside and filled from the nearest point of the "
+    "mesh; landmarks are mapped to the nearest grid vertex. Prints a summary and where the "
+    "artifact is."
+)
+
+
+@app.command("uv-resample", help=_HELP)
 def uv_resample(
     model: Path = typer.Option(
         ..., "--model", help="The model artifact (bfm-prep build-expression).",
@@ -23,7 +33,7 @@ def uv_resample(
         "BFM_UV.mat (Basel 2009 mesh). Without it the embedding is computed here (automatic "
         "symmetry).",
         show_default=False),
-    res: int = typer.Option(112, "--res", help="Grid size R (R x R vertices), at least 8; 112 "
+    res: int = typer.Option(112, "--res", help="Grid size R (R x R vertices), 8 to 4096; 112 "
                                                 "and 224 are the usual sizes."),
     landmarks: list[str] = typer.Option(
         [], "--landmarks",
@@ -33,19 +43,18 @@ def uv_resample(
     out: Path = typer.Option(..., "--out", help="The grid artifact to write (HDF5, atomic).",
                              show_default=False),
 ) -> None:
-    """Resample a model onto an R x R grid in its UV flattening: mean, every shape component and
-    the colour model interpolated barycentrically; grid points off the mesh marked outside and
-    filled from the nearest point of the mesh; landmarks mapped to the nearest grid vertex."""
+    """``bfm-prep uv-resample`` (help text: ``_HELP``)."""
     from bfm_prep.artifact import input_record, read_model, write_grid
     from bfm_prep.io.landmarks import load_landmarks
-    from bfm_prep.resample import MIN_RES, resample_to_grid
+    from bfm_prep.resample import check_res, resample_to_grid
 
     t0 = time.perf_counter()
     check_out_path(out)
-    if res < MIN_RES:
-        raise PrepError(f"--res {res} is too small; use R >= {MIN_RES} (112 and 224 are usual).")
     lm_files = parse_landmark_options(landmarks)
     src = read_model(model)
+    # Before any work: R in range, stating the memory the grid would need (which depends on
+    # the number of components, known now).
+    check_res(res, src.n_components, src.color_basis.shape[2] if src.has_color else 0)
     extra = {name: load_landmarks(p, n_vertices=src.n_vertices) for name, p in lm_files.items()}
     uv_array, uv_source, uv_checks = _load_uv(uv, src)
     t_uv = time.perf_counter()
@@ -70,13 +79,13 @@ def uv_resample(
     c = params["checks"]
     print(f"Source: {src.n_vertices} vertices, {len(src.faces)} triangles, "
           f"{src.n_identity} identity + {src.n_expression} expression components"
-          + (f", {src.color_basis.shape[2]} colour components" if src.has_color else ""))
+          + (f", {plural(src.color_basis.shape[2], 'colour component')}" if src.has_color else ""))
     print(f"UV: {uv_source} ({t_uv - t0:.1f} s)")
     print(f"Grid: {res} x {res} = {res * res} vertices, {len(m.faces)} triangles; "
-          f"{c['n_outside']} grid points outside the mesh (filled from the nearest mesh point, "
+          f"{plural(c['n_outside'], 'grid point')} outside the mesh (filled from the nearest mesh point, "
           f"at most {c['max_fill_distance_cells']:.2f} grid cells away)")
     print(f"Orientation: {100 * c['orientation_agreement']:.2f}% of grid triangles agree with the "
-          f"source normal; {c['source_flipped_uv']} source triangles flipped in UV")
+          f"source normal; {plural(c['source_flipped_uv'], 'source triangle')} flipped in UV")
     lms = ", ".join(f"{k} ({v.size})" for k, v in sorted(m.landmarks.items())) or "none"
     print(f"Landmarks: {lms}")
     print(f"Wrote {path.resolve()} in {t1 - t0:.1f} s (resampling {t1 - t_uv:.1f} s)")

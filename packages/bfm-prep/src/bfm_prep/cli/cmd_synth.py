@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
+from bfm_prep.cli.options import check_outputs
 from bfm_prep.synth import (
     DEFAULT_N_COLOR,
     DEFAULT_N_EXP,
@@ -50,6 +51,7 @@ def synth(
     n_exp: int = typer.Option(DEFAULT_N_EXP, "--n-exp", help="Expression components (1..99)."),
 ) -> None:
     t0 = time.perf_counter()
+    check_outputs(("OUTDIR", outdir), folders=("OUTDIR",))
     paths = write_synthetic(outdir, seed=seed, n_vertices=vertices, n_shape=n_shape,
                             n_color=n_color, n_exp=n_exp)
     dt = time.perf_counter() - t0

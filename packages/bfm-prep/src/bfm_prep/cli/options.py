@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from bfm_prep.errors import PrepError
@@ -21,7 +23,70 @@ def parse_landmark_options(items: list[str]) -> dict[str, Path]:
     return out
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 file"``, ``"2 files"``; ``many`` for an irregular plural (``"vertex"``, ``"vertices"``)."""
+    n = int(n)
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists (``.`` for a relative path)."""
+    p = path
+    while not p.exists():
+        parent = p.parent
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def _check_one(option: str, path: Path, folder: bool) -> None:
+    if path.exists():
+        if folder and not path.is_dir():
+            raise PrepError(f"{option} {path}: exists and is not a folder; pass a folder to write "
+                            "into.")
+        if not folder and path.is_dir():
+            raise PrepError(f"{option} {path}: is a folder; give the path of the file to write.")
+    # The folder the file (or the new folder) goes in: it exists, or its nearest existing
+    # ancestor is a folder we can create files (and so folders) in.
+    where = path if folder and path.is_dir() else (path.parent if str(path.parent) else Path("."))
+    base = _nearest_existing(where)
+    if not base.is_dir():
+        raise PrepError(f"{option} {path}: {base} is a file, not a folder; pass a path in a folder.")
+    try:  # os.access is unreliable (root, read-only mounts, /proc): try for real
+        with tempfile.TemporaryFile(dir=base, prefix=".bfm-prep-check."):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise PrepError(f"{option} {path}: cannot write in the folder {base} ({reason}); pass a "
+                        "path in a folder you can write to.") from None
+
+
+def check_outputs(*outputs: tuple[str, Path | None], folders: tuple[str, ...] = ()) -> None:
+    """Refuse unwritable output paths before any work is done or any output is written.
+
+    Args:
+        outputs: ``(option, path)`` pairs, e.g. ``("--out", out)``; a None path is skipped.
+        folders: the options whose path is a folder to write into (created if missing);
+            the others are files.
+
+    Raises:
+        PrepError: a file path that is a folder, a folder path that is a file, a parent that
+            is a file, a folder that cannot be written (or made), or two outputs on one path.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in outputs:
+        if path is None:
+            continue
+        path = Path(path)
+        _check_one(option, path, option in folders)
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise PrepError(f"{option} {path}: is also given as {seen[key]}; pass different "
+                            "paths for the two outputs.")
+        seen[key] = option
+
+
 def check_out_path(out: Path) -> None:
-    """Refuse an --out that is a folder before any work is done."""
-    if out.exists() and out.is_dir():
-        raise PrepError(f"--out {out}: is a folder; give the path of the .h5 file to write.")
+    """Refuse an --out file that cannot be written, before any work is done."""
+    check_outputs(("--out", out))

@@ -135,14 +135,20 @@ def check_indices(idx: np.ndarray, name: str, path, n: int | None, base: int = 0
 
 
 def n_components(requested: int | None, available: int, option: str, what: str, path) -> int:
-    """Validate a requested component count (None: all)."""
+    """Validate a requested component count (None: all).
+
+    ``option`` is the command-line option (``--n-shape``); a keyword name (``n_shape``) is
+    spelled as that option in the message.
+    """
     if requested is None:
         return available
+    if not option.startswith("--"):
+        option = "--" + option.replace("_", "-")
     if isinstance(requested, bool) or int(requested) != requested or requested < 0:
-        raise PrepError(f"{option}={requested!r} is not a valid component count; pass 0 or more.")
+        raise PrepError(f"{option} {requested!r} is not a valid component count; pass 0 or more.")
     if requested > available:
         raise PrepError(
-            f"{option}={requested} asks for more {what} components than the "
+            f"{option} {requested} asks for more {what} components than the "
             f"{available} in {path}; pass at most {available}."
         )
     return int(requested)

@@ -20,6 +20,7 @@ reports truncation itself), missing variable, wrong shape or data type (:func:`r
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -206,7 +207,11 @@ def open_hdf5(path):
     except OSError as e:
         text = str(e)
         if "truncated" in text:
-            raise fail(path, f"is truncated ({_h5_reason(text)})", "copy the file again") from None
+            reason = _h5_reason(text).removeprefix("truncated file: ")
+            sizes = re.search(r"\beof = (\d+).*stored_eof = (\d+)", reason)
+            if sizes:
+                reason = f"{sizes[1]} of its {sizes[2]} bytes"
+            raise fail(path, f"is truncated ({reason})", "copy the file again") from None
         raise fail(
             path,
             f"cannot be opened as HDF5 ({_h5_reason(text)})",
@@ -215,10 +220,15 @@ def open_hdf5(path):
 
 
 def _h5_reason(text: str) -> str:
+    """h5py's "Unable to open file (truncated file: ...)" -> "truncated file: ..." (no
+    brackets: callers put the reason in brackets themselves)."""
     text = text.strip().split("\n")[0]
-    return text.replace("Unable to open file ", "").replace(
+    text = text.replace("Unable to open file ", "").replace(
         "Unable to synchronously open file ", ""
-    )
+    ).strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    return text
 
 
 def _v73_value(ds, path, name):

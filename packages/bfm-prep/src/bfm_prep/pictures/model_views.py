@@ -36,6 +36,9 @@ AMBIENT = 0.18
 SKIN = np.array([0.80, 0.72, 0.66])  # albedo when the model has no colour
 OUTSIDE_GREY = np.array([0.55, 0.55, 0.55])
 RENDER_PX = 560
+# The most random samples ``plot`` renders: each is a picture (and with --export-mesh two
+# meshes) taking about a second; more than a few dozen is a typo, not a wish.
+MAX_SAMPLES = 64
 
 
 def _figure(width_in: float, height_in: float, dpi: int = 100):
@@ -290,8 +293,9 @@ def plot_artifact(path: str | os.PathLike, outdir: str | os.PathLike, n_samples:
     Returns the files written.
     """
     path, outdir = Path(path), Path(outdir)
-    if n_samples < 0:
-        raise PrepError(f"--samples {n_samples}: expected 0 or more.")
+    if n_samples < 0 or n_samples > MAX_SAMPLES:
+        raise PrepError(f"--samples {n_samples}: expected 0 to {MAX_SAMPLES} random samples "
+                        "(each one is rendered to its own picture).")
     fmt = read_format(path)
     if not path.is_file():
         raise PrepError(f"{path}: no such file; check the path.")
