@@ -14,10 +14,10 @@ import pytest
 import scipy.io
 from bfm_prep.artifact import read_model, sha256_file
 from bfm_prep.build import build_model
-from bfm_prep.cli import main
 from bfm_prep.errors import PrepError
 from bfm_prep.model import EXPRESSION, IDENTITY
 
+from tests.bfm_prep.cli_helpers import invoke as run_cli
 from tests.conftest import reference_file
 from tests.tolerances import ARTIFACT_RTOL, TOL
 
@@ -92,17 +92,6 @@ def write_inputs(folder: Path, seed: int = 0) -> dict:
 @pytest.fixture
 def inputs(tmp_path):
     return write_inputs(tmp_path / "in")
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``bfm-prep`` in-process: (exit status, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def cli_args(inp: dict, out: Path, *extra: str) -> list[str]:

@@ -10,13 +10,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from bfm_prep.artifact import UVEmbedding, write_grid, write_model, write_uv
 from bfm_prep.cli import app, main
 from bfm_prep.errors import PrepError
 from bfm_prep.resample import resample_to_grid
 
 MAX_RES = 4096  # the documented largest --res
+from tests.bfm_prep.cli_helpers import invoke
 from tests.bfm_prep.test_resample import make_model, square_mesh
 
 BAD_PARENTS = ["under-a-file", "proc"]
@@ -24,14 +24,7 @@ BAD_PARENTS = ["under-a-file", "proc"]
 
 def run(*args, capsys):
     """(exit status, stdout, stderr) of ``bfm-prep ARGS`` run in this process."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return invoke(args, capsys)
 
 
 def assert_one_line_error(code, err, *words):

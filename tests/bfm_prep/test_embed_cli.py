@@ -8,23 +8,12 @@ import re
 import numpy as np
 import pytest
 import trimesh
-
 from bfm_prep.artifact import read_uv, write_model
-from bfm_prep.cli import main
 from bfm_prep.model import MorphableModel
+
+from tests.bfm_prep.cli_helpers import invoke as run_cli
 from tests.bfm_prep.test_embedding import check_embedding
 from tests.bfm_prep.test_symmetry import face_grid, random_blob
-
-
-def run_cli(argv, capsys):
-    """Run ``bfm-prep`` in-process: (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_ply(path, V, F):

@@ -19,11 +19,11 @@ from bfm_prep.artifact import (
     write_model,
     write_uv,
 )
-from bfm_prep.cli import main
 from bfm_prep.errors import PrepError
 from bfm_prep.inspect import format_plain, inspect_file
 from bfm_prep.model import MorphableModel
 
+from tests.bfm_prep.cli_helpers import invoke as run_cli
 from tests.bfm_prep.test_io_bfm2009 import small_bfm
 from tests.bfm_prep.test_io_bfm2017 import small_2017
 from tests.bfm_prep.test_io_expression import coarse_arrays, tddfa_vars
@@ -34,13 +34,6 @@ from tests.bfm_prep.test_io_formats import (
     write_mat5,
     write_mat73,
 )
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(list(map(str, args)))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def grid_model(res=3, provenance=None):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.io
-from scipy.spatial import Delaunay
-
 from bfm_prep.artifact import UVEmbedding, read_grid, write_model, write_uv
 from bfm_prep.errors import PrepError
 from bfm_prep.model import MorphableModel
@@ -18,6 +16,8 @@ from bfm_prep.resample import (
     locate_points,
     resample_to_grid,
 )
+from scipy.spatial import Delaunay
+
 from tests.tolerances import ARTIFACT_RTOL, TOL
 
 RTOL, ATOL = TOL[np.float64]
@@ -404,17 +404,11 @@ def run_cli(capsys):
     """Run ``bfm-prep ARGS`` in this process: (returncode, stdout, stderr)."""
     from types import SimpleNamespace
 
-    from bfm_prep.cli import main
+    from tests.bfm_prep.cli_helpers import invoke
 
     def run(*args):
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+        code, out, err = invoke(args, capsys)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     return run
 
