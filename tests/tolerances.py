@@ -59,7 +59,7 @@ NORMAL_EQUATIONS_TOL = (1e-9, 1e-9)
 # order of summation differs, at most n eps relative for n < 10 terms.
 SUM_OF_TERMS_TOL = (1e-12, 0.0)
 
-# _left_jacobian's series and closed form at angles 0.5 -/+ 1e-9 (either side of its switch):
+# so3_left_jacobian's series and closed form at angles 0.5 -/+ 1e-9 (either side of its switch):
 # the 2e-9 gap times dJ/d(angle) (below 1) is under 2e-9 (measured 8.2e-10), the series'
 # truncation far below; rtol and atol.
 LEFT_JACOBIAN_SWITCH_TOL = 1e-8

@@ -46,7 +46,8 @@ from stn_core.visibility import visibility  # noqa: E402
 
 from stn_train.data.synthetic import SyntheticFaces  # noqa: E402
 from stn_train.data.transforms import hflip  # noqa: E402
-from stn_train.localiser import build_localiser, initial_log_scale  # noqa: E402
+from stn_core.geometry import initial_log_scale  # noqa: E402
+from stn_train.localiser import build_localiser  # noqa: E402
 from stn_train.train.losses import LossWeights, training_objective  # noqa: E402
 
 

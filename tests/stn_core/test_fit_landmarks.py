@@ -11,13 +11,12 @@ import torch
 
 from stn_core import UVGridModel
 from stn_core.fitting import fit_landmarks, landmark_residuals
-from stn_core.fitting.landmarks import DEFAULT_PRIOR_WEIGHT, _left_jacobian, _matrix_to_axis_angle
+from stn_core.fitting.landmarks import DEFAULT_PRIOR_WEIGHT
 from stn_core.geometry import axis_angle_to_matrix, project_theta
 from tests.conftest import reference_file
 from tests.tolerances import (
     FD_LANDMARK_TOL,
     FD_STEP,
-    LEFT_JACOBIAN_SWITCH_TOL,
     LM_CONVERGED,
     TOL,
 )
@@ -292,30 +291,6 @@ def test_jacobian_matches_finite_differences_and_autodiff(angle):
             sw_i, obs_i = sw[i], obs[i]
             auto = torch.func.jacfwd(via_geometry)(theta[i])
             torch.testing.assert_close(jac[i], auto, rtol=RTOL64, atol=ATOL64)
-
-
-def test_left_jacobian_series_and_closed_form_agree():
-    g = torch.Generator().manual_seed(15)
-    axis = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    axis = axis / axis.norm(dim=1, keepdim=True)
-    below = _left_jacobian(axis * (0.5 - 1e-9))
-    above = _left_jacobian(axis * (0.5 + 1e-9))
-    torch.testing.assert_close(below, above, rtol=LEFT_JACOBIAN_SWITCH_TOL,
-                               atol=LEFT_JACOBIAN_SWITCH_TOL)
-    torch.testing.assert_close(_left_jacobian(torch.zeros(1, 3, dtype=torch.float64)),
-                               torch.eye(3, dtype=torch.float64)[None], rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-3, 1.0, 3.0, math.pi - 1e-7])
-def test_matrix_to_axis_angle_inverts_rodrigues(angle):
-    g = torch.Generator().manual_seed(16)
-    axis = torch.randn(6, 3, generator=g, dtype=torch.float64)
-    r = axis / axis.norm(dim=1, keepdim=True) * angle
-    back = _matrix_to_axis_angle(axis_angle_to_matrix(r))
-    torch.testing.assert_close(axis_angle_to_matrix(back), axis_angle_to_matrix(r),
-                               rtol=RTOL64, atol=ATOL64)
-    if angle < 3:
-        torch.testing.assert_close(back, r, rtol=RTOL64, atol=ATOL64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ import pytest
 import torch
 from stn_core import geometry as G
 
-from tests.tolerances import GRADCHECK, TOL
+from tests.tolerances import GRADCHECK, LEFT_JACOBIAN_SWITCH_TOL, TOL
+
+K = 10
 
 F64 = TOL[np.float64]
 F32 = TOL[np.float32]
@@ -299,3 +301,106 @@ class TestInitialTheta:
         assert th.shape == (2, 16)
         assert th[0, 3] == 99.5 and th[0, 4] == 111.5 and th[1, 5] == 0.5
         assert torch.all(th[:, :3] == 0) and torch.all(th[:, 6:] == 0)
+
+
+class TestRotationHelpers:
+    """matrix_to_axis_angle, euler_to_matrix and so3_left_jacobian."""
+
+    def test_left_jacobian_series_and_closed_form_agree(self):
+        g = torch.Generator().manual_seed(15)
+        axis = torch.randn(4, 3, generator=g, dtype=torch.float64)
+        axis = axis / axis.norm(dim=1, keepdim=True)
+        below = G.so3_left_jacobian(axis * (0.5 - 1e-9))
+        above = G.so3_left_jacobian(axis * (0.5 + 1e-9))
+        torch.testing.assert_close(below, above, rtol=LEFT_JACOBIAN_SWITCH_TOL,
+                                   atol=LEFT_JACOBIAN_SWITCH_TOL)
+        torch.testing.assert_close(G.so3_left_jacobian(torch.zeros(1, 3, dtype=torch.float64)),
+                                   torch.eye(3, dtype=torch.float64)[None], rtol=0, atol=0)
+
+    @pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-3, 1.0, 3.0, math.pi - 1e-7])
+    def test_matrix_to_axis_angle_inverts_rodrigues(self, angle):
+        g = torch.Generator().manual_seed(16)
+        axis = torch.randn(6, 3, generator=g, dtype=torch.float64)
+        r = axis / axis.norm(dim=1, keepdim=True) * angle
+        back = G.matrix_to_axis_angle(G.axis_angle_to_matrix(r))
+        _close(G.axis_angle_to_matrix(back), G.axis_angle_to_matrix(r))
+        if angle < 3:
+            _close(back, r)
+
+    def test_euler_round_trip(self):
+        g = np.random.default_rng(0)
+        for _ in range(20):
+            angles = torch.tensor(g.uniform(-1.2, 1.2, 3), dtype=torch.float64)
+            rot = G.euler_to_matrix(angles)
+            r = G.matrix_to_axis_angle(rot)
+            np.testing.assert_allclose(G.axis_angle_to_matrix(r).numpy(), rot.numpy(),
+                                       atol=1e-12)
+        eye = torch.eye(3, dtype=torch.float64)
+        np.testing.assert_allclose(G.matrix_to_axis_angle(eye).numpy(), np.zeros(3))
+        # yaw alone is the axis-angle (0, yaw, 0): positive yaw turns the face towards +x
+        yaw = G.euler_to_matrix(torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64))
+        np.testing.assert_allclose(G.matrix_to_axis_angle(yaw).numpy(), [0, 0.3, 0],
+                                   atol=1e-12)
+
+    def test_batch_shapes(self):
+        angles = torch.zeros(2, 5, 3, dtype=torch.float64)
+        assert G.euler_to_matrix(angles).shape == (2, 5, 3, 3)
+        assert G.matrix_to_axis_angle(G.euler_to_matrix(angles)).shape == (2, 5, 3)
+        assert G.so3_left_jacobian(angles).shape == (2, 5, 3, 3)
+
+    def test_euler_matches_the_elementary_rotations(self):
+        """R = R_z(roll) R_y(yaw) R_x(pitch), each an axis-angle about its axis."""
+        yaw, pitch, roll = 0.4, -0.3, 0.2
+        got = G.euler_to_matrix(torch.tensor([yaw, pitch, roll], dtype=torch.float64))
+        about = lambda axis, a: G.axis_angle_to_matrix(  # noqa: E731
+            torch.tensor(axis, dtype=torch.float64) * a)
+        want = about([0, 0, 1], roll) @ about([0, 1, 0], yaw) @ about([1, 0, 0], pitch)
+        _close(got, want)
+
+
+def _start(size: tuple[int, int], log_s: float, dtype=torch.float32) -> torch.Tensor:
+    """The documented start pose: r = 0, t = ((W - 1) / 2, (H - 1) / 2), log_s, alpha = 0."""
+    height, width = size
+    theta = torch.zeros(6 + K, dtype=dtype)
+    theta[3], theta[4], theta[5] = (width - 1) / 2, (height - 1) / 2, log_s
+    return theta
+
+
+class TestInitialLogScale:
+    def test_box_formula(self):
+        points = np.array([[50.0, -100.0, 3.0], [-20.0, 40.0, 0.0]])
+        got = G.initial_log_scale(points, (224, 200), fill=0.9)
+        # width binds: (200 / 2) / 50 = 2 > (224 / 2) / 100 = 1.12
+        assert got == pytest.approx(math.log(0.9 * 1.12), rel=1e-12)
+
+    def test_inside_mask_and_tensor_input(self):
+        points = torch.tensor([[50.0, -100.0, 3.0], [-20.0, 40.0, 0.0], [900.0, 900.0, 0.0]])
+        inside = torch.tensor([True, True, False])
+        assert G.initial_log_scale(points, (224, 200), 0.9, inside=inside) == pytest.approx(
+            math.log(0.9 * 1.12), rel=1e-6
+        )
+
+    def test_projected_mean_face_fills_the_image(self):
+        """With the start pose, stn-core's projection puts the mean inside the image, and its
+        binding half-extent is fill times the half-size of the image."""
+        g = torch.Generator().manual_seed(1)
+        mean = torch.randn(500, 3, generator=g, dtype=torch.float64) * torch.tensor(
+            [40.0, 60.0, 30.0], dtype=torch.float64
+        )
+        size, fill = (120, 160), 0.8
+        log_s = G.initial_log_scale(mean, size, fill)
+        theta = _start(size, log_s, torch.float64)[None]
+        basis = torch.zeros(500, 3, K, dtype=torch.float64)
+        points = G.project_theta(theta, mean, basis)[0][0]  # (N, 2) pixels
+        centre = torch.tensor([(160 - 1) / 2, (120 - 1) / 2], dtype=torch.float64)
+        half = (points - centre).abs().max(0).values / torch.tensor([80.0, 60.0]).double()
+        assert half.max().item() == pytest.approx(fill, rel=1e-9)
+        assert (half <= fill + 1e-12).all()
+
+    def test_bad_input(self):
+        with pytest.raises(ValueError):
+            G.initial_log_scale(np.zeros((4, 2)), (224, 224))
+        with pytest.raises(ValueError):
+            G.initial_log_scale(np.zeros((4, 3)), (224, 224))
+
+

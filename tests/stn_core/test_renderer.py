@@ -12,7 +12,6 @@ import torch
 from stn_core import StnError, UVGridModel, initial_theta, project_theta
 from stn_core.renderer import (
     GREY,
-    drawn_faces,
     rasterize,
     rasterize_reference,
     render,
@@ -390,8 +389,8 @@ class TestRender:
 
     def test_outside_faces_are_not_drawn(self):
         model = face_like_model(16)
-        assert drawn_faces(model).shape[0] < model.faces.shape[0]
-        assert bool(model.inside[drawn_faces(model)].all())
+        assert model.drawn_faces.shape[0] < model.faces.shape[0]
+        assert bool(model.inside[model.drawn_faces].all())
         theta = initial_theta(1, model.n_components, 40, 40, log_s=math.log(0.2))
         points, _ = project_theta(theta, model.mean, model.basis)
         out = render(model, theta, image_size=(40, 40))
@@ -466,9 +465,9 @@ class TestVertexVisibility:
         points, rotated = project_theta(theta, model.mean, model.basis)
         colors = torch.full_like(rotated, 0.5)
         lm = model.landmarks["aflw21"]
-        full = render_mesh(points, rotated, drawn_faces(model), colors, (64, 64),
+        full = render_mesh(points, rotated, model.drawn_faces, colors, (64, 64),
                            inside=model.inside)
-        some = render_mesh(points, rotated, drawn_faces(model), colors, (64, 64),
+        some = render_mesh(points, rotated, model.drawn_faces, colors, (64, 64),
                            inside=model.inside, visible_for=lm)
         assert some.vertex_visible.shape == (2, 21)
         assert torch.equal(some.vertex_visible, full.vertex_visible[:, lm])

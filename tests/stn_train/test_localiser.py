@@ -1,4 +1,4 @@
-"""The localiser: its start pose, head units, initial log-scale, errors, utilities."""
+"""The localiser: its start pose, head units, errors, utilities."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from stn_core.geometry import project_theta
 from stn_train.backbones import SmallCNN
 from stn_train.errors import TrainError
-from stn_train.localiser import Localiser, build_localiser, count_parameters, initial_log_scale
+from stn_train.localiser import Localiser, build_localiser, count_parameters
 
 from tests.tolerances import TOL
 
@@ -29,44 +29,6 @@ def _start(size: tuple[int, int], log_s: float, dtype=torch.float32) -> torch.Te
     theta = torch.zeros(N_PARAMS, dtype=dtype)
     theta[3], theta[4], theta[5] = (width - 1) / 2, (height - 1) / 2, log_s
     return theta
-
-
-class TestInitialLogScale:
-    def test_box_formula(self):
-        points = np.array([[50.0, -100.0, 3.0], [-20.0, 40.0, 0.0]])
-        got = initial_log_scale(points, (224, 200), fill=0.9)
-        # width binds: (200 / 2) / 50 = 2 > (224 / 2) / 100 = 1.12
-        assert got == pytest.approx(math.log(0.9 * 1.12), rel=1e-12)
-
-    def test_inside_mask_and_tensor_input(self):
-        points = torch.tensor([[50.0, -100.0, 3.0], [-20.0, 40.0, 0.0], [900.0, 900.0, 0.0]])
-        inside = torch.tensor([True, True, False])
-        assert initial_log_scale(points, (224, 200), 0.9, inside=inside) == pytest.approx(
-            math.log(0.9 * 1.12), rel=1e-6
-        )
-
-    def test_projected_mean_face_fills_the_image(self):
-        """With the start pose, stn-core's projection puts the mean inside the image, and its
-        binding half-extent is fill times the half-size of the image."""
-        g = torch.Generator().manual_seed(1)
-        mean = torch.randn(500, 3, generator=g, dtype=torch.float64) * torch.tensor(
-            [40.0, 60.0, 30.0], dtype=torch.float64
-        )
-        size, fill = (120, 160), 0.8
-        log_s = initial_log_scale(mean, size, fill)
-        theta = _start(size, log_s, torch.float64)[None]
-        basis = torch.zeros(500, 3, K, dtype=torch.float64)
-        points = project_theta(theta, mean, basis)[0][0]  # (N, 2) pixels
-        centre = torch.tensor([(160 - 1) / 2, (120 - 1) / 2], dtype=torch.float64)
-        half = (points - centre).abs().max(0).values / torch.tensor([80.0, 60.0]).double()
-        assert half.max().item() == pytest.approx(fill, rel=1e-9)
-        assert (half <= fill + 1e-12).all()
-
-    def test_bad_input(self):
-        with pytest.raises(ValueError):
-            initial_log_scale(np.zeros((4, 2)), (224, 224))
-        with pytest.raises(ValueError):
-            initial_log_scale(np.zeros((4, 3)), (224, 224))
 
 
 class TestStartPose:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from stn_core import STN
-from stn_core.renderer import drawn_faces
 
 from stn_train.errors import TrainError
 from stn_train.predict import predict, square_input
@@ -89,7 +88,7 @@ def test_obj_is_the_fitted_shape_with_grid_uv(predicted):
     res = model.res
     assert v.shape == (res * res, 3) and vt.shape == (res * res, 2)
     np.testing.assert_allclose(v, model.shape(theta[6:].float()).numpy(), atol=2e-5, rtol=1e-5)
-    faces = drawn_faces(model).numpy()
+    faces = model.drawn_faces.numpy()
     assert f.shape == (len(faces), 3, 2)
     np.testing.assert_array_equal(f[..., 0] - 1, faces)
     np.testing.assert_array_equal(f[..., 0], f[..., 1])

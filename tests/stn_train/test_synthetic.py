@@ -10,7 +10,8 @@ import pytest
 import torch
 from stn_core import UVGridModel, axis_angle_to_matrix, project_theta
 from stn_core.renderer import render
-from stn_train.data.synthetic import SyntheticFaces, matrix_to_axis_angle, rotation_matrix
+from stn_core.geometry import euler_to_matrix
+from stn_train.data.synthetic import SyntheticFaces
 from stn_train.errors import TrainError
 
 from tests.stn_core.test_renderer import face_like_model
@@ -157,7 +158,7 @@ class TestGroundTruth:
         ds = SyntheticFaces(model, 200, SIZE, seed=6, yaw=30, pitch=10, roll=5)
         for i in range(0, 200, 7):
             d = ds.draw(i)
-            r = rotation_matrix(0, 0, 0)
+            r = euler_to_matrix(torch.zeros(3))
             assert r.shape == (3, 3)
             rot = axis_angle_to_matrix(torch.tensor(d["r"]))
             np.testing.assert_allclose(rot.numpy(), d["rotation"], atol=1e-12)
@@ -190,19 +191,6 @@ class TestSubjects:
         assert not np.array_equal(d[0]["alpha"][~ident], d[1]["alpha"][~ident])
         assert not np.array_equal(d[0]["alpha"][ident], d[3]["alpha"][ident])
         assert int(ds[4]["subject"]) == 1
-
-
-def test_axis_angle_round_trip():
-    g = np.random.default_rng(0)
-    for _ in range(20):
-        yaw, pitch, roll = g.uniform(-1.2, 1.2, 3)
-        rot = rotation_matrix(yaw, pitch, roll)
-        r = matrix_to_axis_angle(rot)
-        np.testing.assert_allclose(axis_angle_to_matrix(torch.tensor(r)).numpy(), rot, atol=1e-12)
-    np.testing.assert_allclose(matrix_to_axis_angle(np.eye(3)), np.zeros(3))
-    # yaw alone is the axis-angle (0, yaw, 0): positive yaw turns the face towards +x
-    np.testing.assert_allclose(matrix_to_axis_angle(rotation_matrix(0.3, 0, 0)), [0, 0.3, 0],
-                               atol=1e-12)
 
 
 def test_model_without_colour_gets_painted_features(model):

@@ -54,7 +54,7 @@ def load_model(path: Path | None = None):
 def random_theta(model, n: int, size: int, seed: int, spread: float = 1.0) -> torch.Tensor:
     """Plausible poses: yaw up to 0.5 rad, pitch 0.25, roll 0.15 (times ``spread``), the face
     filling about 70 % of the image, shifted up to 8 %."""
-    from stn_train.localiser import initial_log_scale
+    from stn_core.geometry import initial_log_scale
 
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(n, 6, generator=g, dtype=torch.float64) * 2 - 1

@@ -22,8 +22,10 @@ a float16 or bfloat16 theta (a localiser's output under autocast) to float32.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +34,9 @@ __all__ = [
     "split_theta",
     "skew",
     "axis_angle_to_matrix",
+    "matrix_to_axis_angle",
+    "euler_to_matrix",
+    "so3_left_jacobian",
     "morphable_shape",
     "rotate",
     "project_orthographic",
@@ -39,6 +44,7 @@ __all__ = [
     "translate_points",
     "project_theta",
     "initial_theta",
+    "initial_log_scale",
     "MorphableShape",
     "AxisAngleRotation",
     "OrthographicProjection",
@@ -51,6 +57,9 @@ __all__ = [
 # through theta^8: the truncation error (< 3e-18 relative) is below float64 epsilon, and the
 # series has exact, finite gradients at r = 0 where sin|r| / |r| does not.
 _SMALL_ANGLE_SQ = 1e-2
+# so3_left_jacobian takes its series below this angle (radians), where the closed form's
+# (|r| - sin|r|) / |r|^3 would cancel.
+_LEFT_JACOBIAN_SERIES_BELOW = 0.5
 
 
 # The device types for which torch has an autocast state to switch off.
@@ -141,6 +150,93 @@ def axis_angle_to_matrix(r: torch.Tensor) -> torch.Tensor:
     k = skew(r)
     eye = torch.eye(3, dtype=r.dtype, device=r.device).expand(k.shape)
     return eye + a * k + b * (k @ k)
+
+
+def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (..., 3) of rotation matrices (..., 3, 3), angle in [0, pi].
+
+    The inverse of :func:`axis_angle_to_matrix`. Goes through the unit quaternion, taking the
+    best-conditioned of Shepperd's four branches, so it is accurate at every angle, 0 and pi
+    included (at pi the sign of the axis is arbitrary). Not meant to be differentiated.
+    """
+    shape = m.shape[:-2]
+    m = m.reshape(-1, 3, 3)
+    m00, m01, m02 = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    m10, m11, m12 = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    m20, m21, m22 = m[:, 2, 0], m[:, 2, 1], m[:, 2, 2]
+    q_abs = torch.stack(
+        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
+    ).clamp_min(0).sqrt()
+    # Rows: (w, x, y, z) each scaled by 2 * (the component this branch solves for).
+    cand = torch.stack(
+        [
+            torch.stack([q_abs[:, 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
+            torch.stack([m21 - m12, q_abs[:, 1] ** 2, m10 + m01, m02 + m20], -1),
+            torch.stack([m02 - m20, m10 + m01, q_abs[:, 2] ** 2, m12 + m21], -1),
+            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[:, 3] ** 2], -1),
+        ],
+        1,
+    ) / (2.0 * q_abs.clamp_min(0.1)[:, :, None])
+    best = q_abs.argmax(-1)
+    q = cand[torch.arange(m.shape[0], device=m.device), best]
+    q = q / q.norm(dim=-1, keepdim=True)
+    q = torch.where(q[:, :1] < 0, -q, q)
+    w, v = q[:, 0], q[:, 1:]
+    n = v.norm(dim=-1)
+    angle = 2.0 * torch.atan2(n, w)
+    # angle / sin(angle / 2) -> 2 / w as the angle -> 0; its series avoids 0 / 0.
+    factor = torch.where(n > 1e-7, angle / n.clamp_min(1e-30), 2.0 / w * (1 - n * n / (3 * w * w)))
+    return (v * factor[:, None]).reshape(*shape, 3)
+
+
+@_autocast_off
+def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) from head-pose angles (..., 3) ``[yaw, pitch, roll]``.
+
+    Convention: ``R = R_z(roll) R_y(yaw) R_x(pitch)``, radians, in the model's axes (x right,
+    y up, z towards the viewer): positive yaw turns the face towards +x (yaw alone is the
+    axis-angle (0, yaw, 0)), positive pitch tips the nose down, positive roll turns the face
+    counter-clockwise in the image (the top of the head moves to the left).
+    """
+    yaw, pitch, roll = angles.unbind(-1)
+    one, zero = torch.ones_like(yaw), torch.zeros_like(yaw)
+
+    def rows(*entries):
+        return torch.stack([torch.stack(entries[i : i + 3], -1) for i in (0, 3, 6)], -2)
+
+    cy, sy = torch.cos(yaw), torch.sin(yaw)
+    cp, sp = torch.cos(pitch), torch.sin(pitch)
+    cr, sr = torch.cos(roll), torch.sin(roll)
+    rx = rows(one, zero, zero, zero, cp, -sp, zero, sp, cp)
+    ry = rows(cy, zero, sy, zero, one, zero, -sy, zero, cy)
+    rz = rows(cr, -sr, zero, sr, cr, zero, zero, zero, one)
+    return rz @ ry @ rx
+
+
+@_autocast_off
+def so3_left_jacobian(r: torch.Tensor) -> torch.Tensor:
+    """The left Jacobian of SO(3) at axis-angle vectors r (..., 3), (..., 3, 3).
+
+    ``R(r + dr) = exp([J_l(r) dr]_x) R(r)`` to first order, so that
+    ``d(R(r) x) / dr = -[R(r) x]_x J_l(r)``. ``J_l = I + b K + c K^2`` with ``K = skew(r)``,
+    ``b = (1 - cos a) / a^2`` and ``c = (a - sin a) / a^3`` (a = |r|); below an angle of 0.5
+    both come from their Taylor series, so J_l is exact (the identity) at r = 0.
+    """
+    a2 = (r * r).sum(-1)
+    small = a2 < _LEFT_JACOBIAN_SERIES_BELOW**2
+    safe = torch.where(small, torch.ones_like(a2), a2)
+    a = safe.sqrt()
+    half = 0.5 * a
+    b_big = 0.5 * (torch.sin(half) / half) ** 2
+    c_big = (a - torch.sin(a)) / (safe * a)
+    x = a2
+    b_small = 0.5 * (1 - x / 12 * (1 - x / 30 * (1 - x / 56 * (1 - x / 90 * (1 - x / 132)))))
+    c_small = (1 - x / 20 * (1 - x / 42 * (1 - x / 72 * (1 - x / 110 * (1 - x / 156))))) / 6
+    b = torch.where(small, b_small, b_big)[..., None, None]
+    c = torch.where(small, c_small, c_big)[..., None, None]
+    k = skew(r)
+    eye = torch.eye(3, dtype=r.dtype, device=r.device)
+    return eye + b * k + c * (k @ k)
 
 
 @_autocast_off
@@ -323,3 +419,49 @@ def initial_theta(
     theta[:, 4] = (height - 1) / 2
     theta[:, 5] = log_s
     return theta
+
+
+def initial_log_scale(
+    model_mean,
+    image_size: tuple[int, int],
+    fill: float = 0.9,
+    inside=None,
+) -> float:
+    """The log-scale at which the model's mean face fills ``fill`` of the image.
+
+    Args:
+        model_mean: (N, 3) mm, the model's mean shape (``UVGridModel.mean``), tensor or array;
+            x right, y up, the origin being the point theta's t places at the image centre.
+        image_size: (H, W) pixels.
+        fill: the fraction of the image's width or height (whichever is reached first) that
+            the face's box covers; the box is symmetric about the model origin (half-sizes
+            max |x| and max |y|), so the whole face is inside the image when fill <= 1.
+        inside: optional (N,) bool, the points to measure (``UVGridModel.inside``: grid
+            points that fell on the mesh); all points when None.
+
+    Returns:
+        ``log(fill * min((W / 2) / max|x|, (H / 2) / max|y|))``, a float (log of pixels per mm),
+        the ``log_s`` of :func:`initial_theta` that frames the mean face. Example: the
+        original's model_112 (max |x| 89 mm, max |y| 114 mm) at 224 x 224 with fill 0.9 gives
+        log(0.884) = -0.123.
+    """
+    points = np.asarray(
+        model_mean.detach().cpu().double() if isinstance(model_mean, torch.Tensor) else model_mean,
+        dtype=np.float64,
+    )
+    if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
+        raise ValueError(f"model_mean must be (N, 3) with N > 0, got {points.shape}.")
+    if inside is not None:
+        mask = np.asarray(
+            inside.detach().cpu() if isinstance(inside, torch.Tensor) else inside, dtype=bool
+        )
+        points = points[mask]
+        if points.shape[0] == 0:
+            raise ValueError("inside selects no point of model_mean.")
+    if not 0 < fill:
+        raise ValueError(f"fill must be positive, got {fill}.")
+    height, width = image_size
+    half_x, half_y = np.abs(points[:, 0]).max(), np.abs(points[:, 1]).max()
+    if not (half_x > 0 and half_y > 0 and np.isfinite(half_x) and np.isfinite(half_y)):
+        raise ValueError("model_mean must have a finite, non-zero extent in x and y.")
+    return math.log(fill * min(width / 2 / half_x, height / 2 / half_y))

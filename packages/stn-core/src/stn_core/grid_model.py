@@ -57,6 +57,8 @@ class UVGridModel:
         std: (K,) float, the standard deviation each component was multiplied by.
         kind: K strings, ``"identity"`` or ``"expression"``.
         faces: (F, 3) int64, 0-based, counter-clockwise seen from the front (normals +z).
+        drawn_faces: (F', 3) int64, the faces whose three vertices are all ``inside``: the
+            surface the renderer draws, the fits shade and the exported meshes hold.
         res: R.
         uv: (N, 2) float, each grid vertex's (u, v).
         inside: (N,) bool, True where the grid point fell on the source mesh.
@@ -100,6 +102,7 @@ class UVGridModel:
         self.kind = list(kind)
         self.uv = uv
         self.inside = inside
+        self.drawn_faces = faces[inside[faces].all(1)]
         self.landmarks = dict(landmarks)
         self.color_mean = color_mean
         self.color_basis = color_basis

@@ -61,7 +61,6 @@ __all__ = [
     "rasterize_reference",
     "render",
     "render_mesh",
-    "drawn_faces",
 ]
 
 # Albedo used when neither colours nor a colour model are given.
@@ -171,7 +170,7 @@ def render(
     return render_mesh(
         points,
         rotated,
-        drawn_faces(model),
+        model.drawn_faces,
         colors,
         image_size,
         sh=sh,
@@ -179,12 +178,6 @@ def render(
         inside=model.inside,
         pixels_per_mm=torch.exp(theta[:, 5]),
     )
-
-
-def drawn_faces(model: UVGridModel) -> torch.Tensor:
-    """(F', 3) int64: the model's faces whose three vertices are all ``inside``."""
-    keep = model.inside[model.faces].all(1)
-    return model.faces[keep]
 
 
 @torch.no_grad()

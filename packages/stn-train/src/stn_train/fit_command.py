@@ -543,7 +543,7 @@ def _write_outputs(folder, image_path, model, model_path, image, q, v, result, j
     fp.save_uv_map(folder / "shading.png", result.shading[j], res, vis, normalise=True)
     files += ["overlay.png", "flattened.png", "albedo.png", "shading.png"]
     shape = model.shape(theta[0, 6:])
-    faces = model.faces[model.inside[model.faces].all(1)]
+    faces = model.drawn_faces
     texture = (fp.uv_map(result.albedo[j], res, model.inside) if not landmarks_only
                else fp.uv_map(flat, res, vis))
     written = fp.write_textured_obj(folder / "mesh.obj", shape, faces, res, texture,

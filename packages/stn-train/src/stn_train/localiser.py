@@ -31,7 +31,8 @@ first step. ``head_init_gain=0`` makes the initial output exactly the start pose
 The head runs in float32 (float64 for a float64 model) with autocast disabled: in bfloat16
 t (~100 px) would be rounded to 0.5 px and log_s to ~0.01.
 
-:func:`initial_log_scale` picks log_s so that the model's mean face fills the image.
+:func:`stn_core.geometry.initial_log_scale` picks log_s so that the model's mean face fills
+the image.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from stn_core.geometry import initial_theta as neutral_theta
 from torch import nn
@@ -52,56 +52,10 @@ __all__ = [
     "DEFAULT_HEAD_INIT_GAIN",
     "Localiser",
     "build_localiser",
-    "initial_log_scale",
     "count_parameters",
 ]
 
 DEFAULT_HEAD_INIT_GAIN = 1e-3
-
-
-def initial_log_scale(
-    model_mean,
-    image_size: tuple[int, int],
-    fill: float = 0.9,
-    inside=None,
-) -> float:
-    """The log-scale at which the model's mean face fills ``fill`` of the image.
-
-    Args:
-        model_mean: (N, 3) mm, the model's mean shape (``UVGridModel.mean``), tensor or array;
-            x right, y up, the origin being the point theta's t places at the image centre.
-        image_size: (H, W) pixels.
-        fill: the fraction of the image's width or height (whichever is reached first) that
-            the face's box covers; the box is symmetric about the model origin (half-sizes
-            max |x| and max |y|), so the whole face is inside the image when fill <= 1.
-        inside: optional (N,) bool, the points to measure (``UVGridModel.inside``: grid
-            points that fell on the mesh); all points when None.
-
-    Returns:
-        ``log(fill * min((W / 2) / max|x|, (H / 2) / max|y|))``, a float (log of pixels per mm).
-        Example: the original's model_112 (max |x| 89 mm, max |y| 114 mm) at 224 x 224 with
-        fill 0.9 gives log(0.884) = -0.123.
-    """
-    points = np.asarray(
-        model_mean.detach().cpu().double() if isinstance(model_mean, torch.Tensor) else model_mean,
-        dtype=np.float64,
-    )
-    if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
-        raise ValueError(f"model_mean must be (N, 3) with N > 0, got {points.shape}.")
-    if inside is not None:
-        mask = np.asarray(
-            inside.detach().cpu() if isinstance(inside, torch.Tensor) else inside, dtype=bool
-        )
-        points = points[mask]
-        if points.shape[0] == 0:
-            raise ValueError("inside selects no point of model_mean.")
-    if not 0 < fill:
-        raise ValueError(f"fill must be positive, got {fill}.")
-    height, width = image_size
-    half_x, half_y = np.abs(points[:, 0]).max(), np.abs(points[:, 1]).max()
-    if not (half_x > 0 and half_y > 0 and np.isfinite(half_x) and np.isfinite(half_y)):
-        raise ValueError("model_mean must have a finite, non-zero extent in x and y.")
-    return math.log(fill * min(width / 2 / half_x, height / 2 / half_y))
 
 
 class Localiser(nn.Module):
@@ -115,7 +69,7 @@ class Localiser(nn.Module):
         init_theta: (6,) or (n_params,) start pose in stn-core units (alpha zero when (6,));
             default: r = 0, t = image centre, log_s = ``init_log_s``, alpha = 0.
         init_log_s: the start log-scale when ``init_theta`` is None
-            (:func:`initial_log_scale`).
+            (:func:`stn_core.geometry.initial_log_scale`).
         head_init_gain: the head weights' std times sqrt(D); 0 gives zero weights.
 
     Attributes:
@@ -211,7 +165,8 @@ def build_localiser(
             ``vgg-face.mat`` or a converted state dict; resnet a torchvision state dict; small a
             SmallCNN state dict. Never downloaded. (A trained localiser is restored from a
             checkpoint with ``load_state_dict`` instead.)
-        init_log_s: start log-scale (:func:`initial_log_scale` of the model's mean).
+        init_log_s: start log-scale (:func:`stn_core.geometry.initial_log_scale` of the
+            model's mean).
         init_theta: (6,) or (n_params,) start pose overriding the default (stn-core units).
         head_init_gain: head weight std times sqrt(D) (0: exact start pose).
         channels_last: convert the network's 4-D weights to channels_last memory format

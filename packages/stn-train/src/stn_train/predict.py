@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from stn_core import STN
-from stn_core.renderer import drawn_faces
 
 from stn_train.errors import TrainError, check_output_folder, make_output_folder
 
@@ -201,7 +200,7 @@ def predict(
     size = int(ckpt["image_size"])
     step = int(ckpt.get("step", -1))
     res = model.res
-    faces = drawn_faces(model).cpu().numpy()
+    faces = model.drawn_faces.cpu().numpy()
     out = Path(out)
     made = False  # the output folder is created with the first image's files
     skipped: list[tuple[Path, str]] = []

@@ -78,10 +78,9 @@ import torch.nn.functional as F
 
 from stn_core.fitting.landmarks import (
     DEFAULT_PRIOR_WEIGHT,
-    _left_jacobian,
-    _resolve_indices,
     fit_landmarks,
     landmark_residuals,
+    resolve_landmark_indices,
 )
 from stn_core.fitting.solver import (
     LMHistory,
@@ -89,7 +88,7 @@ from stn_core.fitting.solver import (
     huber_residuals,
     levenberg_marquardt,
 )
-from stn_core.geometry import axis_angle_to_matrix, skew
+from stn_core.geometry import axis_angle_to_matrix, skew, so3_left_jacobian
 from stn_core.shading import SH_BASIS_CONSTANTS, sh_basis
 from stn_core.visibility import depth_visibility
 
@@ -562,8 +561,7 @@ class ImageFitProblem:
             self.cbasis = torch.zeros(self.n, 3, 0, dtype=dt, device=dev)
         self.kc = self.cbasis.shape[2]
         self.inside = model.inside.to(dev)
-        faces = model.faces.to(dev)
-        self.faces = faces[self.inside[faces].all(1)]  # the renderer's drawn faces
+        self.faces = model.drawn_faces.to(dev)
         self.ring = _ring(self.faces, self.n)
         # The shape basis as a (3 N, K) matrix: one sparse product with the per-vertex ring
         # coefficients gives the alpha columns of the Jacobian.
@@ -763,7 +761,7 @@ class ImageFitProblem:
         verts = self.vertices
         nc = max(1, self.chunk_elements // max(1, bsz * 3 * p_all))
         if geom:
-            jl = _left_jacobian(geo["r"])  # (B, 3, 3)
+            jl = so3_left_jacobian(geo["r"])  # (B, 3, 3)
             sign = torch.tensor([1.0, -1.0], dtype=dt, device=dev)
             # (s P R): d p / d X for every vertex, (B, 2, 3).
             spr = (geo["s"][:, None, None] * sign[:, None]) * geo["rot"][:, :2, :]
@@ -934,7 +932,7 @@ def _fit_image(model, images, landmarks, landmark_visibility, landmark_set, weig
                chunk_elements) -> ImageFitResult:
     dt, dev = images.dtype, images.device
     bsz, _, h, w = images.shape
-    idx = _resolve_indices(model, landmark_set).to(dev)
+    idx = resolve_landmark_indices(model, landmark_set).to(dev)
     if model.device != dev:
         model = model.to(dev)
     q = landmarks.to(device=dev, dtype=dt)

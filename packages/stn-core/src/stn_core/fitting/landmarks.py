@@ -29,9 +29,20 @@ from dataclasses import dataclass
 import torch
 
 from stn_core.fitting.solver import LMHistory, levenberg_marquardt
-from stn_core.geometry import axis_angle_to_matrix, skew
+from stn_core.geometry import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    skew,
+    so3_left_jacobian,
+)
 
-__all__ = ["FitResult", "fit_landmarks", "landmark_residuals", "DEFAULT_PRIOR_WEIGHT"]
+__all__ = [
+    "FitResult",
+    "fit_landmarks",
+    "landmark_residuals",
+    "resolve_landmark_indices",
+    "DEFAULT_PRIOR_WEIGHT",
+]
 
 # mm^2 of landmark position error per unit |alpha|^2; see the module docstring. Chosen on the
 # original's six demo images (tests/stn_core/test_fit_landmarks.py): the fits stay within
@@ -41,9 +52,6 @@ __all__ = ["FitResult", "fit_landmarks", "landmark_residuals", "DEFAULT_PRIOR_WE
 DEFAULT_PRIOR_WEIGHT = 1.0
 
 _SIGN = {dt: torch.tensor([1.0, -1.0], dtype=dt) for dt in (torch.float32, torch.float64)}
-
-# Series below this angle for the left Jacobian's (|r| - sin|r|) / |r|^3 (no cancellation).
-_SMALL_ANGLE = 0.5
 
 
 @dataclass
@@ -71,57 +79,6 @@ class FitResult:
     cost: torch.Tensor
     n_iter: torch.Tensor
     status: list[str]
-
-
-def _left_jacobian(r: torch.Tensor) -> torch.Tensor:
-    """The left Jacobian of SO(3) at r (B, 3): ``R(r + dr) = exp([J_l(r) dr]_x) R(r)``, so
-    ``d(R(r) x) / dr = -[R(r) x]_x J_l(r)``. ``J_l = I + b K + c K^2`` with K = [r]_x,
-    ``b = (1 - cos a) / a^2`` and ``c = (a - sin a) / a^3`` (a = |r|), finite at r = 0."""
-    a2 = (r * r).sum(-1)
-    small = a2 < _SMALL_ANGLE**2
-    safe = torch.where(small, torch.ones_like(a2), a2)
-    a = safe.sqrt()
-    half = 0.5 * a
-    b_big = 0.5 * (torch.sin(half) / half) ** 2
-    c_big = (a - torch.sin(a)) / (safe * a)
-    x = a2
-    b_small = 0.5 * (1 - x / 12 * (1 - x / 30 * (1 - x / 56 * (1 - x / 90 * (1 - x / 132)))))
-    c_small = (1 - x / 20 * (1 - x / 42 * (1 - x / 72 * (1 - x / 110 * (1 - x / 156))))) / 6
-    b = torch.where(small, b_small, b_big)[:, None, None]
-    c = torch.where(small, c_small, c_big)[:, None, None]
-    k = skew(r)
-    eye = torch.eye(3, dtype=r.dtype, device=r.device)
-    return eye + b * k + c * (k @ k)
-
-
-def _matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (B, 3) of rotation matrices (B, 3, 3), |r| in [0, pi] (via the quaternion,
-    taking the best-conditioned of Shepperd's four branches; no gradient needed)."""
-    m00, m01, m02 = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
-    m10, m11, m12 = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
-    m20, m21, m22 = m[:, 2, 0], m[:, 2, 1], m[:, 2, 2]
-    q_abs = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-    ).clamp_min(0).sqrt()
-    # Rows: (w, x, y, z) each scaled by 2 * (the component this branch solves for).
-    cand = torch.stack(
-        [
-            torch.stack([q_abs[:, 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
-            torch.stack([m21 - m12, q_abs[:, 1] ** 2, m10 + m01, m02 + m20], -1),
-            torch.stack([m02 - m20, m10 + m01, q_abs[:, 2] ** 2, m12 + m21], -1),
-            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[:, 3] ** 2], -1),
-        ],
-        1,
-    ) / (2.0 * q_abs.clamp_min(0.1)[:, :, None])
-    best = q_abs.argmax(-1)
-    q = cand[torch.arange(m.shape[0], device=m.device), best]
-    q = q / q.norm(dim=-1, keepdim=True)
-    q = torch.where(q[:, :1] < 0, -q, q)
-    w, v = q[:, 0], q[:, 1:]
-    n = v.norm(dim=-1)
-    angle = 2.0 * torch.atan2(n, w)
-    factor = torch.where(n > 1e-7, angle / n.clamp_min(1e-30), 2.0 / w * (1 - n * n / (3 * w * w)))
-    return v * factor[:, None]
 
 
 def landmark_residuals(
@@ -169,7 +126,7 @@ def landmark_residuals(
     if not jacobian:
         return res, None
     # d p / d r = s * sign * (-[Y]_x J_l(r))[:2]
-    dy_dr = -skew(y) @ _left_jacobian(r_aa)[:, None]  # (B, L, 3, 3)
+    dy_dr = -skew(y) @ so3_left_jacobian(r_aa)[:, None]  # (B, L, 3, 3)
     j_r = (s[..., None] * sign[:, None]) * dy_dr[:, :, :2, :]
     j_t = torch.eye(2, dtype=theta.dtype, device=theta.device).expand(bsz, nl, 2, 2)
     j_s = sy[..., None]
@@ -194,7 +151,7 @@ def _pose_theta(rot: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, q: torc
     y = x @ rot.transpose(1, 2)
     proj = scale[:, None, None] * torch.stack([y[..., 0], -y[..., 1]], -1)
     t = _weighted_mean(q - proj, w)
-    return torch.cat([_matrix_to_axis_angle(rot), t, scale.log()[:, None]], 1)
+    return torch.cat([matrix_to_axis_angle(rot), t, scale.log()[:, None]], 1)
 
 
 def _init_similarity(x: torch.Tensor, q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -238,7 +195,11 @@ def _init_affine(x: torch.Tensor, q: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return _pose_theta(rot, sv.mean(-1).clamp_min(1e-12), x, q, w)
 
 
-def _resolve_indices(model, landmarks) -> torch.Tensor:
+def resolve_landmark_indices(model, landmarks) -> torch.Tensor:
+    """Grid vertex indices (L,) int64 of a landmark set: ``landmarks`` names one of
+    ``model.landmarks`` or is an (L,) index sequence. The fits take any object with
+    ``mean``, ``basis`` and ``landmarks`` (not only a UVGridModel), hence this function beside
+    :meth:`UVGridModel.landmark_indices`."""
     if isinstance(landmarks, str):
         sets = getattr(model, "landmarks", None) or {}
         if landmarks not in sets:
@@ -322,7 +283,7 @@ def _fit_landmarks(model, points, visibility, landmarks, prior_weight, n_iter, i
     out_dtype = points.dtype if points.is_floating_point() else torch.float32
     dev = points.device
     dt = torch.float64
-    idx = _resolve_indices(model, landmarks).to(dev)
+    idx = resolve_landmark_indices(model, landmarks).to(dev)
     bsz, nl, _ = points.shape
     if idx.numel() != nl:
         raise ValueError(

@@ -22,7 +22,7 @@ Random draws (all uniform unless stated; every range is an argument):
 
 - pose: yaw in +-60 degrees, pitch +-25, roll +-15 (R = R_z(roll) R_y(yaw) R_x(pitch), stored
   as the axis-angle r); the scale is the localiser's start scale
-  (:func:`stn_train.localiser.initial_log_scale` with ``fill``: the mean face's box, symmetric
+  (:func:`stn_core.geometry.initial_log_scale` with ``fill``: the mean face's box, symmetric
   about the model origin, covers ``fill`` of the image) times exp(+-``scale_jitter``); the
   translation puts the rotated centroid of the mean face where the unrotated one is at the
   start pose (t at the image centre), so a frontal face sits exactly at the localiser's start
@@ -60,15 +60,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from stn_core import StnError
-from stn_core.geometry import initial_theta
+from stn_core.geometry import (
+    euler_to_matrix,
+    initial_log_scale,
+    initial_theta,
+    matrix_to_axis_angle,
+)
 from stn_core.grid_model import UVGridModel
-from stn_core.renderer import drawn_faces, render_mesh
+from stn_core.renderer import render_mesh
 from stn_core.shading import sh_ambient, sh_directional
 
 from stn_train.errors import TrainError
-from stn_train.localiser import initial_log_scale
 
-__all__ = ["SyntheticFaces", "rotation_matrix", "matrix_to_axis_angle"]
+__all__ = ["SyntheticFaces"]
 
 # Skin tones (linear RGB albedo) between which a model without colour picks its base colour.
 _SKIN_LIGHT = np.array([0.93, 0.76, 0.66])
@@ -81,36 +85,6 @@ _BG_RES = 28
 _BG_LAYERS = {"corners": (2, "bilinear"), "blobs": (6, "bicubic"), "fine": (_BG_RES, "bilinear")}
 
 
-def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """R = R_z(roll) R_y(yaw) R_x(pitch), angles in radians, (3, 3) float64.
-
-    Axes as the model's (x right, y up, z towards the viewer): positive yaw turns the face
-    towards +x (the axis-angle (0, yaw, 0)), positive pitch tips the nose down, positive roll
-    turns the face counter-clockwise in the image (the top of the head moves to the left).
-    """
-    cy, sy = math.cos(yaw), math.sin(yaw)
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    cr, sr = math.cos(roll), math.sin(roll)
-    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def matrix_to_axis_angle(rot: np.ndarray) -> np.ndarray:
-    """The axis-angle vector (3,) of a rotation matrix (angle below pi), float64.
-
-    Inverse of :func:`stn_core.geometry.axis_angle_to_matrix`.
-    """
-    vee = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
-    s = 0.5 * np.linalg.norm(vee)  # sin(angle)
-    c = 0.5 * (np.trace(rot) - 1.0)  # cos(angle)
-    angle = math.atan2(s, c)
-    # angle / sin(angle) -> 1 as the angle -> 0; its series avoids 0 / 0.
-    factor = 1.0 + angle * angle / 6.0 if angle < 1e-4 else angle / s
-    return 0.5 * factor * vee
-
-
 class SyntheticFaces(torch.utils.data.Dataset):
     """Faces rendered from a UV-grid model, deterministic per (seed, index).
 
@@ -121,7 +95,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         seed: the dataset's seed; item i's draws come from (seed, i).
         landmarks: the landmark set's name in the model (e.g. ``"aflw21"``) or grid indices.
         yaw, pitch, roll: the largest angle drawn, degrees (uniform in +-that).
-        fill: the start pose's fill fraction (:func:`stn_train.localiser.initial_log_scale`).
+        fill: the start pose's fill fraction (:func:`stn_core.geometry.initial_log_scale`).
         scale_jitter: log-scale drawn in +-this around the start scale.
         shift: translation drawn in +-this fraction of the image size around the centred face.
         shape_sigma, expression_sigma, color_sigma: standard deviations of the coefficients.
@@ -196,7 +170,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
 
         m = self.model
         h, w = self.image_size
-        self.faces = drawn_faces(m)
+        self.faces = m.drawn_faces
         self.n_vertices = m.n_vertices
         self.identity = np.array([k == "identity" for k in m.kind], dtype=bool)
         self.log_s0 = initial_log_scale(m.mean, self.image_size, fill=self.fill, inside=m.inside)
@@ -256,7 +230,9 @@ class SyntheticFaces(torch.utils.data.Dataset):
         h, w = self.image_size
         deg = math.pi / 180.0
         yaw, pitch, roll = rng.uniform(-1, 1, 3) * np.array([self.yaw, self.pitch, self.roll])
-        rot = rotation_matrix(yaw * deg, pitch * deg, roll * deg)
+        rot = euler_to_matrix(torch.tensor([yaw, pitch, roll], dtype=torch.float64) * deg)
+        r = matrix_to_axis_angle(rot).numpy()
+        rot = rot.numpy()
         log_s = self.log_s0 + rng.uniform(-1, 1) * self.scale_jitter
         s = math.exp(log_s)
         c = self.centroid
@@ -301,7 +277,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
             int(rng.integers(_NOISE_PAD)),
             rng.uniform(0.0, self.noise),
         )
-        return dict(rotation=rot, r=matrix_to_axis_angle(rot), t=t, log_s=log_s, alpha=alpha,
+        return dict(rotation=rot, r=r, t=t, log_s=log_s, alpha=alpha,
                     color=color, skin=skin, gain=gain, feature_colors=feature_colors,
                     ambient=ambient, light_dir=light_dir, light=light, background=background,
                     noise=noise)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from stn_core import STN, UVGridModel
+from stn_core.geometry import initial_log_scale
 from stn_core._validate import StnError
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader
 from stn_train.config import RunConfig, merge_for_resume, write_config
 from stn_train.errors import TrainError, check_output_folder, make_output_folder
 from stn_train.evaluate import evaluate_localiser
-from stn_train.localiser import build_localiser, initial_log_scale
+from stn_train.localiser import build_localiser
 from stn_train.train import inputs
 from stn_train.train.checkpoint import (
     check_same_model,
