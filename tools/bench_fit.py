@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from stn_core import UVGridModel, axis_angle_to_matrix, project_theta
 from stn_core.fitting import fit_image
 from stn_core.renderer import render
@@ -51,10 +50,18 @@ def build_model(path: Path) -> Path:
     from bfm_prep.synth import write_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_synthetic(tmp, seed=0, n_vertices=20000, n_shape=N_SHAPE,
-                                n_color=N_COLOR, n_exp=N_EXP)
-        mm = build(files["bfm"], files["expression"], files["mapping"], n_shape=N_SHAPE,
-                   n_exp=N_EXP, landmarks={"aflw21": files["aflw21"]}, n_color=N_COLOR)
+        files = write_synthetic(
+            tmp, seed=0, n_vertices=20000, n_shape=N_SHAPE, n_color=N_COLOR, n_exp=N_EXP
+        )
+        mm = build(
+            files["bfm"],
+            files["expression"],
+            files["mapping"],
+            n_shape=N_SHAPE,
+            n_exp=N_EXP,
+            landmarks={"aflw21": files["aflw21"]},
+            n_color=N_COLOR,
+        )
         write_grid(path, resample_to_grid(mm, embed_model(mm).uv, RES))
     return path
 
@@ -80,7 +87,8 @@ def faces(model: UVGridModel, b: int, seed: int, device):
     light = randn(b, 3)
     light[:, 2] = light[:, 2].abs() + 1.5
     sh = sh_ambient(torch.full((3,), 0.55), batch=b) + sh_directional(
-        light, torch.tensor([0.7, 0.65, 0.6]))
+        light, torch.tensor([0.7, 0.65, 0.6])
+    )
     m = model
     theta, beta, sh = theta.to(device), beta.to(device), sh.to(device)
     albedo = m.color_mean + (beta @ m.color_basis.reshape(-1, kc).T).reshape(b, -1, 3)
@@ -111,11 +119,17 @@ def bench_cpu(model: UVGridModel, n_images: int, threads: int) -> dict:
         lm.append(float(fit.landmark_error_px[0]))
         rms.append(float(fit.photometric_rms[0]))
         rot.append(float(rotation_error_deg(fit.theta[:, :3], theta[i : i + 1, :3])[0]))
-        print(f"  image {i}: {times[-1]:.2f} s, {iters[-1]} iterations, landmarks "
-              f"{lm[-1]:.2f} px, photometric RMS {rms[-1]:.4f}, rotation error {rot[-1]:.2f} deg, "
-              f"{fit.status[0]}")
-    return dict(median_s=statistics.median(times), min_s=min(times), max_s=max(times),
-                iterations=statistics.median(iters))
+        print(
+            f"  image {i}: {times[-1]:.2f} s, {iters[-1]} iterations, landmarks "
+            f"{lm[-1]:.2f} px, photometric RMS {rms[-1]:.4f}, rotation error {rot[-1]:.2f} deg, "
+            f"{fit.status[0]}"
+        )
+    return dict(
+        median_s=statistics.median(times),
+        min_s=min(times),
+        max_s=max(times),
+        iterations=statistics.median(iters),
+    )
 
 
 def bench_gpu(model: UVGridModel, batch: int) -> dict:
@@ -130,19 +144,25 @@ def bench_gpu(model: UVGridModel, batch: int) -> dict:
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     rot = rotation_error_deg(fit.theta[:, :3], theta[:, :3])
-    return dict(total_s=total, per_image_ms=1000 * total / batch,
-                iterations=float(fit.n_iter.float().median()),
-                converged=float(fit.converged.float().mean()),
-                landmarks_px=float(fit.landmark_error_px.median()),
-                rotation_deg=float(rot.median()),
-                photometric_rms=float(fit.photometric_rms.median()),
-                device=torch.cuda.get_device_name(dev))
+    return dict(
+        total_s=total,
+        per_image_ms=1000 * total / batch,
+        iterations=float(fit.n_iter.float().median()),
+        converged=float(fit.converged.float().mean()),
+        landmarks_px=float(fit.landmark_error_px.median()),
+        rotation_deg=float(rot.median()),
+        photometric_rms=float(fit.photometric_rms.median()),
+        device=torch.cuda.get_device_name(dev),
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path,
-                    default=Path(tempfile.gettempdir()) / "stn_bench_fit_grid112_80_29_80.h5")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "stn_bench_fit_grid112_80_29_80.h5",
+    )
     ap.add_argument("--cpu-images", type=int, default=3)
     ap.add_argument("--cpu-threads", type=int, default=2)
     ap.add_argument("--gpu-batch", type=int, default=256)
@@ -154,16 +174,20 @@ def main() -> None:
     if not args.no_cpu:
         print(f"CPU, {args.cpu_threads} threads, one image at a time:")
         r = bench_cpu(model, args.cpu_images, args.cpu_threads)
-        print(f"CPU: median {r['median_s']:.2f} s per image (min {r['min_s']:.2f}, max "
-              f"{r['max_s']:.2f}), median {r['iterations']} LM iterations; target < 3 s")
+        print(
+            f"CPU: median {r['median_s']:.2f} s per image (min {r['min_s']:.2f}, max "
+            f"{r['max_s']:.2f}), median {r['iterations']} LM iterations; target < 3 s"
+        )
     if not args.no_gpu:
         if torch.cuda.is_available():
             r = bench_gpu(model, args.gpu_batch)
-            print(f"GPU ({r['device']}), batch {args.gpu_batch}: {r['per_image_ms']:.1f} ms per "
-                  f"image ({r['total_s']:.2f} s for the batch), median {r['iterations']} "
-                  f"iterations, {100 * r['converged']:.0f}% converged, median landmarks "
-                  f"{r['landmarks_px']:.2f} px, rotation {r['rotation_deg']:.2f} deg, "
-                  f"photometric RMS {r['photometric_rms']:.4f}; target < 20 ms")
+            print(
+                f"GPU ({r['device']}), batch {args.gpu_batch}: {r['per_image_ms']:.1f} ms per "
+                f"image ({r['total_s']:.2f} s for the batch), median {r['iterations']} "
+                f"iterations, {100 * r['converged']:.0f}% converged, median landmarks "
+                f"{r['landmarks_px']:.2f} px, rotation {r['rotation_deg']:.2f} deg, "
+                f"photometric RMS {r['photometric_rms']:.4f}; target < 20 ms"
+            )
         else:
             print("GPU: CUDA is not available here; skipped.")
 

@@ -90,9 +90,11 @@ class Result:
 
     def line(self) -> str:
         runs = ", ".join(f"{w:.2f}" for w in self.wall_s)
-        t = (f"wall median {self.median_s:6.2f} s (runs: {runs}"
-             f"; CPU median {self.median_cpu_s:.2f} s; load average "
-             f"{max(self.load_avg):.1f})")
+        t = (
+            f"wall median {self.median_s:6.2f} s (runs: {runs}"
+            f"; CPU median {self.median_cpu_s:.2f} s; load average "
+            f"{max(self.load_avg):.1f})"
+        )
         m = f"peak RSS {self.peak_bytes / GIB:5.2f} GiB"
         tgt = []
         if self.target_s is not None:
@@ -151,12 +153,22 @@ class Context:
             if marker.is_file() and marker.read_text().strip() == str(self.vertices):
                 print(f"synthetic model ({self.vertices} vertices) reused from {folder}")
             else:
-                cmd = [*bfm_prep_cmd(), "synth", str(folder), "--seed", "0",
-                       "--vertices", str(self.vertices)]
+                cmd = [
+                    *bfm_prep_cmd(),
+                    "synth",
+                    str(folder),
+                    "--seed",
+                    "0",
+                    "--vertices",
+                    str(self.vertices),
+                ]
                 wall, rss, _, _ = run_measured(cmd)
                 marker.write_text(f"{self.vertices}\n")
-                print(f"synthetic model ({self.vertices} vertices) made in {wall:.1f} s "
-                      f"(peak RSS {rss / GIB:.2f} GiB) in {folder}", flush=True)
+                print(
+                    f"synthetic model ({self.vertices} vertices) made in {wall:.1f} s "
+                    f"(peak RSS {rss / GIB:.2f} GiB) in {folder}",
+                    flush=True,
+                )
             self._synth = {
                 "folder": folder,
                 "bfm": folder / "01_MorphableModel.mat",
@@ -166,8 +178,11 @@ class Context:
                 "ibug68": folder / "Landmarks68_BFM.anl",
                 "seconds": time.perf_counter() - t0,
             }
-            missing = [str(p) for k, p in self._synth.items() if isinstance(p, Path)
-                       and k != "folder" and not p.is_file()]
+            missing = [
+                str(p)
+                for k, p in self._synth.items()
+                if isinstance(p, Path) and k != "folder" and not p.is_file()
+            ]
             if missing:
                 raise SystemExit(f"bfm-prep synth did not write: {', '.join(missing)}")
         return self._synth
@@ -187,10 +202,26 @@ class Context:
 
 
 def build_expression_cmd(s: dict, out: Path, n_shape: int = 199, n_exp: int = 29) -> list[str]:
-    return [*bfm_prep_cmd(), "build-expression", "--bfm", str(s["bfm"]),
-            "--expression", str(s["expression"]), "--mapping", str(s["mapping"]),
-            "--landmarks", f"aflw21={s['aflw21']}", "--landmarks", f"ibug68={s['ibug68']}",
-            "--n-shape", str(n_shape), "--n-exp", str(n_exp), "--out", str(out)]
+    return [
+        *bfm_prep_cmd(),
+        "build-expression",
+        "--bfm",
+        str(s["bfm"]),
+        "--expression",
+        str(s["expression"]),
+        "--mapping",
+        str(s["mapping"]),
+        "--landmarks",
+        f"aflw21={s['aflw21']}",
+        "--landmarks",
+        f"ibug68={s['ibug68']}",
+        "--n-shape",
+        str(n_shape),
+        "--n-exp",
+        str(n_exp),
+        "--out",
+        str(out),
+    ]
 
 
 def bench_build_expression(ctx: Context) -> list[Result]:
@@ -215,17 +246,45 @@ def bench_uv(ctx: Context, res: int = 224) -> list[Result]:
     model = ctx.model()
     uv = ctx.workdir / "bench_uv.h5"
     grid = ctx.workdir / f"bench_grid{res}.h5"
-    embed = Result(section="uv", label="uv-embed (symmetry + Tutte)",
-                   command=[*bfm_prep_cmd(), "uv-embed", "--model", str(model), "--out", str(uv)])
+    embed = Result(
+        section="uv",
+        label="uv-embed (symmetry + Tutte)",
+        command=[*bfm_prep_cmd(), "uv-embed", "--model", str(model), "--out", str(uv)],
+    )
     time_command(embed, ctx.runs)
-    resample = Result(section="uv", label=f"uv-resample --uv, R = {res}",
-                      command=[*bfm_prep_cmd(), "uv-resample", "--model", str(model), "--uv", str(uv),
-                               "--res", str(res), "--out", str(grid)])
+    resample = Result(
+        section="uv",
+        label=f"uv-resample --uv, R = {res}",
+        command=[
+            *bfm_prep_cmd(),
+            "uv-resample",
+            "--model",
+            str(model),
+            "--uv",
+            str(uv),
+            "--res",
+            str(res),
+            "--out",
+            str(grid),
+        ],
+    )
     time_command(resample, ctx.runs)
-    both = Result(section="uv", label=f"uv-embed + uv-resample in one command, R = {res}",
-                  command=[*bfm_prep_cmd(), "uv-resample", "--model", str(model), "--res", str(res),
-                           "--out", str(grid)],
-                  target_s=10.0, target_bytes=3 * GIB)
+    both = Result(
+        section="uv",
+        label=f"uv-embed + uv-resample in one command, R = {res}",
+        command=[
+            *bfm_prep_cmd(),
+            "uv-resample",
+            "--model",
+            str(model),
+            "--res",
+            str(res),
+            "--out",
+            str(grid),
+        ],
+        target_s=10.0,
+        target_bytes=3 * GIB,
+    )
     time_command(both, ctx.runs)
     both.notes["separate_commands_sum_s"] = embed.median_s + resample.median_s
     return [embed, resample, both]
@@ -259,13 +318,26 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", action="append", default=None, metavar="NAME[,NAME]",
-                    help=f"sections to run (default: all): {', '.join(SECTIONS)}")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="NAME[,NAME]",
+        help=f"sections to run (default: all): {', '.join(SECTIONS)}",
+    )
     ap.add_argument("--runs", type=int, default=3, help="timed runs per command (default 3)")
-    ap.add_argument("--vertices", type=int, default=BASEL_VERTICES,
-                    help=f"synthetic model size (default {BASEL_VERTICES}, the Basel size)")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="folder for the synthetic model and outputs (default: a new temp folder)")
+    ap.add_argument(
+        "--vertices",
+        type=int,
+        default=BASEL_VERTICES,
+        help=f"synthetic model size (default {BASEL_VERTICES}, the Basel size)",
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder for the synthetic model and outputs (default: a new temp folder)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args(argv)
@@ -282,8 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = Context(workdir=workdir, vertices=args.vertices, runs=args.runs)
     info = machine()
-    print(f"bench_prep: {info['cpus']} CPUs, {info['system']}, Python {info['python']}, "
-          f"numpy {info['numpy']}; {args.runs} timed runs per command", flush=True)
+    print(
+        f"bench_prep: {info['cpus']} CPUs, {info['system']}, Python {info['python']}, "
+        f"numpy {info['numpy']}; {args.runs} timed runs per command",
+        flush=True,
+    )
     results: list[Result] = []
     try:
         for name in names:
@@ -297,10 +372,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work folder kept: {workdir}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"machine": info, "vertices": args.vertices, "runs": args.runs,
-                   "results": [asdict(r) | {"median_s": r.median_s, "median_cpu_s": r.median_cpu_s,
-                                            "peak_bytes": r.peak_bytes, "met": r.met}
-                               for r in results]}
+        payload = {
+            "machine": info,
+            "vertices": args.vertices,
+            "runs": args.runs,
+            "results": [
+                asdict(r)
+                | {
+                    "median_s": r.median_s,
+                    "median_cpu_s": r.median_cpu_s,
+                    "peak_bytes": r.peak_bytes,
+                    "met": r.met,
+                }
+                for r in results
+            ],
+        }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
         print(f"figures written to {args.json}")
     return 0 if all(r.met for r in results) else 1

@@ -82,8 +82,9 @@ def synthetic_model(res: int, k: int, device, seed: int = 0):
     z = 60 * torch.clamp(1 - 0.6 * uu**2 - 0.4 * vv**2, min=0)
     mean = torch.stack([75 * uu, 75 * vv, z], -1).reshape(-1, 3)
     coarse = torch.randn(1, 3 * k, 6, 6, generator=g) if k else torch.zeros(1, 0, 6, 6)
-    fields = torch.nn.functional.interpolate(coarse, size=(res, res), mode="bicubic",
-                                             align_corners=True)
+    fields = torch.nn.functional.interpolate(
+        coarse, size=(res, res), mode="bicubic", align_corners=True
+    )
     basis = 3.0 * fields.reshape(3, k, res * res).permute(2, 0, 1).contiguous()
     return mean.to(device), basis.to(device)
 
@@ -109,8 +110,7 @@ def make_inputs(b, c, size, mean, basis, dtype, device, seed):
     theta[:, 6:] = torch.randn(b, k, generator=g)
     mask = (torch.rand(b, n, generator=g) > 0.1).float()
     grad = torch.randn(b, c, n, generator=g).to(dtype)
-    return dict(images=images, theta=theta.to(device), mask=mask.to(device),
-                grad=grad.to(device))
+    return dict(images=images, theta=theta.to(device), mask=mask.to(device), grad=grad.to(device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +210,10 @@ def check_fused(inp, mean, basis):
         out.backward(inp["grad"])
         res[name] = (out.detach().float(), theta.grad.float())
     (o1, g1), (o2, g2) = res["fused"], res["eager"]
-    return (float((o1 - o2).abs().max()),
-            float((g1 - g2).abs().max() / g2.abs().max().clamp_min(1e-30)))
+    return (
+        float((o1 - o2).abs().max()),
+        float((g1 - g2).abs().max() / g2.abs().max().clamp_min(1e-30)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,34 +221,63 @@ def check_fused(inp, mean, basis):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch", type=int, nargs="+", default=None, help="default 1 32 256")
     p.add_argument("--res", type=int, nargs="+", default=None, help="grid R; default 112 224")
     p.add_argument("--size", type=int, default=224, help="input image side (default 224)")
-    p.add_argument("--k", type=int, default=10,
-                   help="shape components of the synthetic model (default 10, as model_112.mat)")
-    p.add_argument("--model", default=None,
-                   help="a stn-uv-grid-model HDF5 file instead of the synthetic model "
-                        "(its R replaces --res)")
+    p.add_argument(
+        "--k",
+        type=int,
+        default=10,
+        help="shape components of the synthetic model (default 10, as model_112.mat)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a stn-uv-grid-model HDF5 file instead of the synthetic model (its R replaces --res)",
+    )
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="image dtype (theta is float32)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="image dtype (theta is float32)",
+    )
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 30)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--quick", action="store_true",
-                   help="a fast smoke run: B 1 and 8 (CPU: 1 and 2), R 112, 5 repetitions")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a fast smoke run: B 1 and 8 (CPU: 1 and 2), R 112, 5 repetitions",
+    )
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
-    p.add_argument("--no-fit", action="store_true",
-                   help="leave out the fit_landmarks timing on the demo images")
-    p.add_argument("--fit-repeats", type=int, default=None,
-                   help="timed fit_landmarks runs (default 50; --quick: 5)")
-    p.add_argument("--fit-threads", type=int, default=2,
-                   help="torch CPU threads for the fit_landmarks timing (default 2)")
-    p.add_argument("--reference", type=Path, default=None,
-                   help="folder holding 3dmmasstn/ (default: $STN_REFERENCE or "
-                        "../shared/reference beside the repository)")
+    p.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="leave out the fit_landmarks timing on the demo images",
+    )
+    p.add_argument(
+        "--fit-repeats",
+        type=int,
+        default=None,
+        help="timed fit_landmarks runs (default 50; --quick: 5)",
+    )
+    p.add_argument(
+        "--fit-threads",
+        type=int,
+        default=2,
+        help="torch CPU threads for the fit_landmarks timing (default 2)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="folder holding 3dmmasstn/ (default: $STN_REFERENCE or "
+        "../shared/reference beside the repository)",
+    )
     return p.parse_args(argv)
 
 
@@ -262,10 +293,13 @@ def bench_fit_landmarks(args, notes: list) -> dict | None:
         notes.append(f"fit_landmarks: skipped, the original's demo data is absent ({exc})")
         return None
     cpu = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(f"fit_landmarks on the {r['n_images']} demo images ({cpu}, torch threads "
-          f"{r['threads']}): median {r['median_s'] * 1e3:.1f} ms, min {r['min_s'] * 1e3:.1f} ms "
-          f"over {r['repeats']} runs (target < 500 ms); mean landmark error "
-          f"{r['mean_error_px']:.2f} px", flush=True)
+    print(
+        f"fit_landmarks on the {r['n_images']} demo images ({cpu}, torch threads "
+        f"{r['threads']}): median {r['median_s'] * 1e3:.1f} ms, min {r['min_s'] * 1e3:.1f} ms "
+        f"over {r['repeats']} runs (target < 500 ms); mean landmark error "
+        f"{r['mean_error_px']:.2f} px",
+        flush=True,
+    )
     return dict(r, machine=cpu)
 
 
@@ -286,20 +320,27 @@ def main(argv=None) -> int:
     variants = list(args.variants)
     if "fused" in variants and (device.type != "cuda" or not triton_available()):
         variants.remove("fused")
-        notes.append("fused: skipped (needs a CUDA device and triton; here "
-                      f"device={device.type}, triton importable={triton_available()})")
+        notes.append(
+            "fused: skipped (needs a CUDA device and triton; here "
+            f"device={device.type}, triton importable={triton_available()})"
+        )
 
     if device.type == "cuda":
         dev_name = torch.cuda.get_device_name(device)
         l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
     else:
-        dev_name = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-                   f"{torch.get_num_threads()} threads"
+        dev_name = (
+            f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} threads"
+        )
         l2 = 32 << 20
     bandwidth = copy_bandwidth(device, reps)
-    print(f"device: {dev_name}; torch {torch.__version__}; images {args.dtype}, C = {CHANNELS}, "
-          f"{args.size} x {args.size}; copy bandwidth {bandwidth / 1e9:.1f} GB/s "
-          f"(read + write of a {'1 GiB' if not cpu else '256 MiB'} copy)", flush=True)
+    print(
+        f"device: {dev_name}; torch {torch.__version__}; images {args.dtype}, C = {CHANNELS}, "
+        f"{args.size} x {args.size}; copy bandwidth {bandwidth / 1e9:.1f} GB/s "
+        f"(read + write of a {'1 GiB' if not cpu else '256 MiB'} copy)",
+        flush=True,
+    )
 
     compiled = None
     if "compiled" in variants:
@@ -317,17 +358,31 @@ def main(argv=None) -> int:
         for b in batches:
             per_set = b * CHANNELS * args.size**2 * img_bytes + 2 * b * CHANNELS * n * img_bytes
             n_sets = max(1, min(8, math.ceil(2 * l2 / per_set)))
-            sets = [make_inputs(b, CHANNELS, args.size, mean, basis, dtype, device, seed=100 + i)
-                    for i in range(n_sets)]
-            touched = sum(touched_pixels(s["theta"].cpu(), mean.cpu(), basis.cpu(), args.size,
-                                         args.size) for s in sets[:1])
+            sets = [
+                make_inputs(b, CHANNELS, args.size, mean, basis, dtype, device, seed=100 + i)
+                for i in range(n_sets)
+            ]
+            touched = sum(
+                touched_pixels(s["theta"].cpu(), mean.cpu(), basis.cpu(), args.size, args.size)
+                for s in sets[:1]
+            )
             fb = floor_bytes(b, CHANNELS, n, k, args.size, args.size, img_bytes, touched)
             floor_ms = fb["total"] / bandwidth * 1e3
             times = {}
             for variant in variants:
-                row = dict(device=dev_name, dtype=args.dtype, B=b, R=res, N=n, K=k,
-                           variant=variant, floor_ms=floor_ms, floor_bytes=fb["total"],
-                           touched_per_image=touched / b, sets=n_sets)
+                row = dict(
+                    device=dev_name,
+                    dtype=args.dtype,
+                    B=b,
+                    R=res,
+                    N=n,
+                    K=k,
+                    variant=variant,
+                    floor_ms=floor_ms,
+                    floor_bytes=fb["total"],
+                    touched_per_image=touched / b,
+                    sets=n_sets,
+                )
                 try:
                     step = make_step(variant, sets, mean, basis, compiled)
                     if variant == "compiled":
@@ -337,7 +392,8 @@ def main(argv=None) -> int:
                         row["compile_s"] = time.perf_counter() - t0
                     if variant == "fused":
                         row["max_abs_err_out"], row["rel_err_dtheta"] = check_fused(
-                            sets[0], mean, basis)
+                            sets[0], mean, basis
+                        )
                     ts = time_fn(step, device, args.warmup, reps)
                     row["median_ms"] = statistics.median(ts)
                     row["spread_ms"] = (min(ts), max(ts))
@@ -355,27 +411,42 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
 
     print()
-    print(f"forward + backward of theta -> masked flattened image ({dev_name}; images "
-          f"{args.dtype}, {args.size} x {args.size}, C = {CHANNELS}; median of {reps}; floor = "
-          f"bytes that must move / {bandwidth / 1e9:.0f} GB/s measured copy bandwidth)")
+    print(
+        f"forward + backward of theta -> masked flattened image ({dev_name}; images "
+        f"{args.dtype}, {args.size} x {args.size}, C = {CHANNELS}; median of {reps}; floor = "
+        f"bytes that must move / {bandwidth / 1e9:.0f} GB/s measured copy bandwidth)"
+    )
     print(_header())
     for row in rows:
-        eager = next((r.get("median_ms") for r in rows if r["B"] == row["B"]
-                      and r["R"] == row["R"] and r["variant"] == "eager"), None)
+        eager = next(
+            (
+                r.get("median_ms")
+                for r in rows
+                if r["B"] == row["B"] and r["R"] == row["R"] and r["variant"] == "eager"
+            ),
+            None,
+        )
         print(_line(row, {"eager": eager}))
     fit = None if args.no_fit else bench_fit_landmarks(args, notes)
     for note in notes:
         print("note:", note)
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(device=dev_name, bandwidth=bandwidth,
-                                                   rows=rows, fit_landmarks=fit, notes=notes),
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                dict(
+                    device=dev_name, bandwidth=bandwidth, rows=rows, fit_landmarks=fit, notes=notes
+                ),
+                indent=1,
+            )
+        )
     return 0
 
 
 def _header() -> str:
-    return (f"| {'B':>4} | {'R':>4} | {'K':>3} | {'variant':<9} | {'median ms':>10} | "
-            f"{'floor ms':>9} | {'x floor':>8} | {'vs eager':>8} | notes")
+    return (
+        f"| {'B':>4} | {'R':>4} | {'K':>3} | {'variant':<9} | {'median ms':>10} | "
+        f"{'floor ms':>9} | {'x floor':>8} | {'vs eager':>8} | notes"
+    )
 
 
 def _line(row, times) -> str:
@@ -388,14 +459,17 @@ def _line(row, times) -> str:
     if "compile_s" in row:
         notes.append(f"compile {row['compile_s']:.1f} s")
     if "max_abs_err_out" in row:
-        notes.append(f"vs reference: out {row['max_abs_err_out']:.1e}, "
-                     f"d theta {row['rel_err_dtheta']:.1e}")
+        notes.append(
+            f"vs reference: out {row['max_abs_err_out']:.1e}, d theta {row['rel_err_dtheta']:.1e}"
+        )
     if "error" in row:
         notes.append("FAILED " + row["error"])
     med_s = f"{med:10.3f}" if med is not None else f"{'-':>10}"
     ratio = f"{row['ratio_to_floor']:8.1f}" if "ratio_to_floor" in row else f"{'-':>8}"
-    return (f"| {row['B']:>4} | {row['R']:>4} | {row['K']:>3} | {row['variant']:<9} | {med_s} | "
-            f"{row['floor_ms']:9.3f} | {ratio} | {speed:>8} | {'; '.join(notes)}")
+    return (
+        f"| {row['B']:>4} | {row['R']:>4} | {row['K']:>3} | {row['variant']:<9} | {med_s} | "
+        f"{row['floor_ms']:9.3f} | {ratio} | {speed:>8} | {'; '.join(notes)}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,15 +42,40 @@ def build_model(folder: Path) -> Path:
     syn = folder / "synth"
     steps = [
         [prep, "synth", str(syn)],
-        [prep, "build-expression", "--bfm", str(syn / "01_MorphableModel.mat"),
-         "--expression", str(syn / "Model_Expression.mat"),
-         "--mapping", str(syn / "map_tddfa_to_basel.mat"),
-         "--landmarks", f"aflw21={syn / 'Landmarks21_BFM.anl'}",
-         "--out", str(folder / "model.h5")],
-        [prep, "uv-embed", "--model", str(folder / "model.h5"),
-         "--out", str(folder / "embedding.h5")],
-        [prep, "uv-resample", "--model", str(folder / "model.h5"),
-         "--uv", str(folder / "embedding.h5"), "--res", "112", "--out", str(grid)],
+        [
+            prep,
+            "build-expression",
+            "--bfm",
+            str(syn / "01_MorphableModel.mat"),
+            "--expression",
+            str(syn / "Model_Expression.mat"),
+            "--mapping",
+            str(syn / "map_tddfa_to_basel.mat"),
+            "--landmarks",
+            f"aflw21={syn / 'Landmarks21_BFM.anl'}",
+            "--out",
+            str(folder / "model.h5"),
+        ],
+        [
+            prep,
+            "uv-embed",
+            "--model",
+            str(folder / "model.h5"),
+            "--out",
+            str(folder / "embedding.h5"),
+        ],
+        [
+            prep,
+            "uv-resample",
+            "--model",
+            str(folder / "model.h5"),
+            "--uv",
+            str(folder / "embedding.h5"),
+            "--res",
+            "112",
+            "--out",
+            str(grid),
+        ],
     ]
     try:
         for cmd in steps:
@@ -58,13 +83,19 @@ def build_model(folder: Path) -> Path:
         return grid
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
         detail = getattr(e, "stderr", "") or str(e)
-        print(f"bfm-prep pipeline unavailable ({detail.strip().splitlines()[-1:]}); "
-              "using model_112.mat", file=sys.stderr)
+        print(
+            f"bfm-prep pipeline unavailable ({detail.strip().splitlines()[-1:]}); "
+            "using model_112.mat",
+            file=sys.stderr,
+        )
     ref = Path(os.environ.get("STN_REFERENCE", REPO.parent / "shared" / "reference"))
     mat = ref / "3dmmasstn" / "model_112.mat"
     anl = ref / "3dmmasstn" / "landmarks" / "Landmarks21_112.anl"
-    subprocess.run([prep, "import-matlab", str(mat), "--out", str(grid),
-                    "--landmarks", f"aflw21={anl}"], check=True, capture_output=True)
+    subprocess.run(
+        [prep, "import-matlab", str(mat), "--out", str(grid), "--landmarks", f"aflw21={anl}"],
+        check=True,
+        capture_output=True,
+    )
     return grid
 
 
@@ -129,9 +160,12 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         barrier = ctx.Barrier(args.cores)
         queue = ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(model_path, b, args.repeats,
-                                                   (1 + i) * 10_000, barrier, queue))
-                 for i in range(args.cores)]
+        procs = [
+            ctx.Process(
+                target=_worker, args=(model_path, b, args.repeats, (1 + i) * 10_000, barrier, queue)
+            )
+            for i in range(args.cores)
+        ]
         for p in procs:
             p.start()
         results = [queue.get() for _ in procs]
@@ -144,8 +178,10 @@ def main() -> None:
 
         torch.set_num_threads(1)
         cpu = _time_batches(ds, b, args.repeats, 500_000, time.thread_time)
-        print(f"cpu: {b / cpu:7.1f} images per CPU-second x {args.cores} cores = "
-              f"{args.cores * b / cpu:7.1f} images/s")
+        print(
+            f"cpu: {b / cpu:7.1f} images per CPU-second x {args.cores} cores = "
+            f"{args.cores * b / cpu:7.1f} images/s"
+        )
         print(f"load average after: {os.getloadavg()}")
     finally:
         if tmp is not None:

@@ -55,7 +55,6 @@ def load_demo(reference: Path):
     reference folder. Raises FileNotFoundError naming the missing files."""
     import scipy.io as sio
     import torch
-
     from stn_core import UVGridModel
     from stn_core.conventions import labels_from_original
 
@@ -64,9 +63,13 @@ def load_demo(reference: Path):
         raise FileNotFoundError("missing: " + ", ".join(missing))
     m = sio.loadmat(reference / FILES["model"])
     model = UVGridModel.from_arrays(
-        m["shapeMU"], m["shapePC"], m["faces"].astype(np.int64) - 1, res=112,
+        m["shapeMU"],
+        m["shapePC"],
+        m["faces"].astype(np.int64) - 1,
+        res=112,
         landmarks={"aflw21": read_anl(reference / FILES["landmarks"])},
-        n_identity=5, source=str(reference / FILES["model"]),
+        n_identity=5,
+        source=str(reference / FILES["model"]),
     )
     d = sio.loadmat(reference / FILES["data"])
     images = np.ascontiguousarray(d["Images"].transpose(3, 2, 0, 1)) / 255.0  # N C H W
@@ -76,8 +79,9 @@ def load_demo(reference: Path):
     return model, torch.as_tensor(images, dtype=torch.float32), points
 
 
-def time_fit_landmarks(reference: Path | None = None, repeats: int = 50, threads: int = 2,
-                       **fit_kwargs) -> dict:
+def time_fit_landmarks(
+    reference: Path | None = None, repeats: int = 50, threads: int = 2, **fit_kwargs
+) -> dict:
     """Time fit_landmarks on the six demo images (CPU, torch set to ``threads`` threads;
     fit_landmarks' own ``cpu_threads`` default, 1, applies unless given in ``fit_kwargs``).
 
@@ -86,7 +90,6 @@ def time_fit_landmarks(reference: Path | None = None, repeats: int = 50, threads
     the reference data is absent.
     """
     import torch
-
     from stn_core.fitting import fit_landmarks
 
     model, _, points = load_demo(reference or default_reference())
@@ -103,9 +106,13 @@ def time_fit_landmarks(reference: Path | None = None, repeats: int = 50, threads
         torch.set_num_threads(old)
     times.sort()
     return {
-        "median_s": times[len(times) // 2], "min_s": times[0], "repeats": repeats,
-        "threads": threads, "n_images": len(points),
-        "errors_px": [float(e) for e in fit.error_px], "mean_error_px": float(fit.error_px.mean()),
+        "median_s": times[len(times) // 2],
+        "min_s": times[0],
+        "repeats": repeats,
+        "threads": threads,
+        "n_images": len(points),
+        "errors_px": [float(e) for e in fit.error_px],
+        "mean_error_px": float(fit.error_px.mean()),
     }
 
 
@@ -118,8 +125,9 @@ def draw(path: Path, image, observed, fitted, flattened, vis, masked, title: str
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     ax = axes[0]
     ax.imshow(np.clip(image.transpose(1, 2, 0), 0, 1))
-    ax.plot(observed[:, 0], observed[:, 1], "o", ms=6, mfc="none", mec="lime", mew=1.5,
-            label="observed")
+    ax.plot(
+        observed[:, 0], observed[:, 1], "o", ms=6, mfc="none", mec="lime", mew=1.5, label="observed"
+    )
     ax.plot(fitted[:, 0], fitted[:, 1], "x", ms=6, color="red", mew=1.5, label="fitted")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -140,42 +148,63 @@ def draw(path: Path, image, observed, fitted, flattened, vis, masked, title: str
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("out/demo_landmark_fit"))
-    ap.add_argument("--reference", type=Path, default=None,
-                    help="folder holding 3dmmasstn/ (default: $STN_REFERENCE or "
-                    "../shared/reference beside the repository)")
-    ap.add_argument("--prior-weight", type=float, default=None,
-                    help="fit_landmarks prior weight (default: the library's)")
-    ap.add_argument("--bench", type=int, default=0, metavar="N",
-                    help="only time fit_landmarks over N repeats (no pictures)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's; --bench: 2)")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="folder holding 3dmmasstn/ (default: $STN_REFERENCE or "
+        "../shared/reference beside the repository)",
+    )
+    ap.add_argument(
+        "--prior-weight",
+        type=float,
+        default=None,
+        help="fit_landmarks prior weight (default: the library's)",
+    )
+    ap.add_argument(
+        "--bench",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time fit_landmarks over N repeats (no pictures)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's; --bench: 2)"
+    )
     args = ap.parse_args(argv)
 
     import torch
-
     from stn_core import STN
     from stn_core.fitting import fit_landmarks
 
     reference = args.reference or default_reference()
     if args.bench:
         try:
-            r = time_fit_landmarks(reference, args.bench, args.threads or 2, **(
-                {} if args.prior_weight is None else {"prior_weight": args.prior_weight}))
+            r = time_fit_landmarks(
+                reference,
+                args.bench,
+                args.threads or 2,
+                **({} if args.prior_weight is None else {"prior_weight": args.prior_weight}),
+            )
         except FileNotFoundError as e:
             print(f"The original's demo data is absent ({e}).", file=sys.stderr)
             return 2
-        print(f"fit_landmarks, {r['n_images']} demo images, torch threads {r['threads']}: median "
-              f"{r['median_s'] * 1000:.1f} ms, min {r['min_s'] * 1000:.1f} ms over "
-              f"{r['repeats']} runs; mean error {r['mean_error_px']:.3f} px")
+        print(
+            f"fit_landmarks, {r['n_images']} demo images, torch threads {r['threads']}: median "
+            f"{r['median_s'] * 1000:.1f} ms, min {r['min_s'] * 1000:.1f} ms over "
+            f"{r['repeats']} runs; mean error {r['mean_error_px']:.3f} px"
+        )
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         model, images, points = load_demo(reference)
     except FileNotFoundError as e:
-        print(f"The original's demo data is absent, nothing to do ({e}).\n"
-              f"Pass --reference DIR (the folder holding 3dmmasstn/) or set STN_REFERENCE.",
-              file=sys.stderr)
+        print(
+            f"The original's demo data is absent, nothing to do ({e}).\n"
+            f"Pass --reference DIR (the folder holding 3dmmasstn/) or set STN_REFERENCE.",
+            file=sys.stderr,
+        )
         return 2
 
     kw = {} if args.prior_weight is None else {"prior_weight": args.prior_weight}
@@ -187,21 +216,30 @@ def main(argv=None) -> int:
     with torch.no_grad():
         out = STN(model)(images, fit.theta.float())
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"fit_landmarks: {len(points)} images in {elapsed * 1000:.1f} ms "
-          f"(torch set to {torch.get_num_threads()} CPU threads; fit_landmarks' default "
-          "cpu_threads=1 runs the fit itself on one)")
+    print(
+        f"fit_landmarks: {len(points)} images in {elapsed * 1000:.1f} ms "
+        f"(torch set to {torch.get_num_threads()} CPU threads; fit_landmarks' default "
+        "cpu_threads=1 runs the fit itself on one)"
+    )
     paths = []
     for i in range(len(points)):
         err = float(fit.error_px[i])
         path = args.out / f"demo_{i + 1}.png"
         draw(
-            path, images[i].numpy(), points[i].numpy(), fit.points[i].double().numpy(),
-            out.flattened[i].numpy(), out.visibility[i, 0].numpy(), out.masked[i].numpy(),
+            path,
+            images[i].numpy(),
+            points[i].numpy(),
+            fit.points[i].double().numpy(),
+            out.flattened[i].numpy(),
+            out.visibility[i, 0].numpy(),
+            out.masked[i].numpy(),
             f"image {i + 1}: landmark error {err:.2f} px",
         )
         paths.append(path)
-        print(f"  image {i + 1}: error {err:.3f} px, {int(fit.n_iter[i])} iterations "
-              f"({fit.status[i]}), |alpha| = {float(fit.theta[i, 6:].norm()):.2f} -> {path}")
+        print(
+            f"  image {i + 1}: error {err:.3f} px, {int(fit.n_iter[i])} iterations "
+            f"({fit.status[i]}), |alpha| = {float(fit.theta[i, 6:].norm()):.2f} -> {path}"
+        )
     print(f"mean landmark error {float(fit.error_px.mean()):.3f} px; pictures in {args.out}")
     return 0
 

@@ -48,8 +48,10 @@ def tool_path(name: str) -> Path:
 def toolchain_available() -> tuple[bool, str]:
     """(True, "") when triton, its NVIDIA backend and its binaries are here; else (False, why)."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return False, ("TRITON_INTERPRET is set: triton's jit functions are interpreted in this "
-                       "process; run without it")
+        return False, (
+            "TRITON_INTERPRET is set: triton's jit functions are interpreted in this "
+            "process; run without it"
+        )
     try:
         import triton  # noqa: F401
         from triton.backends.compiler import GPUTarget  # noqa: F401
@@ -75,8 +77,9 @@ def signature(kernel, pointer_types: dict, constexprs: dict) -> dict:
     return sig
 
 
-def compile_kernel(kernel, arch: int, pointer_types: dict, constexprs: dict,
-                   num_warps: int) -> dict:
+def compile_kernel(
+    kernel, arch: int, pointer_types: dict, constexprs: dict, num_warps: int
+) -> dict:
     """Compile one variant to a cubin for ``sm_<arch>``; return its resource usage.
 
     Returns dict(regs, local, shared, stack, occupancy) (bytes for memories; occupancy as in
@@ -87,24 +90,37 @@ def compile_kernel(kernel, arch: int, pointer_types: dict, constexprs: dict,
     from triton.compiler import ASTSource
 
     if not isinstance(kernel, triton.runtime.jit.JITFunction):
-        raise RuntimeError("the kernels were built for the Triton interpreter (triton was "
-                           "imported under TRITON_INTERPRET=1); compile in a fresh process")
+        raise RuntimeError(
+            "the kernels were built for the Triton interpreter (triton was "
+            "imported under TRITON_INTERPRET=1); compile in a fresh process"
+        )
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silence triton 3.9's notice
     src = ASTSource(kernel, signature(kernel, pointer_types, constexprs), constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=num_warps))
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
-        report = subprocess.run([str(tool_path("cuobjdump")), "--dump-resource-usage", str(cubin)],
-                                capture_output=True, text=True, check=True).stdout
+        report = subprocess.run(
+            [str(tool_path("cuobjdump")), "--dump-resource-usage", str(cubin)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     line = next(ln for ln in report.splitlines() if "REG:" in ln)
-    usage = {key.lower(): int(val) for key, val in re.findall(r"\b(REG|LOCAL|SHARED|STACK):(\d+)",
-                                                               line)}
+    usage = {
+        key.lower(): int(val) for key, val in re.findall(r"\b(REG|LOCAL|SHARED|STACK):(\d+)", line)
+    }
     regs_per_warp = -(-usage["reg"] * 32 // 256) * 256
     usage["occupancy"] = REGISTERS_PER_SM // (regs_per_warp * num_warps)
-    return dict(regs=usage["reg"], local=usage["local"], shared=usage["shared"],
-                stack=usage["stack"], occupancy=usage["occupancy"])
+    return dict(
+        regs=usage["reg"],
+        local=usage["local"],
+        shared=usage["shared"],
+        stack=usage["stack"],
+        occupancy=usage["occupancy"],
+    )
 
 
 def variants(block_ks=None):
@@ -113,15 +129,23 @@ def variants(block_ks=None):
 
     block_ks = block_ks or sorted({tk._block_k(k) for k in (1, 2, 3, 10, 199)})
     for img, has_mask, bk in itertools.product(IMAGE_DTYPES, (True, False), block_ks):
-        yield (f"forward  {img} mask={int(has_mask)} BLOCK_K={bk}", tk._stn_fwd_kernel,
-               {"img_ptr": "*" + img, "out_ptr": "*" + img},
-               dict(HAS_MASK=has_mask, BLOCK_N=tk.FWD_BLOCK_N, BLOCK_K=bk), tk.FWD_NUM_WARPS)
-    for img, has_mask, dimg, bk in itertools.product(IMAGE_DTYPES, (True, False), (True, False),
-                                                     block_ks):
-        yield (f"backward {img} mask={int(has_mask)} d_img={int(dimg)} BLOCK_K={bk}",
-               tk._stn_bwd_kernel, {"img_ptr": "*" + img, "grad_ptr": "*" + img},
-               dict(HAS_MASK=has_mask, NEED_DIMG=dimg, BLOCK_N=tk.BWD_BLOCK_N, BLOCK_K=bk),
-               tk.BWD_NUM_WARPS)
+        yield (
+            f"forward  {img} mask={int(has_mask)} BLOCK_K={bk}",
+            tk._stn_fwd_kernel,
+            {"img_ptr": "*" + img, "out_ptr": "*" + img},
+            dict(HAS_MASK=has_mask, BLOCK_N=tk.FWD_BLOCK_N, BLOCK_K=bk),
+            tk.FWD_NUM_WARPS,
+        )
+    for img, has_mask, dimg, bk in itertools.product(
+        IMAGE_DTYPES, (True, False), (True, False), block_ks
+    ):
+        yield (
+            f"backward {img} mask={int(has_mask)} d_img={int(dimg)} BLOCK_K={bk}",
+            tk._stn_bwd_kernel,
+            {"img_ptr": "*" + img, "grad_ptr": "*" + img},
+            dict(HAS_MASK=has_mask, NEED_DIMG=dimg, BLOCK_N=tk.BWD_BLOCK_N, BLOCK_K=bk),
+            tk.BWD_NUM_WARPS,
+        )
 
 
 def compile_cases(cases) -> list[dict]:
@@ -134,8 +158,11 @@ def compile_cases(cases) -> list[dict]:
     for arch, kernel, image, constexprs in cases:
         found = None
         for name, fn, ptrs, consts, warps in variants(block_ks=[constexprs["BLOCK_K"]]):
-            if (name.startswith(kernel) and ptrs["img_ptr"] == "*" + image
-                    and all(consts[k] == v for k, v in constexprs.items())):
+            if (
+                name.startswith(kernel)
+                and ptrs["img_ptr"] == "*" + image
+                and all(consts[k] == v for k, v in constexprs.items())
+            ):
                 found = fn, ptrs, consts, warps
                 break
         if found is None:
@@ -150,10 +177,20 @@ def compile_cases(cases) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", type=int, nargs="+", default=list(ARCHS),
-                   help="compute capabilities, e.g. 80 (A100), 90 (H100, H200); default 80 90")
-    p.add_argument("--block-k", type=int, nargs="+", default=None,
-                   help="BLOCK_K values (powers of two; default: those the launchers use)")
+    p.add_argument(
+        "--arch",
+        type=int,
+        nargs="+",
+        default=list(ARCHS),
+        help="compute capabilities, e.g. 80 (A100), 90 (H100, H200); default 80 90",
+    )
+    p.add_argument(
+        "--block-k",
+        type=int,
+        nargs="+",
+        default=None,
+        help="BLOCK_K values (powers of two; default: those the launchers use)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     ok, why = toolchain_available()
@@ -167,8 +204,11 @@ def main(argv=None) -> int:
         for name, kernel, ptrs, consts, warps in variants(args.block_k):
             u = compile_kernel(kernel, arch, ptrs, consts, warps)
             rows.append(dict(arch=arch, variant=name, **u))
-            print(f"| sm_{arch:<3} | {name:<44} | {u['regs']:>4} | {u['local']:>16} | "
-                  f"{u['shared']:>8} | {u['occupancy']:>9} |", flush=True)
+            print(
+                f"| sm_{arch:<3} | {name:<44} | {u['regs']:>4} | {u['local']:>16} | "
+                f"{u['shared']:>8} | {u['occupancy']:>9} |",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

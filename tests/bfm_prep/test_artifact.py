@@ -8,7 +8,6 @@ import os
 import h5py
 import numpy as np
 import pytest
-
 from bfm_prep.artifact import (
     FORMAT_GRID,
     UVEmbedding,
@@ -24,6 +23,7 @@ from bfm_prep.artifact import (
 )
 from bfm_prep.errors import PrepError
 from bfm_prep.model import MorphableModel
+
 from tests.tolerances import ARTIFACT_RTOL
 
 
@@ -50,13 +50,21 @@ def _random_model(rng, n=17, k_id=3, k_exp=2, kc=4, color=True):
 
 
 def _assert_models_equal(a: MorphableModel, b: MorphableModel):
-    for name in ("shape_mean", "shape_basis", "shape_std", "color_mean", "color_basis", "color_std"):
+    for name in (
+        "shape_mean",
+        "shape_basis",
+        "shape_std",
+        "color_mean",
+        "color_basis",
+        "color_std",
+    ):
         x, y = getattr(a, name), getattr(b, name)
         if x is None:
             assert y is None, name
             continue
-        np.testing.assert_allclose(y, x, rtol=ARTIFACT_RTOL, atol=ARTIFACT_RTOL * np.abs(x).max(),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            y, x, rtol=ARTIFACT_RTOL, atol=ARTIFACT_RTOL * np.abs(x).max(), err_msg=name
+        )
     assert a.shape_kind == b.shape_kind
     np.testing.assert_array_equal(a.faces, b.faces)
     assert b.faces.dtype == np.int64
@@ -79,7 +87,8 @@ class TestModelArtifact:
         assert back.provenance["parameters"] == {"n_shape": 3, "note": "test"}
         # sha256 of b"abc", computed independently of the code under test
         assert back.provenance["inputs"]["bfm"]["sha256"] == (
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        )
         with h5py.File(path, "r") as f:
             assert f.attrs["units"] == "mm"
             assert f["shape"].attrs["n_identity"] == 3
@@ -151,8 +160,10 @@ class TestUVAndGrid:
     def test_uv_round_trip(self, tmp_path):
         rng = np.random.default_rng()
         emb = UVEmbedding(
-            uv=rng.uniform(0, 1, (9, 2)), faces=np.array([[0, 1, 2], [2, 3, 4]]),
-            mirror=rng.permutation(9), symmetry_line=np.array([0, 4, 8]),
+            uv=rng.uniform(0, 1, (9, 2)),
+            faces=np.array([[0, 1, 2], [2, 3, 4]]),
+            mirror=rng.permutation(9),
+            symmetry_line=np.array([0, 4, 8]),
             plane=np.array([1.0, 0, 0, 0.25]),
             checks={"flipped_triangles": 0, "symmetry_error": 1e-13},
             provenance={"inputs": {}, "parameters": {"symmetry": "auto"}},
@@ -192,14 +203,20 @@ class TestModelValidation:
         rng = np.random.default_rng()
         m = _random_model(rng)
         with pytest.raises(PrepError, match="faces index vertices"):
-            MorphableModel(m.shape_mean, m.shape_basis, m.shape_std, m.shape_kind,
-                           faces=np.array([[0, 1, m.n_vertices]]))
+            MorphableModel(
+                m.shape_mean,
+                m.shape_basis,
+                m.shape_std,
+                m.shape_kind,
+                faces=np.array([[0, 1, m.n_vertices]]),
+            )
 
     def test_unknown_kind(self):
         m = _random_model(np.random.default_rng())
         with pytest.raises(PrepError, match="unknown kinds"):
-            MorphableModel(m.shape_mean, m.shape_basis, m.shape_std,
-                           ["identity"] * 4 + ["pose"], m.faces)
+            MorphableModel(
+                m.shape_mean, m.shape_basis, m.shape_std, ["identity"] * 4 + ["pose"], m.faces
+            )
 
     def test_shape_evaluation(self):
         rng = np.random.default_rng()

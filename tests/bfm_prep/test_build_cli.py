@@ -67,22 +67,29 @@ def write_inputs(folder: Path, seed: int = 0) -> dict:
         "mapping": folder / "map_tddfa_to_basel.mat",
         "lm5": folder / "Landmarks5.anl",
     }
-    scipy.io.savemat(files["bfm"], {
-        "shapeMU": (1000.0 * V).reshape(-1, 1).astype(np.float32),
-        "shapePC": q.astype(np.float32),
-        "shapeEV": ev.reshape(-1, 1).astype(np.float32),
-        "texMU": rng.uniform(50, 200, (3 * n, 1)).astype(np.float32),
-        "texPC": tq.astype(np.float32),
-        "texEV": rng.uniform(5, 30, (K_COL, 1)).astype(np.float32),
-        "tl": (F + 1).astype(np.float64),
-    })
-    scipy.io.savemat(files["expression"], {
-        "w_exp": w_exp.astype(np.float32),
-        "mu_exp": np.zeros((3 * mapped.size, 1), np.float32),
-        "sigma_exp": np.ones((K_EXP, 1), np.float32),
-    })
-    scipy.io.savemat(files["mapping"],
-                     {"map_tddfa_to_basel": mapped.reshape(1, -1).astype(np.uint16)})
+    scipy.io.savemat(
+        files["bfm"],
+        {
+            "shapeMU": (1000.0 * V).reshape(-1, 1).astype(np.float32),
+            "shapePC": q.astype(np.float32),
+            "shapeEV": ev.reshape(-1, 1).astype(np.float32),
+            "texMU": rng.uniform(50, 200, (3 * n, 1)).astype(np.float32),
+            "texPC": tq.astype(np.float32),
+            "texEV": rng.uniform(5, 30, (K_COL, 1)).astype(np.float32),
+            "tl": (F + 1).astype(np.float64),
+        },
+    )
+    scipy.io.savemat(
+        files["expression"],
+        {
+            "w_exp": w_exp.astype(np.float32),
+            "mu_exp": np.zeros((3 * mapped.size, 1), np.float32),
+            "sigma_exp": np.ones((K_EXP, 1), np.float32),
+        },
+    )
+    scipy.io.savemat(
+        files["mapping"], {"map_tddfa_to_basel": mapped.reshape(1, -1).astype(np.uint16)}
+    )
     lm5 = np.array([0, 6, 84, 162, 168])
     files["lm5"].write_text("% five landmarks, 1-based\n" + "".join(f"{i + 1}\n" for i in lm5))
     truth = dict(V=V, F=F, mapped=mapped, q=q, ev=ev, w_exp=w_exp, lm5=lm5)
@@ -95,8 +102,18 @@ def inputs(tmp_path):
 
 
 def cli_args(inp: dict, out: Path, *extra: str) -> list[str]:
-    return ["build-expression", "--bfm", inp["bfm"], "--expression", inp["expression"],
-            "--mapping", inp["mapping"], *extra, "--out", str(out)]
+    return [
+        "build-expression",
+        "--bfm",
+        inp["bfm"],
+        "--expression",
+        inp["expression"],
+        "--mapping",
+        inp["mapping"],
+        *extra,
+        "--out",
+        str(out),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,15 +123,23 @@ def cli_args(inp: dict, out: Path, *extra: str) -> list[str]:
 def test_build_model_scales_identity_transfers_expression_and_records_provenance(inputs):
     t = inputs["truth"]
     diag: dict = {}
-    m = build_model(inputs["bfm"], inputs["expression"], inputs["mapping"], n_shape=K_ID,
-                    n_exp=K_EXP, landmarks={"lm5": inputs["lm5"]}, diagnostics=diag)
+    m = build_model(
+        inputs["bfm"],
+        inputs["expression"],
+        inputs["mapping"],
+        n_shape=K_ID,
+        n_exp=K_EXP,
+        landmarks={"lm5": inputs["lm5"]},
+        diagnostics=diag,
+    )
     n = t["V"].shape[0]
     assert m.shape_basis.shape == (n, 3, K_ID + K_EXP)
     assert m.shape_kind == [IDENTITY] * K_ID + [EXPRESSION] * K_EXP
     # identity: unit component times its standard deviation, micrometres -> mm
     expected_id = (t["q"] * t["ev"]).reshape(n, 3, K_ID) / 1000.0
-    np.testing.assert_allclose(m.shape_basis[..., :K_ID], expected_id,
-                               rtol=TOL[np.float32][0] * 10, atol=1e-6)
+    np.testing.assert_allclose(
+        m.shape_basis[..., :K_ID], expected_id, rtol=TOL[np.float32][0] * 10, atol=1e-6
+    )
     np.testing.assert_allclose(m.shape_std[:K_ID], t["ev"] / 1000.0, rtol=TOL[np.float32][0])
     np.testing.assert_allclose(m.shape_std[K_ID:], 1.0)  # 3DDFA components used as stored
     np.testing.assert_allclose(m.shape_mean, t["V"], rtol=TOL[np.float32][0], atol=1e-4)
@@ -133,8 +158,12 @@ def test_build_model_scales_identity_transfers_expression_and_records_provenance
     np.testing.assert_array_equal(m.landmarks["lm5"], t["lm5"])
     # provenance: every input's SHA-256, every parameter
     ins = m.provenance["inputs"]
-    for key, label in [("bfm", "bfm"), ("expression", "expression"), ("mapping", "mapping"),
-                       ("lm5", "landmarks/lm5")]:
+    for key, label in [
+        ("bfm", "bfm"),
+        ("expression", "expression"),
+        ("mapping", "mapping"),
+        ("lm5", "landmarks/lm5"),
+    ]:
         assert ins[label]["sha256"] == sha256_file(inputs[key])
     p = m.provenance["parameters"]
     assert p["n_shape"] == K_ID and p["n_exp"] == K_EXP and p["expression_source"] == "3ddfa"
@@ -144,8 +173,9 @@ def test_build_model_scales_identity_transfers_expression_and_records_provenance
 
 def test_build_model_hard_constraint_keeps_3ddfa_values_exactly(inputs):
     t = inputs["truth"]
-    m = build_model(inputs["bfm"], inputs["expression"], inputs["mapping"], n_shape=2, n_exp=3,
-                    weight=math.inf)
+    m = build_model(
+        inputs["bfm"], inputs["expression"], inputs["mapping"], n_shape=2, n_exp=3, weight=math.inf
+    )
     w = t["w_exp"].reshape(-1, 3, K_EXP)[:, :, :3].astype(np.float32).astype(np.float64) / 1000.0
     np.testing.assert_allclose(m.shape_basis[t["mapped"], :, 2:], w, rtol=RTOL, atol=ATOL)
     assert m.provenance["parameters"]["transfer"]["weight"] == "inf"
@@ -171,8 +201,9 @@ def test_build_model_with_coarsedata_scales_by_std(tmp_path, inputs):
     t = inputs["truth"]
     std = np.linspace(40000.0, 1000.0, 9)  # micrometres, like the real std_exp.txt
     bin_path, std_path = write_coarsedata(tmp_path, t, 9, std)
-    m = build_model(inputs["bfm"], bin_path, inputs["mapping"], std_path, n_shape=2, n_exp=9,
-                    weight=math.inf)
+    m = build_model(
+        inputs["bfm"], bin_path, inputs["mapping"], std_path, n_shape=2, n_exp=9, weight=math.inf
+    )
     assert m.shape_kind == [IDENTITY] * 2 + [EXPRESSION] * 9
     np.testing.assert_allclose(m.shape_std[2:], std / 1000.0, rtol=TOL[np.float32][0])
     # a unit-norm component times its std: the transferred component's norm over the mapped
@@ -193,8 +224,14 @@ def test_all_79_coarsedata_components_with_the_real_std_file(tmp_path, inputs):
     std = np.loadtxt(reference_file("coarsedata/std_exp.txt")).reshape(-1)
     assert std.size == 79
     bin_path, _ = write_coarsedata(tmp_path, inputs["truth"], 79, std)
-    m = build_model(inputs["bfm"], bin_path, inputs["mapping"],
-                    reference_file("coarsedata/std_exp.txt"), n_shape=K_ID, n_exp=79)
+    m = build_model(
+        inputs["bfm"],
+        bin_path,
+        inputs["mapping"],
+        reference_file("coarsedata/std_exp.txt"),
+        n_shape=K_ID,
+        n_exp=79,
+    )
     assert m.n_identity == K_ID and m.n_expression == 79
     np.testing.assert_allclose(m.shape_std[K_ID:], std / 1000.0, rtol=TOL[np.float32][0])
 
@@ -236,16 +273,36 @@ def test_bfm2017_own_expression_model_refuses_a_second_one(tmp_path, inputs):
 def test_cli_end_to_end_writes_the_artifact_it_describes(inputs, tmp_path, capsys):
     out = tmp_path / "res" / "model.h5"
     code, stdout, stderr = run_cli(
-        cli_args(inputs, out, "--n-shape", str(K_ID), "--n-exp", str(K_EXP),
-                 "--landmarks", f"lm5={inputs['lm5']}"), capsys)
+        cli_args(
+            inputs,
+            out,
+            "--n-shape",
+            str(K_ID),
+            "--n-exp",
+            str(K_EXP),
+            "--landmarks",
+            f"lm5={inputs['lm5']}",
+        ),
+        capsys,
+    )
     assert code == 0, stderr
     assert f"Wrote {out.resolve()}" in stdout
     assert f"{K_ID} identity + {K_EXP} expression" in stdout
     m = read_model(out)
-    ref = build_model(inputs["bfm"], inputs["expression"], inputs["mapping"], n_shape=K_ID,
-                      n_exp=K_EXP, landmarks={"lm5": inputs["lm5"]})
-    np.testing.assert_allclose(m.shape_basis, ref.shape_basis, rtol=ARTIFACT_RTOL,
-                               atol=ARTIFACT_RTOL * np.abs(ref.shape_basis).max())
+    ref = build_model(
+        inputs["bfm"],
+        inputs["expression"],
+        inputs["mapping"],
+        n_shape=K_ID,
+        n_exp=K_EXP,
+        landmarks={"lm5": inputs["lm5"]},
+    )
+    np.testing.assert_allclose(
+        m.shape_basis,
+        ref.shape_basis,
+        rtol=ARTIFACT_RTOL,
+        atol=ARTIFACT_RTOL * np.abs(ref.shape_basis).max(),
+    )
     assert m.shape_kind == ref.shape_kind
     np.testing.assert_array_equal(m.faces, ref.faces)
     np.testing.assert_array_equal(m.landmarks["lm5"], ref.landmarks["lm5"])
@@ -256,8 +313,12 @@ def test_cli_end_to_end_writes_the_artifact_it_describes(inputs, tmp_path, capsy
 
 def test_cli_console_script_runs(inputs, tmp_path):
     out = tmp_path / "model.h5"
-    r = subprocess.run([sys.executable, "-m", "bfm_prep", *cli_args(inputs, out, "--n-exp", "2")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "bfm_prep", *cli_args(inputs, out, "--n-exp", "2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert out.is_file() and "Wrote" in r.stdout
 
@@ -265,14 +326,32 @@ def test_cli_console_script_runs(inputs, tmp_path):
 def test_cli_on_the_synthetic_model(tmp_path, capsys):
     from bfm_prep.synth import write_synthetic
 
-    files = write_synthetic(tmp_path / "synth", seed=0, n_vertices=2000, n_shape=20, n_color=5,
-                            n_exp=12)
+    files = write_synthetic(
+        tmp_path / "synth", seed=0, n_vertices=2000, n_shape=20, n_color=5, n_exp=12
+    )
     out = tmp_path / "model.h5"
     code, stdout, stderr = run_cli(
-        ["build-expression", "--bfm", str(files["bfm"]), "--expression", str(files["expression"]),
-         "--mapping", str(files["mapping"]), "--landmarks", f"aflw21={files['aflw21']}",
-         "--landmarks", f"ibug68={files['ibug68']}", "--n-shape", "20", "--n-exp", "12",
-         "--out", str(out)], capsys)
+        [
+            "build-expression",
+            "--bfm",
+            str(files["bfm"]),
+            "--expression",
+            str(files["expression"]),
+            "--mapping",
+            str(files["mapping"]),
+            "--landmarks",
+            f"aflw21={files['aflw21']}",
+            "--landmarks",
+            f"ibug68={files['ibug68']}",
+            "--n-shape",
+            "20",
+            "--n-exp",
+            "12",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     m = read_model(out)
     assert m.n_identity == 20 and m.n_expression == 12 and m.color_basis.shape[2] == 5
@@ -348,8 +427,15 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_file(case, match, inputs, tm
     elif case == "expression_is_mapping":
         inp["expression"] = inp["mapping"]
     elif case == "expression_without_mapping":
-        argv = ["build-expression", "--bfm", inp["bfm"], "--expression", inp["expression"],
-                "--out", str(out)]
+        argv = [
+            "build-expression",
+            "--bfm",
+            inp["bfm"],
+            "--expression",
+            inp["expression"],
+            "--out",
+            str(out),
+        ]
     elif case == "n_exp_without_expression":
         argv = ["build-expression", "--bfm", inp["bfm"], "--n-exp", "3", "--out", str(out)]
     elif case == "bad_landmark_option":

@@ -42,9 +42,14 @@ def files(tmp_path):
     uv, faces = square_mesh(9, seed=3)
     m = make_model(uv, faces, landmarks={"own": [0, 5]})
     write_model(tmp_path / "model.h5", m)
-    emb = UVEmbedding(uv=uv, faces=faces, mirror=np.arange(len(uv)),
-                      symmetry_line=np.zeros(0, int), plane=np.array([1.0, 0, 0, 0]),
-                      checks={"flipped_triangles": 0})
+    emb = UVEmbedding(
+        uv=uv,
+        faces=faces,
+        mirror=np.arange(len(uv)),
+        symmetry_line=np.zeros(0, int),
+        plane=np.array([1.0, 0, 0, 0]),
+        checks={"flipped_triangles": 0},
+    )
     write_uv(tmp_path / "uv.h5", emb)
     write_grid(tmp_path / "grid.h5", resample_to_grid(m, uv, 12))
     data = (tmp_path / "model.h5").read_bytes()
@@ -65,16 +70,26 @@ def bad_path(d: Path, kind: str, name: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", BAD_PARENTS)
-@pytest.mark.parametrize("command", ["build-expression", "uv-embed", "uv-resample",
-                                     "import-matlab", "plot", "synth"])
+@pytest.mark.parametrize(
+    "command", ["build-expression", "uv-embed", "uv-resample", "import-matlab", "plot", "synth"]
+)
 def test_unwritable_output_path_one_line_exit_2(files, capsys, command, kind):
     d = files
     out = bad_path(d, kind, "x.h5")
     args = {
         "build-expression": ["build-expression", "--bfm", d / "missing.mat", "--out", out],
         "uv-embed": ["uv-embed", "--model", d / "model.h5", "--out", out],
-        "uv-resample": ["uv-resample", "--model", d / "model.h5", "--uv", d / "uv.h5",
-                        "--res", "8", "--out", out],
+        "uv-resample": [
+            "uv-resample",
+            "--model",
+            d / "model.h5",
+            "--uv",
+            d / "uv.h5",
+            "--res",
+            "8",
+            "--out",
+            out,
+        ],
         "import-matlab": ["import-matlab", d / "missing.mat", "--out", out],
         "plot": ["plot", d / "model.h5", "--out", out],
         "synth": ["synth", out],
@@ -87,8 +102,18 @@ def test_unwritable_output_path_one_line_exit_2(files, capsys, command, kind):
 
 def test_output_folder_made_when_missing(files, capsys):
     out = files / "new" / "deeper" / "g.h5"
-    code, _, err = run("uv-resample", "--model", files / "model.h5", "--uv", files / "uv.h5",
-                       "--res", "8", "--out", out, capsys=capsys)
+    code, _, err = run(
+        "uv-resample",
+        "--model",
+        files / "model.h5",
+        "--uv",
+        files / "uv.h5",
+        "--res",
+        "8",
+        "--out",
+        out,
+        capsys=capsys,
+    )
     assert code == 0, err
     assert out.is_file()
 
@@ -100,8 +125,18 @@ def test_safety_net_turns_a_path_error_into_one_line(files, capsys, monkeypatch)
         raise PermissionError(13, "Permission denied", "/somewhere/grid.h5")
 
     monkeypatch.setattr(bfm_prep.artifact, "write_grid", denied)
-    code, _, err = run("uv-resample", "--model", files / "model.h5", "--uv", files / "uv.h5",
-                       "--res", "8", "--out", files / "g.h5", capsys=capsys)
+    code, _, err = run(
+        "uv-resample",
+        "--model",
+        files / "model.h5",
+        "--uv",
+        files / "uv.h5",
+        "--res",
+        "8",
+        "--out",
+        files / "g.h5",
+        capsys=capsys,
+    )
     assert_one_line_error(code, err, "/somewhere/grid.h5: permission denied")
 
 
@@ -114,8 +149,19 @@ def test_safety_net_keeps_the_traceback_of_a_bug(files, monkeypatch, exc):
 
     monkeypatch.setattr(bfm_prep.artifact, "write_grid", broken)
     with pytest.raises(type(exc)):
-        main(["uv-resample", "--model", str(files / "model.h5"), "--uv", str(files / "uv.h5"),
-              "--res", "8", "--out", str(files / "g.h5")])
+        main(
+            [
+                "uv-resample",
+                "--model",
+                str(files / "model.h5"),
+                "--uv",
+                str(files / "uv.h5"),
+                "--res",
+                "8",
+                "--out",
+                str(files / "g.h5"),
+            ]
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +173,9 @@ def test_safety_net_keeps_the_traceback_of_a_bug(files, monkeypatch, exc):
 def test_uv_embed_bad_side_output_leaves_no_artifact(files, capsys, option, kind):
     out = files / "u1.h5"
     side = bad_path(files, kind, "side.png")
-    code, _, err = run("uv-embed", "--model", files / "model.h5", "--out", out, option, side,
-                       capsys=capsys)
+    code, _, err = run(
+        "uv-embed", "--model", files / "model.h5", "--out", out, option, side, capsys=capsys
+    )
     assert_one_line_error(code, err, f"{option} {side}")
     assert not out.exists()
 
@@ -146,16 +193,18 @@ def test_uv_embed_failing_picture_leaves_no_artifact(files, capsys, monkeypatch)
     V, F, _ = face_grid(eyes=True)
     mesh = write_ply(files / "face.ply", V, F)
     out = files / "u1.h5"
-    code, _, err = run("uv-embed", "--mesh", mesh, "--out", out, "--plot", files / "u.png",
-                       capsys=capsys)
+    code, _, err = run(
+        "uv-embed", "--mesh", mesh, "--out", out, "--plot", files / "u.png", capsys=capsys
+    )
     assert_one_line_error(code, err, "the picture failed")
     assert not out.exists()
 
 
 def test_two_outputs_on_one_path(files, capsys):
     out = files / "u1.h5"
-    code, _, err = run("uv-embed", "--model", files / "model.h5", "--out", out,
-                       "--save-pairs", out, capsys=capsys)
+    code, _, err = run(
+        "uv-embed", "--model", files / "model.h5", "--out", out, "--save-pairs", out, capsys=capsys
+    )
     assert_one_line_error(code, err, "--save-pairs", "--out")
     assert not out.exists()
 
@@ -164,16 +213,35 @@ def test_two_outputs_on_one_path(files, capsys):
 # 3. truncated HDF5 in every reader
 
 
-@pytest.mark.parametrize("command", ["plot", "uv-resample --uv", "uv-resample --model",
-                                     "uv-embed", "inspect"])
+@pytest.mark.parametrize(
+    "command", ["plot", "uv-resample --uv", "uv-resample --model", "uv-embed", "inspect"]
+)
 def test_truncated_h5_one_line(files, capsys, command):
     d, t = files, files / "trunc.h5"
     args = {
         "plot": ["plot", t, "--out", d / "pics"],
-        "uv-resample --uv": ["uv-resample", "--model", d / "model.h5", "--uv", t, "--res", "8",
-                             "--out", d / "g.h5"],
-        "uv-resample --model": ["uv-resample", "--model", t, "--uv", d / "uv.h5", "--res", "8",
-                                "--out", d / "g.h5"],
+        "uv-resample --uv": [
+            "uv-resample",
+            "--model",
+            d / "model.h5",
+            "--uv",
+            t,
+            "--res",
+            "8",
+            "--out",
+            d / "g.h5",
+        ],
+        "uv-resample --model": [
+            "uv-resample",
+            "--model",
+            t,
+            "--uv",
+            d / "uv.h5",
+            "--res",
+            "8",
+            "--out",
+            d / "g.h5",
+        ],
         "uv-embed": ["uv-embed", "--model", t, "--out", d / "g.h5"],
         "inspect": ["inspect", t],
     }[command]
@@ -208,11 +276,20 @@ def _damage(path: Path, how: str) -> str:
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize("artifact, how", [
-    ("model.h5", "no-basis"), ("model.h5", "faces-out-of-range"), ("model.h5", "version-2"),
-    ("grid.h5", "no-basis"), ("grid.h5", "faces-out-of-range"), ("grid.h5", "version-2"),
-    ("uv.h5", "faces-out-of-range"), ("uv.h5", "uv-mirror"), ("uv.h5", "version-2"),
-])
+@pytest.mark.parametrize(
+    "artifact, how",
+    [
+        ("model.h5", "no-basis"),
+        ("model.h5", "faces-out-of-range"),
+        ("model.h5", "version-2"),
+        ("grid.h5", "no-basis"),
+        ("grid.h5", "faces-out-of-range"),
+        ("grid.h5", "version-2"),
+        ("uv.h5", "faces-out-of-range"),
+        ("uv.h5", "uv-mirror"),
+        ("uv.h5", "version-2"),
+    ],
+)
 @pytest.mark.parametrize("command", ["inspect", "plot"])
 def test_damaged_artifact_exit_2_naming_the_file(files, capsys, artifact, how, command):
     p = files / f"damaged-{artifact}"
@@ -237,8 +314,18 @@ def test_inspect_good_artifacts_still_pass(files, capsys, artifact):
 
 def test_res_upper_bound_states_the_memory(files, capsys):
     out = files / "g.h5"
-    code, _, err = run("uv-resample", "--model", files / "model.h5", "--uv", files / "uv.h5",
-                       "--res", "100000", "--out", out, capsys=capsys)
+    code, _, err = run(
+        "uv-resample",
+        "--model",
+        files / "model.h5",
+        "--uv",
+        files / "uv.h5",
+        "--res",
+        "100000",
+        "--out",
+        out,
+        capsys=capsys,
+    )
     assert_one_line_error(code, err, "--res 100000 is too large", "GiB", f"R <= {MAX_RES}")
     assert not out.exists()
 
@@ -247,14 +334,14 @@ def test_res_upper_bound_in_the_library(files):
     from bfm_prep.artifact import read_model, read_uv
 
     with pytest.raises(PrepError, match="too large"):
-        resample_to_grid(read_model(files / "model.h5"), read_uv(files / "uv.h5").uv,
-                         MAX_RES + 1)
+        resample_to_grid(read_model(files / "model.h5"), read_uv(files / "uv.h5").uv, MAX_RES + 1)
 
 
 @pytest.mark.parametrize("samples", ["100000", "65", "-1"])
 def test_samples_bounds(files, capsys, samples):
-    code, _, err = run("plot", files / "model.h5", "--samples", samples, "--out",
-                       files / "pics", capsys=capsys)
+    code, _, err = run(
+        "plot", files / "model.h5", "--samples", samples, "--out", files / "pics", capsys=capsys
+    )
     assert_one_line_error(code, err, f"--samples {samples}", "0 to 64")
     assert not (files / "pics").exists()
 
@@ -268,8 +355,16 @@ def test_component_count_names_the_option(tmp_path, capsys):
     from tests.bfm_prep.test_io_formats import write_mat5
 
     bfm = write_mat5(tmp_path / "01_MorphableModel.mat", small_bfm())
-    code, _, err = run("build-expression", "--bfm", bfm, "--n-shape", "500", "--out",
-                       tmp_path / "m.h5", capsys=capsys)
+    code, _, err = run(
+        "build-expression",
+        "--bfm",
+        bfm,
+        "--n-shape",
+        "500",
+        "--out",
+        tmp_path / "m.h5",
+        capsys=capsys,
+    )
     assert_one_line_error(code, err, "--n-shape 500 asks for more identity components")
     assert "n_shape" not in err
 

@@ -30,10 +30,15 @@ def mesh_file(tmp_path):
 def test_mesh_to_uv_with_picture_and_pairs(mesh_file, tmp_path, capsys):
     path, V, F, mirror = mesh_file
     out, png, pairs = tmp_path / "out" / "uv.h5", tmp_path / "uv.png", tmp_path / "pairs.txt"
-    code, stdout, stderr = run_cli(["uv-embed", "--mesh", path, "--out", out, "--plot", png,
-                                    "--save-pairs", pairs], capsys)
+    code, stdout, stderr = run_cli(
+        ["uv-embed", "--mesh", path, "--out", out, "--plot", png, "--save-pairs", pairs], capsys
+    )
     assert code == 0, stderr
-    assert "flipped triangles 0" in stdout and "symmetry error" in stdout and "boundary error" in stdout
+    assert (
+        "flipped triangles 0" in stdout
+        and "symmetry error" in stdout
+        and "boundary error" in stdout
+    )
     emb = read_uv(out)
     check_embedding(emb, V, F)
     np.testing.assert_array_equal(emb.mirror, mirror)
@@ -42,7 +47,9 @@ def test_mesh_to_uv_with_picture_and_pairs(mesh_file, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     # the saved pairs reproduce the embedding exactly
     out2 = tmp_path / "uv2.h5"
-    code, stdout, stderr = run_cli(["uv-embed", "--mesh", path, "--symmetry", pairs, "--out", out2], capsys)
+    code, stdout, stderr = run_cli(
+        ["uv-embed", "--mesh", path, "--symmetry", pairs, "--out", out2], capsys
+    )
     assert code == 0, stderr
     assert "Symmetry (pairs)" in stdout
     np.testing.assert_array_equal(read_uv(out2).uv, emb.uv)
@@ -50,8 +57,13 @@ def test_mesh_to_uv_with_picture_and_pairs(mesh_file, tmp_path, capsys):
 
 def test_model_to_uv(tmp_path, capsys):
     V, F, _ = face_grid()
-    model = MorphableModel(shape_mean=V, shape_basis=np.zeros((len(V), 3, 2)), shape_std=np.ones(2),
-                           shape_kind=["identity", "expression"], faces=F)
+    model = MorphableModel(
+        shape_mean=V,
+        shape_basis=np.zeros((len(V), 3, 2)),
+        shape_std=np.ones(2),
+        shape_kind=["identity", "expression"],
+        faces=F,
+    )
     mpath = write_model(tmp_path / "model.h5", model)
     out = tmp_path / "uv.h5"
     code, _, stderr = run_cli(["uv-embed", "--model", mpath, "--out", out], capsys)
@@ -64,14 +76,20 @@ def test_model_to_uv(tmp_path, capsys):
 
 def _nonmanifold(tmp_path):
     V, F, _ = face_grid()
-    edges = {(int(a), int(b)) for a, b in np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])}
+    edges = {
+        (int(a), int(b)) for a, b in np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])
+    }
     a, b = next(e for e in sorted(edges) if e[::-1] in edges)
-    return write_ply(tmp_path / "nm.ply", np.vstack([V, [[0, 0, 200.0]]]), np.vstack([F, [[a, b, len(V)]]]))
+    return write_ply(
+        tmp_path / "nm.ply", np.vstack([V, [[0, 0, 200.0]]]), np.vstack([F, [[a, b, len(V)]]])
+    )
 
 
 def _disconnected(tmp_path):
     V, F, _ = face_grid()
-    return write_ply(tmp_path / "two.ply", np.vstack([V, V + [500.0, 0, 0]]), np.vstack([F, F + len(V)]))
+    return write_ply(
+        tmp_path / "two.ply", np.vstack([V, V + [500.0, 0, 0]]), np.vstack([F, F + len(V)])
+    )
 
 
 def _blob(tmp_path):
@@ -84,18 +102,21 @@ def _bad_pairs(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("case, match", [
-    ("nonmanifold", "non-manifold"),
-    ("disconnected", "not connected"),
-    ("blob", "no mirror symmetry found.*--symmetry PAIRS_FILE"),
-    ("bad_pairs", "do not map the mesh onto itself"),
-    ("missing_pairs", "not 'auto' and no such file"),
-    ("both", "exactly one of --model"),
-    ("neither", "exactly one of --model"),
-    ("missing_mesh", "no such file"),
-    ("not_a_model", "not an HDF5 file"),
-    ("weights", "--weights"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("nonmanifold", "non-manifold"),
+        ("disconnected", "not connected"),
+        ("blob", "no mirror symmetry found.*--symmetry PAIRS_FILE"),
+        ("bad_pairs", "do not map the mesh onto itself"),
+        ("missing_pairs", "not 'auto' and no such file"),
+        ("both", "exactly one of --model"),
+        ("neither", "exactly one of --model"),
+        ("missing_mesh", "no such file"),
+        ("not_a_model", "not an HDF5 file"),
+        ("weights", "--weights"),
+    ],
+)
 def test_bad_inputs_exit_2_one_line_no_file(case, match, mesh_file, tmp_path, capsys):
     good, *_ = mesh_file
     out = tmp_path / "uv.h5"
@@ -121,7 +142,9 @@ def test_bad_inputs_exit_2_one_line_no_file(case, match, mesh_file, tmp_path, ca
         src = ["--model", good]
     elif case == "weights":
         extra = ["--weights", "uniform"]
-    code, stdout, stderr = run_cli(["uv-embed", *src, *extra, "--out", out, "--plot", tmp_path / "uv.png"], capsys)
+    code, stdout, stderr = run_cli(
+        ["uv-embed", *src, *extra, "--out", out, "--plot", tmp_path / "uv.png"], capsys
+    )
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bfm-prep: error: ")

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bfm_prep.artifact import read_uv, write_uv
 from bfm_prep.embedding import embed_mesh, embed_model, symmetric_tutte
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import check_mesh
 from bfm_prep.model import MorphableModel
 from bfm_prep.symmetry import find_symmetry
+
 from tests.bfm_prep.test_symmetry import VARIANTS, face_grid, perturb, sfm_mean, synthetic_face
 from tests.tolerances import TOL
 
@@ -58,8 +58,11 @@ def check_embedding(emb, V, F, *, boundary_exact=True, orientation=1):
     assert np.corrcoef(uv[:, 1], V[:, 1])[0, 1] > 0.9
 
 
-@pytest.mark.parametrize("kw", [k for k in VARIANTS if k.get("outline") != "mask"],
-                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "plain")
+@pytest.mark.parametrize(
+    "kw",
+    [k for k in VARIANTS if k.get("outline") != "mask"],
+    ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "plain",
+)
 def test_symmetric_meshes(kw):
     V, F, mirror = face_grid(**kw)
     emb = embed_mesh(V, F)
@@ -79,7 +82,9 @@ def test_arc_length_spacing_of_line_and_boundary():
     # steps joined by a mesh edge have v proportional to 3D length; the step across the
     # mouth (a hole on the line) goes through the hole's centre, so it is longer
     edges = {tuple(e) for e in np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]).tolist()}
-    joined = np.array([(a, b) in edges or (b, a) in edges for a, b in zip(line[:-1].tolist(), line[1:].tolist())])
+    joined = np.array(
+        [(a, b) in edges or (b, a) in edges for a, b in zip(line[:-1].tolist(), line[1:].tolist())]
+    )
     assert (~joined).sum() == 1
     ratio = np.diff(emb.uv[line, 1]) / np.diff(s)
     np.testing.assert_allclose(ratio[joined], ratio[joined].mean(), rtol=1e-9)
@@ -136,7 +141,9 @@ def test_clockwise_faces():
 
 def test_symmetric_tutte_with_given_symmetry_and_roundtrip(tmp_path):
     V, F, mirror = face_grid()
-    sym = find_symmetry(V, F, pairs=np.column_stack([np.arange(len(V)), mirror])[mirror > np.arange(len(V))])
+    sym = find_symmetry(
+        V, F, pairs=np.column_stack([np.arange(len(V)), mirror])[mirror > np.arange(len(V))]
+    )
     emb = symmetric_tutte(V, F, sym)
     check_embedding(emb, V, F)
     path = write_uv(tmp_path / "uv.h5", emb)
@@ -151,8 +158,13 @@ def test_symmetric_tutte_with_given_symmetry_and_roundtrip(tmp_path):
 
 def test_embed_model():
     V, F, _ = face_grid(eyes=True)
-    model = MorphableModel(shape_mean=V, shape_basis=np.zeros((len(V), 3, 1)), shape_std=np.ones(1),
-                           shape_kind=["identity"], faces=F)
+    model = MorphableModel(
+        shape_mean=V,
+        shape_basis=np.zeros((len(V), 3, 1)),
+        shape_std=np.ones(1),
+        shape_kind=["identity"],
+        faces=F,
+    )
     emb = embed_model(model)
     check_embedding(emb, V, F)
     np.testing.assert_array_equal(emb.faces, F)

@@ -101,8 +101,9 @@ def test_hard_constraint_keeps_mapped_values_and_extrapolates_linear_fields_exac
     mapped, hidden = split(V, interior_region(V))
     A = np.array([[0.05, 0.01, 0.0], [-0.02, 0.03, 0.0], [0.01, 0.04, 0.0]])
     field = (V @ A.T)[:, :, None] + np.array([0.5, 0.0, -1.0])[None, :, None]
-    d, diag = transfer_expression(V, F, field[mapped], mapped, weight=math.inf,
-                                  return_diagnostics=True)
+    d, diag = transfer_expression(
+        V, F, field[mapped], mapped, weight=math.inf, return_diagnostics=True
+    )
     np.testing.assert_array_equal(d[mapped], field[mapped])
     np.testing.assert_allclose(d[hidden], field[hidden], rtol=0, atol=1e-9)
     assert diag.mapped_max_deviation_mm == 0.0
@@ -118,7 +119,8 @@ def test_soft_constraint_deviation_is_reported_and_shrinks_with_weight():
         d, diag = transfer_expression(V, F, W, mapped, weight=weight, return_diagnostics=True)
         dev = np.abs(d[mapped] - W).max()
         assert diag.mapped_max_deviation_mm == pytest.approx(
-            np.linalg.norm(d[mapped] - W, axis=1).max(), rel=1e-12, abs=1e-15)
+            np.linalg.norm(d[mapped] - W, axis=1).max(), rel=1e-12, abs=1e-15
+        )
         devs.append(dev)
     assert devs[0] > devs[1] > devs[2] > devs[3] == 0.0
 
@@ -145,8 +147,10 @@ def test_one_factorisation_for_all_components_equals_per_component_solves(monkey
     assert len(calls) == 1, "the system must be factorised once for all components"
 
     separate = np.stack(
-        [transfer_expression(V, F, W[:, :, k : k + 1], mapped, weight=weight)[:, :, 0]
-         for k in range(W.shape[2])],
+        [
+            transfer_expression(V, F, W[:, :, k : k + 1], mapped, weight=weight)[:, :, 0]
+            for k in range(W.shape[2])
+        ],
         axis=2,
     )
     assert len(calls) == 1 + W.shape[2]
@@ -154,8 +158,9 @@ def test_one_factorisation_for_all_components_equals_per_component_solves(monkey
     # and solving coordinate by coordinate against one factorisation gives the same again
     ext = LaplacianExtrapolator(V, F, mapped, weight=weight)
     for c in range(3):
-        np.testing.assert_allclose(ext.solve(W[:, c, :])[:, :], d[:, c, :],
-                                   rtol=SOLVE_RTOL, atol=1e-12)
+        np.testing.assert_allclose(
+            ext.solve(W[:, c, :])[:, :], d[:, c, :], rtol=SOLVE_RTOL, atol=1e-12
+        )
 
 
 def test_solver_falls_back_to_lu_when_cholesky_fails_and_refuses_singular_systems():
@@ -316,13 +321,17 @@ def test_sfm_mouth_region_extrapolation_against_the_true_blendshapes(weight, cap
     pooled = lambda e: float(np.sqrt(np.mean(e**2)))  # noqa: E731
 
     with capsys.disabled():
-        print(f"\nSFM mouth region ({hidden.size} vertices within {SFM_RADIUS_MM} mm of the "
-              f"mouth opening), lambda = {weight}: RMS error in mm per expression")
+        print(
+            f"\nSFM mouth region ({hidden.size} vertices within {SFM_RADIUS_MM} mm of the "
+            f"mouth opening), lambda = {weight}: RMS error in mm per expression"
+        )
         for name, e, z, m in zip(names, err, zero, nn, strict=True):
             print(f"  {name:10s} transfer {e:5.2f}   zero {z:5.2f}   nearest vertex {m:5.2f}")
-        print(f"  {'all':10s} transfer {pooled(err):5.2f}   zero {pooled(zero):5.2f}   "
-              f"nearest vertex {pooled(nn):5.2f};  mapped-vertex deviation max "
-              f"{diag.mapped_max_deviation_mm:.2f} mm, rms {diag.mapped_rms_deviation_mm:.3f} mm")
+        print(
+            f"  {'all':10s} transfer {pooled(err):5.2f}   zero {pooled(zero):5.2f}   "
+            f"nearest vertex {pooled(nn):5.2f};  mapped-vertex deviation max "
+            f"{diag.mapped_max_deviation_mm:.2f} mm, rms {diag.mapped_rms_deviation_mm:.3f} mm"
+        )
 
     assert (err < SFM_BOUND_MM).all(), err
     assert (err < 0.5 * zero).all(), (err, zero)  # every expression: far better than nothing

@@ -319,7 +319,7 @@ def test_truncated_anywhere(tmp_path, whole_files, fmt, frac):
             assert fmt.startswith("v5"), f"a {fmt} file cut at byte {size} loaded"
             kept = [name for name, _, _ in scipy.io.whosmat(str(t))]
             whole = [name for name, _, _ in scipy.io.whosmat(str(src))]
-            assert kept == whole[: len(kept)] and set(whole[len(kept):]) <= {"segbin"}, kept
+            assert kept == whole[: len(kept)] and set(whole[len(kept) :]) <= {"segbin"}, kept
             return
     assert msg.startswith(str(t)) and msg.endswith(".") and "\n" not in msg
     assert any(w in msg for w in ("truncated", "is empty", "missing variable", "not a MATLAB")), msg

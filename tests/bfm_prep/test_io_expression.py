@@ -57,7 +57,9 @@ def test_tddfa_n_exp_and_no_sigma(tmp_path):
     p = write_mat5(tmp_path / "e.mat", tddfa_vars(sigma=False))
     b = load_tddfa_expression(p, n_exp=2)
     assert b.components.shape == (V, 3, 2) and b.file_std is None
-    with pytest.raises(PrepError, match=r"--n-exp 4 asks for more expression components than the 3"):
+    with pytest.raises(
+        PrepError, match=r"--n-exp 4 asks for more expression components than the 3"
+    ):
         load_tddfa_expression(p, n_exp=4)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.io
-
 from bfm_prep.artifact import read_grid
 from bfm_prep.errors import PrepError
 from bfm_prep.matlab_import import import_matlab_model
 from bfm_prep.resample import grid_faces, grid_uv
+
 from tests.bfm_prep.test_resample import assert_aflw21_layout, run_cli  # noqa: F401
 from tests.tolerances import ARTIFACT_RTOL, TOL
 
@@ -21,8 +21,10 @@ def write_original_format(path, res=10, k=4, seed=0):
     1-based and clockwise seen from the front (as in model_112.mat)."""
     rng = np.random.default_rng(seed)
     g = grid_uv(res)
-    mean = np.stack([160 * (g[:, 0] - 0.5), 200 * (g[:, 1] - 0.5),
-                     50 * np.exp(-((g - 0.5) ** 2).sum(1) / 0.1)], 1)
+    mean = np.stack(
+        [160 * (g[:, 0] - 0.5), 200 * (g[:, 1] - 0.5), 50 * np.exp(-((g - 0.5) ** 2).sum(1) / 0.1)],
+        1,
+    )
     pcs = rng.normal(0, 3, (res * res, 3, k))
     mat = {
         "nverts": np.array([[res * res]], dtype=np.uint16),
@@ -57,8 +59,10 @@ class TestImport:
         _assert_grid_reproduces(g, mat)
         assert g.model.shape_kind == ["identity"] * 2 + ["expression"] * 2
         x = g.model.shape_mean
-        n = np.cross(x[g.model.faces[:, 1]] - x[g.model.faces[:, 0]],
-                     x[g.model.faces[:, 2]] - x[g.model.faces[:, 0]])
+        n = np.cross(
+            x[g.model.faces[:, 1]] - x[g.model.faces[:, 0]],
+            x[g.model.faces[:, 2]] - x[g.model.faces[:, 0]],
+        )
         assert n[:, 2].sum() > 0  # counter-clockwise from the front, as the artifact wants
 
     def test_n_identity_and_inside(self, tmp_path):
@@ -75,9 +79,18 @@ class TestImport:
         mat = write_original_format(tmp_path / "model.mat")
         (tmp_path / "lm.anl").write_text("% grid landmarks, 1-based\n1\n100\n45\n")
         np.save(tmp_path / "inside.npy", np.arange(100) % 3 > 0)
-        res = run_cli("import-matlab", tmp_path / "model.mat", "--out", tmp_path / "g.h5",
-                      "--landmarks", f"pts={tmp_path / 'lm.anl'}", "--n-identity", "3",
-                      "--inside", tmp_path / "inside.npy")
+        res = run_cli(
+            "import-matlab",
+            tmp_path / "model.mat",
+            "--out",
+            tmp_path / "g.h5",
+            "--landmarks",
+            f"pts={tmp_path / 'lm.anl'}",
+            "--n-identity",
+            "3",
+            "--inside",
+            tmp_path / "inside.npy",
+        )
         assert res.returncode == 0, res.stderr
         g = read_grid(tmp_path / "g.h5")
         np.testing.assert_array_equal(g.model.landmarks["pts"], [0, 99, 44])
@@ -87,9 +100,19 @@ class TestImport:
         _assert_grid_reproduces(g, mat, exact=False)
         assert {"model_mat", "inside", "landmarks_pts"} <= set(g.model.provenance["inputs"])
 
-    @pytest.mark.parametrize("case", ["missing", "garbage", "not_a_model", "not_square",
-                                      "short_mean", "faces_out_of_range", "landmark_range",
-                                      "mask_length"])
+    @pytest.mark.parametrize(
+        "case",
+        [
+            "missing",
+            "garbage",
+            "not_a_model",
+            "not_square",
+            "short_mean",
+            "faces_out_of_range",
+            "landmark_range",
+            "mask_length",
+        ],
+    )
     def test_bad_inputs_exit_2_one_line_no_output(self, tmp_path, run_cli, case):
         path = tmp_path / "model.mat"
         extra = []
@@ -149,9 +172,16 @@ class TestModel112:
         subject's right and model x < 0 (docs/uv-grid.md)."""
         path, _ = original
         lm_path = ref("3dmmasstn/landmarks/Landmarks21_112.anl")
-        res = run_cli("import-matlab", path, "--out", tmp_path / "g.h5",
-                      "--landmarks", f"aflw21={lm_path}",
-                      "--landmarks", f"ibug68={ref('3dmmasstn/landmarks/Landmarks68_112.anl')}")
+        res = run_cli(
+            "import-matlab",
+            path,
+            "--out",
+            tmp_path / "g.h5",
+            "--landmarks",
+            f"aflw21={lm_path}",
+            "--landmarks",
+            f"ibug68={ref('3dmmasstn/landmarks/Landmarks68_112.anl')}",
+        )
         assert res.returncode == 0, res.stderr
         g = read_grid(tmp_path / "g.h5")
         lm = g.model.landmarks["aflw21"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bfm_prep.artifact import UVEmbedding, write_grid, write_model, write_uv
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_export import export_mesh
 from bfm_prep.pictures.model_views import color_image, geometry_image, shade_faces
 from bfm_prep.resample import resample_to_grid
+
 from tests.bfm_prep.test_resample import make_model, run_cli, square_mesh  # noqa: F401
 from tests.tolerances import TOL
 
@@ -83,17 +83,32 @@ def artifacts(tmp_path_factory):
     write_model(d / "model.h5", m)
     g = resample_to_grid(m, uv, RES)
     write_grid(d / "grid.h5", g)
-    emb = UVEmbedding(uv=uv, faces=faces, mirror=np.arange(len(uv)),
-                      symmetry_line=np.zeros(0, np.int64), plane=np.array([1.0, 0, 0, 0]))
+    emb = UVEmbedding(
+        uv=uv,
+        faces=faces,
+        mirror=np.arange(len(uv)),
+        symmetry_line=np.zeros(0, np.int64),
+        plane=np.array([1.0, 0, 0, 0]),
+    )
     write_uv(d / "uv.h5", emb)
     return d, m, g
 
 
 class TestShading:
     def test_cull_and_depth_order(self):
-        v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0],          # facing +z, far
-                      [0, 0, 5], [1, 0, 5], [0, 1, 5],          # facing +z, near
-                      [0, 0, 2], [0, 1, 2], [1, 0, 2.0]])       # facing -z: culled
+        v = np.array(
+            [
+                [0, 0, 0],
+                [1, 0, 0],
+                [0, 1, 0],  # facing +z, far
+                [0, 0, 5],
+                [1, 0, 5],
+                [0, 1, 5],  # facing +z, near
+                [0, 0, 2],
+                [0, 1, 2],
+                [1, 0, 2.0],
+            ]
+        )  # facing -z: culled
         f = np.array([[3, 4, 5], [0, 1, 2], [6, 7, 8]])
         polys, rgb, order = shade_faces(v, f)
         np.testing.assert_array_equal(order, [1, 0])  # far first
@@ -102,8 +117,10 @@ class TestShading:
 
     def test_lambert_brighter_towards_the_light(self):
         # two triangles tilted towards the upper left and the lower right
-        v = np.array([[0, 0, 0], [1, 0, 0.5], [0, 1, -0.5],
-                      [0, 0, 0], [1, 0, -0.5], [0, 1, 0.5]], dtype=float)
+        v = np.array(
+            [[0, 0, 0], [1, 0, 0.5], [0, 1, -0.5], [0, 0, 0], [1, 0, -0.5], [0, 1, 0.5]],
+            dtype=float,
+        )
         f = np.array([[0, 1, 2], [3, 4, 5]])
         _, rgb, order = shade_faces(v, f)
         up_left = rgb[list(order).index(0)].sum()
@@ -128,11 +145,19 @@ class TestCommand:
     def test_grid(self, artifacts, run_cli, tmp_path):
         d, m, g = artifacts
         out = tmp_path / "pics"
-        res = run_cli("plot", d / "grid.h5", "--out", out, "--export-mesh", "--samples", "2",
-                      "--seed", "3")
+        res = run_cli(
+            "plot", d / "grid.h5", "--out", out, "--export-mesh", "--samples", "2", "--seed", "3"
+        )
         assert res.returncode == 0, res.stderr
-        for name in ("grid_mask", "geometry_image", "color_uv", "render_mean", "render_sample_01",
-                     "render_sample_02", "renders"):
+        for name in (
+            "grid_mask",
+            "geometry_image",
+            "color_uv",
+            "render_mean",
+            "render_sample_01",
+            "render_sample_02",
+            "renders",
+        ):
             _not_blank(out / f"{name}.png")
         assert not (out / "render_sample_03.png").exists()
         keep = g.inside[g.model.faces].all(axis=1)
@@ -176,10 +201,23 @@ class TestCommand:
     def test_samples_are_reproducible(self, artifacts, run_cli, tmp_path):
         d, _, _ = artifacts
         for s in ("a", "b"):
-            assert run_cli("plot", d / "model.h5", "--out", tmp_path / s, "--samples", "1",
-                           "--seed", "5", "--export-mesh").returncode == 0
-        assert (tmp_path / "a" / "sample_01.obj").read_bytes() == \
-            (tmp_path / "b" / "sample_01.obj").read_bytes()
+            assert (
+                run_cli(
+                    "plot",
+                    d / "model.h5",
+                    "--out",
+                    tmp_path / s,
+                    "--samples",
+                    "1",
+                    "--seed",
+                    "5",
+                    "--export-mesh",
+                ).returncode
+                == 0
+            )
+        assert (tmp_path / "a" / "sample_01.obj").read_bytes() == (
+            tmp_path / "b" / "sample_01.obj"
+        ).read_bytes()
 
     @pytest.mark.parametrize("case", ["missing", "not_artifact", "negative_samples"])
     def test_bad_inputs(self, artifacts, run_cli, tmp_path, case):

@@ -64,9 +64,11 @@ def make_model(uv, faces, k=4, kc=2, seed=1, landmarks=None, color=True):
     z = 40.0 * np.exp(-((uv[:, 0] - 0.5) ** 2 + (uv[:, 1] - 0.55) ** 2) / 0.08)
     kw = {}
     if color:
-        kw = dict(color_mean=linear_field(uv, rng.uniform(0, 0.5, (3, 1, 3)))[:, :, 0],
-                  color_basis=linear_field(uv, rng.normal(0, 0.05, (3, kc, 3))),
-                  color_std=np.ones(kc))
+        kw = dict(
+            color_mean=linear_field(uv, rng.uniform(0, 0.5, (3, 1, 3)))[:, :, 0],
+            color_basis=linear_field(uv, rng.normal(0, 0.05, (3, kc, 3))),
+            color_std=np.ones(kc),
+        )
     return MorphableModel(
         shape_mean=np.stack([x, y, z], 1),
         shape_basis=linear_field(uv, rng.normal(0, 2, (3, k, 3))),
@@ -116,8 +118,9 @@ class TestGrid:
     def test_faces_match_the_original_order(self):
         """The original resampleModel's faces (model_112.mat, 1-based) start 1 2 113 / 114 113 2."""
         f = grid_faces(112, ccw=False)
-        np.testing.assert_array_equal(f[:4] + 1, [[1, 2, 113], [114, 113, 2], [113, 114, 225],
-                                                  [226, 225, 114]])
+        np.testing.assert_array_equal(
+            f[:4] + 1, [[1, 2, 113], [114, 113, 2], [113, 114, 225], [226, 225, 114]]
+        )
 
 
 class TestLocate:
@@ -147,8 +150,13 @@ class TestResample:
         np.testing.assert_allclose(gm.shape_mean[:, :2], xy, rtol=RTOL, atol=1e-10)
         # every component and the colour model are linear fields: reproduced exactly
         for name in ("shape_basis", "color_mean", "color_basis"):
-            np.testing.assert_allclose(getattr(gm, name), at_grid(uv, getattr(m, name), guv),
-                                       rtol=1e-9, atol=1e-11, err_msg=name)
+            np.testing.assert_allclose(
+                getattr(gm, name),
+                at_grid(uv, getattr(m, name), guv),
+                rtol=1e-9,
+                atol=1e-11,
+                err_msg=name,
+            )
         np.testing.assert_array_equal(gm.shape_std, m.shape_std)
         assert gm.shape_kind == m.shape_kind
         c = gm.provenance["parameters"]["checks"]
@@ -174,8 +182,9 @@ class TestResample:
         gm = g.model
         # each grid triangle's 3D normal against the source triangle under its UV centroid
         tri, _ = locate_points(uv, faces, g.uv[gm.faces].mean(1))
-        dots = np.einsum("ij,ij->i", normals(gm.shape_mean, gm.faces),
-                         normals(m.shape_mean, faces[tri]))
+        dots = np.einsum(
+            "ij,ij->i", normals(gm.shape_mean, gm.faces), normals(m.shape_mean, faces[tri])
+        )
         assert (dots > 0).all()
         np.testing.assert_array_equal(gm.faces, grid_faces(20, ccw=not flip))
         assert gm.provenance["parameters"]["checks"]["orientation_agreement"] == 1.0
@@ -193,8 +202,12 @@ class TestResample:
         np.testing.assert_array_equal(g.model.landmarks["own"], rc[:3, 0] * r + rc[:3, 1])
         np.testing.assert_array_equal(g.model.landmarks["extra"], [20 * r + 20, 8 * r + 5])
         # the landmark's grid vertex carries (nearly) the landmark vertex's position
-        np.testing.assert_allclose(g.model.shape_mean[g.model.landmarks["own"]],
-                                   m.shape_mean[ids[:3]], rtol=RTOL, atol=1e-9)
+        np.testing.assert_allclose(
+            g.model.shape_mean[g.model.landmarks["own"]],
+            m.shape_mean[ids[:3]],
+            rtol=RTOL,
+            atol=1e-9,
+        )
 
     def test_hole_marked_and_filled_from_nearest_mesh_point(self):
         centre, radius = (0.5, 0.4), 0.17
@@ -219,8 +232,7 @@ class TestResample:
         np.testing.assert_allclose(g.model.shape_mean[out, :2], xy, rtol=RTOL, atol=1e-9)
         # a landmark next to the hole maps to an inside grid vertex
         edge_vertex = e[0, 0]
-        g2 = resample_to_grid(
-            make_model(uv, faces, landmarks={"lip": [edge_vertex]}), uv, r)
+        g2 = resample_to_grid(make_model(uv, faces, landmarks={"lip": [edge_vertex]}), uv, r)
         assert g2.inside[g2.model.landmarks["lip"]].all()
 
     def test_uv_not_covering_the_square(self):
@@ -282,9 +294,14 @@ def synthetic(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("synth")
     files = write_synthetic(d, seed=0, n_vertices=2000, n_shape=8, n_color=4, n_exp=6)
-    model = build_model(files["bfm"], expression_path=files["expression"],
-                        mapping_path=files["mapping"], n_shape=8, n_exp=6,
-                        landmarks={"aflw21": files["aflw21"], "ibug68": files["ibug68"]})
+    model = build_model(
+        files["bfm"],
+        expression_path=files["expression"],
+        mapping_path=files["mapping"],
+        n_shape=8,
+        n_exp=6,
+        landmarks={"aflw21": files["aflw21"], "ibug68": files["ibug68"]},
+    )
     return model, embed_model(model)
 
 
@@ -384,8 +401,17 @@ class TestAgainstTheOriginal:
         lm = _anl(ref("3dmmasstn/landmarks/Landmarks21_BFM.anl"))
         m = make_model(uv, faces, k=6, landmarks={"aflw21": lm})
         write_model(tmp_path / "model.h5", m)
-        res = run_cli("uv-resample", "--model", tmp_path / "model.h5", "--uv", uv_path,
-                      "--res", "112", "--out", tmp_path / "grid.h5")
+        res = run_cli(
+            "uv-resample",
+            "--model",
+            tmp_path / "model.h5",
+            "--uv",
+            uv_path,
+            "--res",
+            "112",
+            "--out",
+            tmp_path / "grid.h5",
+        )
         assert res.returncode == 0, res.stderr
         g = read_grid(tmp_path / "grid.h5")
         want = _anl(ref("3dmmasstn/landmarks/Landmarks21_112.anl"))
@@ -418,8 +444,14 @@ def model_files(tmp_path):
     uv, faces = square_mesh(15, seed=7)
     m = make_model(uv, faces, landmarks={"own": [0, 5]})
     write_model(tmp_path / "model.h5", m)
-    emb = UVEmbedding(uv=uv, faces=faces, mirror=np.arange(len(uv)), symmetry_line=np.zeros(0, int),
-                      plane=np.array([1.0, 0, 0, 0]), checks={"flipped_triangles": 0})
+    emb = UVEmbedding(
+        uv=uv,
+        faces=faces,
+        mirror=np.arange(len(uv)),
+        symmetry_line=np.zeros(0, int),
+        plane=np.array([1.0, 0, 0, 0]),
+        checks={"flipped_triangles": 0},
+    )
     write_uv(tmp_path / "uv.h5", emb)
     scipy.io.savemat(tmp_path / "UV.mat", {"UV": uv})
     (tmp_path / "lm.anl").write_text("% test landmarks, 1-based\n1\n16\n")
@@ -430,22 +462,36 @@ class TestCommand:
     @pytest.mark.parametrize("uv_file", ["uv.h5", "UV.mat"])
     def test_writes_grid(self, model_files, run_cli, uv_file):
         m, uv, d = model_files
-        res = run_cli("uv-resample", "--model", d / "model.h5", "--uv", d / uv_file, "--res", "24",
-                      "--landmarks", f"extra={d / 'lm.anl'}", "--out", d / "grid.h5")
+        res = run_cli(
+            "uv-resample",
+            "--model",
+            d / "model.h5",
+            "--uv",
+            d / uv_file,
+            "--res",
+            "24",
+            "--landmarks",
+            f"extra={d / 'lm.anl'}",
+            "--out",
+            d / "grid.h5",
+        )
         assert res.returncode == 0, res.stderr
         assert "0 grid points outside" in res.stdout
         g = read_grid(d / "grid.h5")
         assert g.res == 24 and g.inside.all()
         assert sorted(g.model.landmarks) == ["extra", "own"]
         want = resample_to_grid(m, uv, 24)
-        np.testing.assert_allclose(g.model.shape_basis, want.model.shape_basis,
-                                   rtol=ARTIFACT_RTOL, atol=ARTIFACT_RTOL * 10)
+        np.testing.assert_allclose(
+            g.model.shape_basis, want.model.shape_basis, rtol=ARTIFACT_RTOL, atol=ARTIFACT_RTOL * 10
+        )
         p = g.model.provenance
         assert {"model", "uv", "landmarks_extra"} <= set(p["inputs"])
         assert p["parameters"]["res"] == 24 and "checks" in p["parameters"]
 
-    @pytest.mark.parametrize("case", ["short_uv", "small_res", "missing_model", "missing_uv",
-                                      "uv_not_mat", "bad_landmarks"])
+    @pytest.mark.parametrize(
+        "case",
+        ["short_uv", "small_res", "missing_model", "missing_uv", "uv_not_mat", "bad_landmarks"],
+    )
     def test_bad_inputs_exit_2_one_line_no_output(self, model_files, run_cli, case):
         m, uv, d = model_files
         args = {"model": d / "model.h5", "uv": d / "uv.h5", "res": "16"}
@@ -465,8 +511,18 @@ class TestCommand:
         elif case == "bad_landmarks":
             (d / "bad.anl").write_text(f"{len(uv) + 5}\n")
             extra = ["--landmarks", f"bad={d / 'bad.anl'}"]
-        res = run_cli("uv-resample", "--model", args["model"], "--uv", args["uv"], "--res",
-                      args["res"], *extra, "--out", d / "grid.h5")
+        res = run_cli(
+            "uv-resample",
+            "--model",
+            args["model"],
+            "--uv",
+            args["uv"],
+            "--res",
+            args["res"],
+            *extra,
+            "--out",
+            d / "grid.h5",
+        )
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bfm-prep: error:"), res.stderr
@@ -481,8 +537,23 @@ class TestCommand:
         import sys
 
         _, _, d = model_files
-        res = subprocess.run([sys.executable, "-m", "bfm_prep", "uv-resample", "--model",
-                              str(d / "model.h5"), "--uv", str(d / "uv.h5"), "--res", "4",
-                              "--out", str(d / "g.h5")], capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bfm_prep",
+                "uv-resample",
+                "--model",
+                str(d / "model.h5"),
+                "--uv",
+                str(d / "uv.h5"),
+                "--res",
+                "4",
+                "--out",
+                str(d / "g.h5"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert not (d / "g.h5").exists()

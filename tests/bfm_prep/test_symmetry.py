@@ -7,8 +7,6 @@ import functools
 
 import numpy as np
 import pytest
-from scipy.spatial import Delaunay, cKDTree
-
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import check_mesh
 from bfm_prep.symmetry import (
@@ -18,14 +16,26 @@ from bfm_prep.symmetry import (
     reflect_points,
     write_pairs,
 )
+from scipy.spatial import Delaunay, cKDTree
+
 from tests.conftest import reference_file
 
 # --------------------------------------------------------------------------------------------
 # test meshes
 
 
-def face_grid(n_cols=8, n_rows=21, *, swapped=False, mouth=True, eyes=False, outline="warp",
-              jitter=0.2, seed=0, scale=(75.0, 100.0, 60.0)):
+def face_grid(
+    n_cols=8,
+    n_rows=21,
+    *,
+    swapped=False,
+    mouth=True,
+    eyes=False,
+    outline="warp",
+    jitter=0.2,
+    seed=0,
+    scale=(75.0, 100.0, 60.0),
+):
     """A mirror-symmetric face-like height field (mm; x right, y up, z to the viewer).
 
     A grid of ``n_cols`` cells per half and ``n_rows`` vertex rows with alternating diagonals,
@@ -55,8 +65,10 @@ def face_grid(n_cols=8, n_rows=21, *, swapped=False, mouth=True, eyes=False, out
     first = 0 if swapped else 1
     n_mirrored = (nc - first) * n_rows
     left[first:] = nc * n_rows + np.arange(n_mirrored).reshape(nc - first, n_rows)
-    pts = [np.column_stack([X.ravel(), Y.ravel()]),
-           np.column_stack([-X[first:].ravel(), Y[first:].ravel()])]
+    pts = [
+        np.column_stack([X.ravel(), Y.ravel()]),
+        np.column_stack([-X[first:].ravel(), Y[first:].ravel()]),
+    ]
     mirror = np.concatenate([left.ravel(), right[first:].ravel()])
     mouth_row, eye_row = n_rows // 4, (2 * n_rows) // 3
 
@@ -107,7 +119,9 @@ def perturb(V, sigma_mm, seed=0, rigid=True):
     rigid motion: a mean shape that is only nearly symmetric."""
     rng = np.random.default_rng(seed)
     W = V + rng.normal(0.0, sigma_mm, V.shape)
-    W = W + np.column_stack([0.7 * np.sin(V[:, 1] / 30.0), np.zeros(len(V)), 0.5 * np.cos(V[:, 0] / 40.0)])
+    W = W + np.column_stack(
+        [0.7 * np.sin(V[:, 1] / 30.0), np.zeros(len(V)), 0.5 * np.cos(V[:, 0] / 40.0)]
+    )
     if rigid:
         th = 0.05
         R = np.array([[np.cos(th), 0, np.sin(th)], [0, 1, 0], [-np.sin(th), 0, np.cos(th)]])
@@ -168,7 +182,9 @@ def _check_line(sym, V, F, on_boundary=True):
 # exact pairing
 
 
-@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "plain")
+@pytest.mark.parametrize(
+    "kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "plain"
+)
 def test_symmetric_mesh_exact_pairing(kw):
     V, F, mirror = face_grid(**kw)
     sym = find_symmetry(V, F)
@@ -221,6 +237,7 @@ def test_surrey_face_model_pairing():
     # one-to-one, an involution, and a mirror automorphism of the mesh
     assert np.array_equal(np.sort(phi), np.arange(n))
     assert np.array_equal(phi[phi], np.arange(n))
+
     def canon(f):
         k = int(np.argmin(f))
         return tuple(f[k:] + f[:k])
@@ -260,12 +277,15 @@ def test_pairs_file_format(tmp_path):
     np.testing.assert_array_equal(mirror_from_pairs(read_pairs(p), 6), [3, 2, 1, 0, 4, 5])
 
 
-@pytest.mark.parametrize("text, match", [
-    ("0 1 2\n", "expected two vertex indices"),
-    ("0 x\n", "must be integers"),
-    ("# nothing\n", "lists no pairs"),
-    ("0 99999\n", "0-based"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("0 1 2\n", "expected two vertex indices"),
+        ("0 x\n", "must be integers"),
+        ("# nothing\n", "lists no pairs"),
+        ("0 99999\n", "0-based"),
+    ],
+)
 def test_bad_pairs_file(tmp_path, text, match):
     p = tmp_path / "p.txt"
     p.write_text(text)
@@ -278,7 +298,11 @@ def test_pairs_that_are_no_symmetry():
     bad = mirror.copy()
     i = int(np.flatnonzero(mirror != np.arange(len(V)))[0])
     j = mirror[i]
-    k = int(np.flatnonzero((mirror != np.arange(len(V))) & (np.arange(len(V)) != i) & (np.arange(len(V)) != j))[0])
+    k = int(
+        np.flatnonzero(
+            (mirror != np.arange(len(V))) & (np.arange(len(V)) != i) & (np.arange(len(V)) != j)
+        )[0]
+    )
     bad[[i, j, k, mirror[k]]] = [k, mirror[k], i, j]  # swap two partners
     pairs = np.column_stack([np.arange(len(V)), bad])
     pairs = pairs[pairs[:, 0] < pairs[:, 1]]
@@ -301,7 +325,9 @@ def test_no_symmetry_found():
 def test_non_manifold_refused():
     V, F, _ = face_grid()
     # a third face on an interior edge
-    edges = {(int(a), int(b)) for a, b in np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])}
+    edges = {
+        (int(a), int(b)) for a, b in np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])
+    }
     a, b = next(e for e in sorted(edges) if e[::-1] in edges)
     V2 = np.vstack([V, [[0.0, 0.0, 200.0]]])
     F2 = np.vstack([F, [[a, b, len(V)]]])

@@ -44,7 +44,8 @@ SHAPE_MIRROR = np.array([-1.0, 1.0, 1.0])
 AFLW_FLIP = [5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20]
 # iBUG 68 mirror pairs (1-based) and midline points.
 IBUG_PAIRS = (
-    [(i, 18 - i) for i in range(1, 9)] + [(18 + i, 27 - i) for i in range(5)]
+    [(i, 18 - i) for i in range(1, 9)]
+    + [(18 + i, 27 - i) for i in range(5)]
     + [(32, 36), (33, 35), (37, 46), (38, 45), (39, 44), (40, 43), (41, 48), (42, 47)]
     + [(49, 55), (50, 54), (51, 53), (60, 56), (59, 57), (61, 65), (62, 64), (68, 66)]
 )
@@ -142,9 +143,12 @@ class TestFormats:
         d = mats["bfm"]
         n, k, kc = DEFAULT_VERTICES, DEFAULT_N_SHAPE, DEFAULT_N_COLOR
         expect = {
-            "shapeMU": ((3 * n, 1), np.float32), "shapePC": ((3 * n, k), np.float32),
-            "shapeEV": ((k, 1), np.float32), "texMU": ((3 * n, 1), np.float32),
-            "texPC": ((3 * n, kc), np.float32), "texEV": ((kc, 1), np.float32),
+            "shapeMU": ((3 * n, 1), np.float32),
+            "shapePC": ((3 * n, k), np.float32),
+            "shapeEV": ((k, 1), np.float32),
+            "texMU": ((3 * n, 1), np.float32),
+            "texPC": ((3 * n, kc), np.float32),
+            "texEV": ((kc, 1), np.float32),
         }
         assert {key for key in d if not key.startswith("__")} == set(expect) | {"tl"}
         for key, (shape, dtype) in expect.items():
@@ -297,7 +301,8 @@ class TestSymmetry:
             p = w[:, k].reshape(-1, 3)
             m = p[mir]
             assert np.array_equal(m, p * SHAPE_MIRROR.astype(np.float32)) or np.array_equal(
-                m, -p * SHAPE_MIRROR.astype(np.float32)), f"w_exp column {k}"
+                m, -p * SHAPE_MIRROR.astype(np.float32)
+            ), f"w_exp column {k}"
         mu = mats["expression"]["mu_exp"].reshape(-1, 3)
         assert np.array_equal(mu[mir], mu * SHAPE_MIRROR.astype(np.float32))
 
@@ -418,8 +423,11 @@ class TestFaceLike:
         cheek = (np.abs(X[:, 0]) > 38) & (np.abs(X[:, 0]) < 52) & (X[:, 1] > -20) & (X[:, 1] < 0)
         ref = lum[cheek].mean()
         a, i = geo["aflw"], geo["ibug"]
-        for name, idx in [("brows", a[[1, 4]]), ("eyes", a[[7, 10]]),
-                          ("lips", np.r_[a[18], i[[62, 66]]])]:
+        for name, idx in [
+            ("brows", a[[1, 4]]),
+            ("eyes", a[[7, 10]]),
+            ("lips", np.r_[a[18], i[[62, 66]]]),
+        ]:
             assert lum[idx].max() < ref - 30, name
 
 
@@ -483,8 +491,22 @@ class TestDeterminism:
 class TestCLI:
     def test_synth(self, tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
-            main(["synth", str(tmp_path / "out"), "--seed", "3", "--vertices", "800",
-                  "--n-shape", "5", "--n-color", "4", "--n-exp", "3"])
+            main(
+                [
+                    "synth",
+                    str(tmp_path / "out"),
+                    "--seed",
+                    "3",
+                    "--vertices",
+                    "800",
+                    "--n-shape",
+                    "5",
+                    "--n-color",
+                    "4",
+                    "--n-exp",
+                    "3",
+                ]
+            )
         assert exc.value.code in (0, None)
         out = capsys.readouterr().out
         for name in FILES.values():
@@ -493,14 +515,17 @@ class TestCLI:
         d = scipy.io.loadmat(tmp_path / "out" / FILES["bfm"])
         assert d["shapeMU"].shape == (2400, 1) and d["shapePC"].shape == (2400, 5)
 
-    @pytest.mark.parametrize("args,message", [
-        (["--vertices", "100"], "--vertices must be between 500"),
-        (["--vertices", "70000"], "--vertices must be between 500"),
-        (["--seed", "-1"], "--seed must be a non-negative integer"),
-        (["--n-shape", "0"], "--n-shape must be between 1 and 199"),
-        (["--n-color", "200"], "--n-color must be between 1 and 199"),
-        (["--n-exp", "0"], "--n-exp must be between 1 and 99"),
-    ])
+    @pytest.mark.parametrize(
+        "args,message",
+        [
+            (["--vertices", "100"], "--vertices must be between 500"),
+            (["--vertices", "70000"], "--vertices must be between 500"),
+            (["--seed", "-1"], "--seed must be a non-negative integer"),
+            (["--n-shape", "0"], "--n-shape must be between 1 and 199"),
+            (["--n-color", "200"], "--n-color must be between 1 and 199"),
+            (["--n-exp", "0"], "--n-exp must be between 1 and 99"),
+        ],
+    )
     def test_bad_arguments(self, tmp_path, capsys, args, message):
         out = tmp_path / "out"
         with pytest.raises(SystemExit) as exc:
@@ -542,18 +567,21 @@ class TestLoaders:
             warnings.simplefilter("error")  # the synthetic files raise no loader warning
             model = load_bfm2009(files["bfm"])
             exp = load_tddfa_expression(files["expression"])
-            mapping = load_mapping(files["mapping"], n_target=model.n_vertices,
-                                   n_source=exp.mean.shape[0])
+            mapping = load_mapping(
+                files["mapping"], n_target=model.n_vertices, n_source=exp.mean.shape[0]
+            )
             aflw = load_landmarks(files["aflw21"], n_vertices=model.n_vertices)
             ibug = load_landmarks(files["ibug68"], n_vertices=model.n_vertices)
         bfm = mats["bfm"]
         np.testing.assert_allclose(model.shape_mean, geo["X"], rtol=F32_RTOL)
         np.testing.assert_allclose(model.shape_std, bfm["shapeEV"].ravel() / 1000.0, rtol=F32_RTOL)
         unit = model.shape_basis / model.shape_std
-        np.testing.assert_allclose(unit.reshape(-1, unit.shape[2]), bfm["shapePC"],
-                                   rtol=F32_RTOL, atol=F32_ATOL)
-        np.testing.assert_allclose(model.color_mean.reshape(-1), bfm["texMU"].ravel() / 255.0,
-                                   rtol=F32_RTOL)
+        np.testing.assert_allclose(
+            unit.reshape(-1, unit.shape[2]), bfm["shapePC"], rtol=F32_RTOL, atol=F32_ATOL
+        )
+        np.testing.assert_allclose(
+            model.color_mean.reshape(-1), bfm["texMU"].ravel() / 255.0, rtol=F32_RTOL
+        )
         # the loader winds the faces counter-clockwise seen from the front
         assert model.provenance["parameters"]["faces_reversed"]
         np.testing.assert_array_equal(model.faces, geo["F"][:, [0, 2, 1]])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from bfm_prep.artifact import UVGridModel as PrepGrid
 from bfm_prep.artifact import write_grid, write_model
 from bfm_prep.model import MorphableModel
 from stn_core import ArtifactError, UVGridModel
+
 from tests.tolerances import ARTIFACT_RTOL
 
 
@@ -18,7 +18,9 @@ def _grid_faces(res: int) -> np.ndarray:
     # decreases y; (k, k + res, k + 1) is counter-clockwise with x right, y up.
     r, c = np.meshgrid(np.arange(res - 1), np.arange(res - 1), indexing="ij")
     k = (r * res + c).ravel()
-    return np.concatenate([np.stack([k, k + res, k + 1], 1), np.stack([k + 1, k + res, k + res + 1], 1)])
+    return np.concatenate(
+        [np.stack([k, k + res, k + 1], 1), np.stack([k + 1, k + res, k + res + 1], 1)]
+    )
 
 
 def _prep_grid(rng, res=6, k_id=3, k_exp=2, color=True) -> PrepGrid:
@@ -28,13 +30,20 @@ def _prep_grid(rng, res=6, k_id=3, k_exp=2, color=True) -> PrepGrid:
     mean = np.stack([(uv[:, 0] - 0.5) * 100, (uv[:, 1] - 0.5) * 120, rng.uniform(0, 5, n)], 1)
     kw = {}
     if color:
-        kw = dict(color_mean=rng.uniform(0, 1, (n, 3)), color_basis=rng.normal(0, 0.1, (n, 3, 4)),
-                  color_std=rng.uniform(1, 2, 4))
+        kw = dict(
+            color_mean=rng.uniform(0, 1, (n, 3)),
+            color_basis=rng.normal(0, 0.1, (n, 3, 4)),
+            color_std=rng.uniform(1, 2, 4),
+        )
     model = MorphableModel(
-        shape_mean=mean, shape_basis=rng.normal(0, 1, (n, 3, k_id + k_exp)),
+        shape_mean=mean,
+        shape_basis=rng.normal(0, 1, (n, 3, k_id + k_exp)),
         shape_std=rng.uniform(1, 3, k_id + k_exp),
         shape_kind=["identity"] * k_id + ["expression"] * k_exp,
-        faces=_grid_faces(res), landmarks={"aflw21": rng.integers(0, n, 21)}, **kw)
+        faces=_grid_faces(res),
+        landmarks={"aflw21": rng.integers(0, n, 21)},
+        **kw,
+    )
     return PrepGrid(model=model, res=res, uv=uv, inside=rng.uniform(size=n) > 0.2)
 
 

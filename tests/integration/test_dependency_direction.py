@@ -37,16 +37,26 @@ def test_stn_core_needs_only_torch_numpy_h5py():
     # triton is optional: only the kernel module imports it, and it is loaded lazily.
     n = _import_all(
         "stn_core",
-        blocked={"scipy", "bfm_prep", "stn_train", "matplotlib", "triton", "igl", "trimesh",
-                 "typer", "PIL"},
+        blocked={
+            "scipy",
+            "bfm_prep",
+            "stn_train",
+            "matplotlib",
+            "triton",
+            "igl",
+            "trimesh",
+            "typer",
+            "PIL",
+        },
         skip={"stn_core.sampler.triton_kernels"},
     )
     assert n > 10
 
 
 def test_bfm_prep_does_not_import_torch():
-    n = _import_all("bfm_prep", blocked={"torch", "stn_core", "stn_train", "triton"},
-                    skip={"bfm_prep.__main__"})
+    n = _import_all(
+        "bfm_prep", blocked={"torch", "stn_core", "stn_train", "triton"}, skip={"bfm_prep.__main__"}
+    )
     assert n > 10
 
 

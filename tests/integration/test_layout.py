@@ -148,8 +148,7 @@ def test_lazy_imports_say_why(package):
                 unexplained.append(f"{path.relative_to(REPO)}:{first} ({fn.name})")
     assert not unexplained, (
         f"imports inside functions without a '{LAZY_TAG} <why>' comment between the def and "
-        "the first one (move them to the top, or say why they must wait): "
-        + ", ".join(unexplained)
+        "the first one (move them to the top, or say why they must wait): " + ", ".join(unexplained)
     )
 
 
@@ -187,8 +186,15 @@ def test_only_the_commands_speak_to_the_terminal(package):
 def test_stn_train_data_stays_below_the_network_and_the_loop():
     mods = _modules("stn_train")
     known = set(mods)
-    above = ("stn_train.localiser", "stn_train.backbones", "stn_train.train", "stn_train.cli",
-             "stn_train.evaluate", "stn_train.predict", "stn_train.fit")
+    above = (
+        "stn_train.localiser",
+        "stn_train.backbones",
+        "stn_train.train",
+        "stn_train.cli",
+        "stn_train.evaluate",
+        "stn_train.predict",
+        "stn_train.fit",
+    )
     offenders = []
     for name, path in mods.items():
         if not name.startswith("stn_train.data"):

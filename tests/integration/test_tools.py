@@ -22,9 +22,25 @@ def _tool(name: str):
 @pytest.mark.usefixtures("one_torch_thread")
 def test_bench_stn_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = _tool("bench_stn").main(["--device", "cpu", "--quick", "--variants", "eager",
-                                  "--batch", "1", "3", "--reps", "2", "--warmup", "0",
-                                  "--no-fit", "--json", str(out)])
+    rc = _tool("bench_stn").main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--variants",
+            "eager",
+            "--batch",
+            "1",
+            "3",
+            "--reps",
+            "2",
+            "--warmup",
+            "0",
+            "--no-fit",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     figures = json.loads(out.read_text())
     rows = figures["rows"]

@@ -101,8 +101,12 @@ class TestBilinearSample:
         # 2 max|image| per pixel) passes on to the value.
         coord_err = 4 * torch.finfo(dtype).eps * max(h, w)
         atol += coord_err * 2 * float(images.abs().max())
-        _close(bilinear_sample(images, pts), _grid_sample(images, pts), tol=(rtol, atol),
-               msg=lambda m: f"{m}\nimages seed {seed}")
+        _close(
+            bilinear_sample(images, pts),
+            _grid_sample(images, pts),
+            tol=(rtol, atol),
+            msg=lambda m: f"{m}\nimages seed {seed}",
+        )
 
     def test_awkward_one_pixel_row(self):
         """A 1 x W image (grid_sample cannot normalise it): taps above/below read zeros."""

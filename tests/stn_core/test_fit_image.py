@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from stn_core import UVGridModel, axis_angle_to_matrix, bilinear_sample, project_theta
 from stn_core.fitting import fit_landmarks
 from stn_core.fitting.image import (
@@ -28,6 +27,7 @@ from stn_core.fitting.image import (
 from stn_core.renderer import render
 from stn_core.shading import sh_ambient, sh_directional
 from stn_core.visibility import vertex_normals
+
 from tests.conftest import reference_file
 from tests.tolerances import (
     FD_STEP,
@@ -67,16 +67,35 @@ def model(tmp_path_factory) -> UVGridModel:
     from bfm_prep.resample import resample_to_grid
 
     folder = tmp_path_factory.mktemp("synth")
-    files = synth.write_synthetic(folder, seed=0, n_vertices=2000, n_shape=K_ID,
-                                  n_color=K_COLOR, n_exp=K_EXP)
-    mm = build_model(files["bfm"], files["expression"], files["mapping"], n_shape=K_ID,
-                     n_exp=K_EXP, landmarks={"aflw21": files["aflw21"]}, n_color=K_COLOR)
+    files = synth.write_synthetic(
+        folder, seed=0, n_vertices=2000, n_shape=K_ID, n_color=K_COLOR, n_exp=K_EXP
+    )
+    mm = build_model(
+        files["bfm"],
+        files["expression"],
+        files["mapping"],
+        n_shape=K_ID,
+        n_exp=K_EXP,
+        landmarks={"aflw21": files["aflw21"]},
+        n_color=K_COLOR,
+    )
     grid = resample_to_grid(mm, embed_model(mm).uv, RES)
     g = grid.model
     return UVGridModel.from_arrays(
-        g.shape_mean, g.shape_basis, g.faces, RES, std=g.shape_std, kind=g.shape_kind,
-        uv=grid.uv, inside=grid.inside, landmarks=g.landmarks, color_mean=g.color_mean,
-        color_basis=g.color_basis, color_std=g.color_std, dtype=torch.float64)
+        g.shape_mean,
+        g.shape_basis,
+        g.faces,
+        RES,
+        std=g.shape_std,
+        kind=g.shape_kind,
+        uv=grid.uv,
+        inside=grid.inside,
+        landmarks=g.landmarks,
+        color_mean=g.color_mean,
+        color_basis=g.color_basis,
+        color_std=g.color_std,
+        dtype=torch.float64,
+    )
 
 
 def truth(model: UVGridModel, b: int, seed: int, max_yaw: float = 0.35):
@@ -106,7 +125,8 @@ def truth(model: UVGridModel, b: int, seed: int, max_yaw: float = 0.35):
 def albedo_of(model: UVGridModel, beta: torch.Tensor) -> torch.Tensor:
     kc = beta.shape[1]
     return model.color_mean + (beta @ model.color_basis.reshape(-1, kc).T).reshape(
-        beta.shape[0], -1, 3)
+        beta.shape[0], -1, 3
+    )
 
 
 def scene(model: UVGridModel, b: int = 3, seed: int = 0, noise: float = NOISE, **kw):
@@ -115,8 +135,7 @@ def scene(model: UVGridModel, b: int = 3, seed: int = 0, noise: float = NOISE, *
     background = torch.full((b, 3, *SIZE), BACKGROUND, dtype=torch.float64)
     clean = render(model, theta, albedo_of(model, beta), SIZE, sh=sh, background=background)
     g = torch.Generator().manual_seed(seed + 1000)
-    images = clean.image + noise * torch.randn(clean.image.shape, generator=g,
-                                               dtype=torch.float64)
+    images = clean.image + noise * torch.randn(clean.image.shape, generator=g, dtype=torch.float64)
     points = project_theta(theta, model.mean, model.basis)[0][:, model.landmarks["aflw21"]]
     return dict(images=images, clean=clean, theta=theta, beta=beta, sh=sh, landmarks=points)
 
@@ -131,8 +150,7 @@ def interior_rms(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.
     """RMS per image of a - b over the mask eroded by 2 pixels (the face without its
     silhouette, where one pixel of outline error is a whole face-to-background step)."""
     m = -F.max_pool2d(-mask.to(a.dtype), 5, 1, 2)
-    return (((a - b) ** 2).sum(1, keepdim=True) * m).sum((1, 2, 3)).div(
-        3 * m.sum((1, 2, 3))).sqrt()
+    return (((a - b) ** 2).sum(1, keepdim=True) * m).sum((1, 2, 3)).div(3 * m.sum((1, 2, 3))).sqrt()
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +158,9 @@ def fitted(model):
     """One batch fitted with the defaults (shared by the recovery tests)."""
     s = scene(model, b=3, seed=0)
     g = torch.Generator().manual_seed(7)
-    observed = s["landmarks"] + 0.3 * torch.randn(s["landmarks"].shape, generator=g,
-                                                  dtype=torch.float64)
+    observed = s["landmarks"] + 0.3 * torch.randn(
+        s["landmarks"].shape, generator=g, dtype=torch.float64
+    )
     return s, observed, fit_image(model, s["images"], observed)
 
 
@@ -154,12 +173,14 @@ class TestSampleWithGradient:
         g = torch.Generator().manual_seed(0)
         images = torch.rand(2, 3, 9, 11, generator=g, dtype=torch.float64)
         # Non-integer points, some beyond the border (zeros outside).
-        pts = torch.rand(2, 17, 2, generator=g, dtype=torch.float64) * torch.tensor(
-            [13.0, 11.0], dtype=torch.float64) - 1.3
+        pts = (
+            torch.rand(2, 17, 2, generator=g, dtype=torch.float64)
+            * torch.tensor([13.0, 11.0], dtype=torch.float64)
+            - 1.3
+        )
         pts = torch.where((pts - pts.round()).abs() < 0.01, pts + 0.05, pts)
         value, grad = sample_with_gradient(images, pts)
-        torch.testing.assert_close(value, bilinear_sample(images, pts), rtol=RTOL64,
-                                   atol=ATOL64)
+        torch.testing.assert_close(value, bilinear_sample(images, pts), rtol=RTOL64, atol=ATOL64)
         p = pts.clone().requires_grad_(True)
         out = bilinear_sample(images, p)
         for c in range(3):
@@ -170,8 +191,7 @@ class TestSampleWithGradient:
 class TestNormalsJacobian:
     def test_normals_are_vertex_normals_and_jacobian_matches_differences(self, model):
         g = torch.Generator().manual_seed(1)
-        x = model.shape(0.5 * torch.randn(2, model.n_components, generator=g,
-                                          dtype=torch.float64))
+        x = model.shape(0.5 * torch.randn(2, model.n_components, generator=g, dtype=torch.float64))
         faces = model.faces
         normals, jac = normals_and_jacobian(x, faces)
         torch.testing.assert_close(normals, vertex_normals(x, faces), rtol=RTOL64, atol=ATOL64)
@@ -194,9 +214,15 @@ class TestJacobian:
     def test_closed_form_jacobian_matches_finite_differences(self, model, seed):
         s = scene(model, b=2, seed=seed)
         q = s["landmarks"] + 0.5
-        problem = ImageFitProblem(model, s["images"], q, torch.ones(q.shape[:2]),
-                                  model.landmarks["aflw21"], torch.exp(s["theta"][:, 5]),
-                                  FitWeights(huber_delta=0.02))  # many Huber-linear rows
+        problem = ImageFitProblem(
+            model,
+            s["images"],
+            q,
+            torch.ones(q.shape[:2]),
+            model.landmarks["aflw21"],
+            torch.exp(s["theta"][:, 5]),
+            FitWeights(huber_delta=0.02),
+        )  # many Huber-linear rows
         g = torch.Generator().manual_seed(seed)
         x = problem.pack(s["theta"], s["beta"], s["sh"])
         x = x + 0.02 * torch.randn(x.shape, generator=g, dtype=torch.float64)
@@ -209,8 +235,7 @@ class TestJacobian:
             xp, xm = x.clone(), x.clone()
             xp[:, i] += FD_STEP
             xm[:, i] -= FD_STEP
-            fd[:, :, i] = (problem.residuals(xp, vis) - problem.residuals(xm, vis)) / (
-                2 * FD_STEP)
+            fd[:, :, i] = (problem.residuals(xp, vis) - problem.residuals(xm, vis)) / (2 * FD_STEP)
         # Leave out the rows of vertices sitting on a kink of the bilinear interpolant.
         pts = geo["points"][:, problem.vertices]
         frac = (pts - pts.round()).abs().amin(-1)  # (B, N')
@@ -227,9 +252,16 @@ class TestJacobian:
 
     def test_normal_equations_are_those_of_the_jacobian(self, model):
         s = scene(model, b=2, seed=3)
-        problem = ImageFitProblem(model, s["images"], s["landmarks"], torch.ones(2, 21),
-                                  model.landmarks["aflw21"], torch.exp(s["theta"][:, 5]),
-                                  FitWeights(), chunk_elements=5000)  # several chunks
+        problem = ImageFitProblem(
+            model,
+            s["images"],
+            s["landmarks"],
+            torch.ones(2, 21),
+            model.landmarks["aflw21"],
+            torch.exp(s["theta"][:, 5]),
+            FitWeights(),
+            chunk_elements=5000,
+        )  # several chunks
         problem.set_vertices(2)
         x = problem.pack(s["theta"], s["beta"], s["sh"]) + 0.01
         ne = problem.normal_equations(x)
@@ -238,8 +270,9 @@ class TestJacobian:
         torch.testing.assert_close(ne.cost, (r * r).sum(1), rtol=RTOL64, atol=ATOL64)
         rtol, atol = NORMAL_EQUATIONS_TOL  # entries of J^T J cancel
         torch.testing.assert_close(ne.jtj, jac.mT @ jac, rtol=rtol, atol=atol)
-        torch.testing.assert_close(ne.jtr, (jac.mT @ r[..., None])[..., 0], rtol=RTOL64,
-                                   atol=ATOL64)
+        torch.testing.assert_close(
+            ne.jtr, (jac.mT @ r[..., None])[..., 0], rtol=RTOL64, atol=ATOL64
+        )
         rtol, atol = SUM_OF_TERMS_TOL
         torch.testing.assert_close(sum(ne.terms.values()), ne.cost, rtol=rtol, atol=atol)
 
@@ -330,8 +363,7 @@ class TestFitImage:
         stages = (FitStage("appearance", "appearance", 2, 3, 1e-3), FitStage("all", "all", 2, 4))
         both = fit_image(model, s["images"], s["landmarks"], stages=stages)
         for i in range(2):
-            one = fit_image(model, s["images"][i : i + 1], s["landmarks"][i : i + 1],
-                            stages=stages)
+            one = fit_image(model, s["images"][i : i + 1], s["landmarks"][i : i + 1], stages=stages)
             torch.testing.assert_close(one.theta[0], both.theta[i], rtol=RTOL64, atol=ATOL64)
             torch.testing.assert_close(one.sh[0], both.sh[i], rtol=RTOL64, atol=ATOL64)
 
@@ -354,8 +386,13 @@ class TestFitImage:
     def test_float32_and_depth_visibility(self, model):
         s = scene(model, b=1, seed=4)
         m32 = model.to(torch.float32)
-        fit = fit_image(m32, s["images"].float(), s["landmarks"].float(), visibility="depth",
-                        stages=DEFAULT_STAGES[:2])
+        fit = fit_image(
+            m32,
+            s["images"].float(),
+            s["landmarks"].float(),
+            visibility="depth",
+            stages=DEFAULT_STAGES[:2],
+        )
         assert fit.theta.dtype == torch.float32 and fit.sh.dtype == torch.float32
         assert fit.converged.all(), fit.status
         err = (fit.landmarks.double() - s["landmarks"]).norm(dim=-1).amax(1)
@@ -371,9 +408,14 @@ class TestFitImage:
             fit_image(model, s["images"], s["landmarks"], visibility="zbuffer")
         with pytest.raises(ValueError, match="huber_delta"):
             FitWeights(huber_delta=0.0)
-        grey = UVGridModel.from_arrays(model.mean, model.basis, model.faces, RES,
-                                       landmarks={"aflw21": model.landmarks["aflw21"]},
-                                       dtype=torch.float64)
+        grey = UVGridModel.from_arrays(
+            model.mean,
+            model.basis,
+            model.faces,
+            RES,
+            landmarks={"aflw21": model.landmarks["aflw21"]},
+            dtype=torch.float64,
+        )
         with pytest.raises(ValueError, match="no colour model"):
             fit_image(grey, s["images"], s["landmarks"])
         only = fit_image(grey, s["images"], s["landmarks"], landmarks_only=True)
@@ -393,8 +435,13 @@ def load_demo():
     m = sio.loadmat(reference_file("3dmmasstn/model_112.mat"))
     anl = reference_file("3dmmasstn/landmarks/Landmarks21_112.anl")
     idx = [int(s) for s in (ln.split("%")[0].strip() for ln in anl.read_text().splitlines()) if s]
-    model = UVGridModel.from_arrays(m["shapeMU"], m["shapePC"], m["faces"].astype(np.int64) - 1,
-                                    res=112, landmarks={"aflw21": np.asarray(idx) - 1})
+    model = UVGridModel.from_arrays(
+        m["shapeMU"],
+        m["shapePC"],
+        m["faces"].astype(np.int64) - 1,
+        res=112,
+        landmarks={"aflw21": np.asarray(idx) - 1},
+    )
     labels = data["Labels"][0].transpose(2, 1, 0)  # (6, 21, 2), y up, 1-based
     points = labels_from_original(torch.as_tensor(labels, dtype=torch.float32), 224)
     images = torch.as_tensor(data["Images"], dtype=torch.float32).permute(3, 2, 0, 1)

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from stn_core import UVGridModel
 from stn_core.fitting import fit_landmarks, landmark_residuals
 from stn_core.fitting.landmarks import DEFAULT_PRIOR_WEIGHT
 from stn_core.geometry import axis_angle_to_matrix, project_theta
+
 from tests.conftest import reference_file
 from tests.tolerances import (
     FD_LANDMARK_TOL,
@@ -51,8 +51,9 @@ def synthetic_model(seed: int = 0) -> UVGridModel:
     feats = np.stack([np.ones_like(u), u, v, u * v, u**2, v**2, u**3, v**3], 1)
     basis = np.einsum("nf,fck->nck", feats, g.normal(size=(feats.shape[1], 3, K))) * 6.0
     lms = g.choice(RES * RES, size=24, replace=False)
-    return UVGridModel.from_arrays(mean, basis, grid_faces(RES), RES,
-                                   landmarks={"demo": lms}, dtype=torch.float64)
+    return UVGridModel.from_arrays(
+        mean, basis, grid_faces(RES), RES, landmarks={"demo": lms}, dtype=torch.float64
+    )
 
 
 def random_theta(b: int, seed: int = 1, max_angle: float = 0.6) -> torch.Tensor:
@@ -72,8 +73,9 @@ def landmarks_of(model: UVGridModel, theta: torch.Tensor, name: str = "demo") ->
 
 
 def assert_same_rotation(r1: torch.Tensor, r2: torch.Tensor, atol: float) -> None:
-    torch.testing.assert_close(axis_angle_to_matrix(r1), axis_angle_to_matrix(r2), rtol=0,
-                               atol=atol)
+    torch.testing.assert_close(
+        axis_angle_to_matrix(r1), axis_angle_to_matrix(r2), rtol=0, atol=atol
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,8 +100,9 @@ def test_noisy_landmarks_fit_within_the_noise():
     truth = random_theta(16, seed=2)
     clean = landmarks_of(model, truth)
     sigma = 0.5
-    noisy = clean + sigma * torch.randn(clean.shape, dtype=torch.float64,
-                                        generator=torch.Generator().manual_seed(3))
+    noisy = clean + sigma * torch.randn(
+        clean.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
     fit = fit_landmarks(model, noisy, landmarks="demo", prior_weight=0.0)
     assert fit.converged.all(), fit.status
     # The mean distance of a 2D Gaussian of per-axis sigma is sigma sqrt(pi / 2); a fit that
@@ -135,33 +138,37 @@ def test_batch_equals_per_image_fits():
     model = synthetic_model()
     truth = random_theta(5, seed=5)
     pts = landmarks_of(model, truth) + 0.7 * torch.randn(
-        5, 24, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+        5, 24, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6)
+    )
     batch = fit_landmarks(model, pts, landmarks="demo")
     for i in range(5):
         one = fit_landmarks(model, pts[i : i + 1], landmarks="demo")
         torch.testing.assert_close(one.theta[0], batch.theta[i], rtol=RTOL64, atol=ATOL64)
-        torch.testing.assert_close(one.error_px[0], batch.error_px[i], rtol=RTOL64,
-                                   atol=ATOL64)
+        torch.testing.assert_close(one.error_px[0], batch.error_px[i], rtol=RTOL64, atol=ATOL64)
         assert int(one.n_iter[0]) == int(batch.n_iter[i])
 
 
 def test_cost_history_never_increases_and_terms_add_up():
     model = synthetic_model()
     pts = landmarks_of(model, random_theta(6, seed=7)) + torch.randn(
-        6, 24, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+        6, 24, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(8)
+    )
     fit = fit_landmarks(model, pts, landmarks="demo", prior_weight=3.0)
     h = fit.history
     assert (h.cost[1:] <= h.cost[:-1]).all()
-    torch.testing.assert_close(h.terms["landmarks"] + h.terms["prior"], h.cost,
-                               rtol=RTOL64, atol=ATOL64)
+    torch.testing.assert_close(
+        h.terms["landmarks"] + h.terms["prior"], h.cost, rtol=RTOL64, atol=ATOL64
+    )
     torch.testing.assert_close(fit.cost, h.cost[-1])
 
 
 def test_prior_weight_shrinks_alpha_and_scale_invariance():
     model = synthetic_model()
     pts = landmarks_of(model, random_theta(4, seed=9))
-    norms = [fit_landmarks(model, pts, landmarks="demo", prior_weight=w).theta[:, 6:].norm(dim=1)
-             for w in (0.0, 1.0, 10.0, 100.0)]
+    norms = [
+        fit_landmarks(model, pts, landmarks="demo", prior_weight=w).theta[:, 6:].norm(dim=1)
+        for w in (0.0, 1.0, 10.0, 100.0)
+    ]
     for a, b in zip(norms, norms[1:]):
         assert (b < a).all()
     # The landmark term is measured in model mm: the same face twice as large in the image
@@ -169,8 +176,9 @@ def test_prior_weight_shrinks_alpha_and_scale_invariance():
     base = fit_landmarks(model, pts, landmarks="demo", prior_weight=10.0)
     big = fit_landmarks(model, 2 * pts, landmarks="demo", prior_weight=10.0)
     torch.testing.assert_close(big.theta[:, 6:], base.theta[:, 6:], rtol=RTOL64, atol=ATOL64)
-    torch.testing.assert_close(big.theta[:, 5], base.theta[:, 5] + math.log(2), rtol=RTOL64,
-                               atol=ATOL64)
+    torch.testing.assert_close(
+        big.theta[:, 5], base.theta[:, 5] + math.log(2), rtol=RTOL64, atol=ATOL64
+    )
 
 
 def test_fix_shape_init_and_index_tensor():
@@ -306,8 +314,13 @@ def load_demo():
     anl = reference_file("3dmmasstn/landmarks/Landmarks21_112.anl")
     m = sio.loadmat(mfile)
     idx = [int(s) for s in (ln.split("%")[0].strip() for ln in anl.read_text().splitlines()) if s]
-    model = UVGridModel.from_arrays(m["shapeMU"], m["shapePC"], m["faces"].astype(np.int64) - 1,
-                                    res=112, landmarks={"aflw21": np.asarray(idx) - 1})
+    model = UVGridModel.from_arrays(
+        m["shapeMU"],
+        m["shapePC"],
+        m["faces"].astype(np.int64) - 1,
+        res=112,
+        landmarks={"aflw21": np.asarray(idx) - 1},
+    )
     labels = sio.loadmat(data)["Labels"][0].transpose(2, 1, 0)  # (6, 21, 2), y up, 1-based
     points = labels_from_original(torch.as_tensor(labels, dtype=torch.float32), 224)
     return model, points
@@ -323,10 +336,12 @@ def test_demo_images_fit_under_3px_each_and_2_3px_on_average(capsys):
     elapsed = time.perf_counter() - t0
     err = fit.error_px
     with capsys.disabled():
-        print(f"\nfit_landmarks on the six demo images (torch threads {torch_threads}, fitting "
-              f"on 1; prior weight "
-              f"{DEFAULT_PRIOR_WEIGHT}): {elapsed * 1000:.1f} ms; errors px "
-              f"{[round(float(e), 3) for e in err]}, mean {float(err.mean()):.3f}")
+        print(
+            f"\nfit_landmarks on the six demo images (torch threads {torch_threads}, fitting "
+            f"on 1; prior weight "
+            f"{DEFAULT_PRIOR_WEIGHT}): {elapsed * 1000:.1f} ms; errors px "
+            f"{[round(float(e), 3) for e in err]}, mean {float(err.mean()):.3f}"
+        )
     assert fit.converged.all(), fit.status
     assert (err < DEMO_MAX_PX).all(), err
     assert float(err.mean()) < DEMO_MEAN_PX, err

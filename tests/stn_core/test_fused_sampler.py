@@ -24,8 +24,9 @@ from tests.tolerances import KERNEL_TOL, TOL
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(
-    not HAS_TRITON, reason="triton is not installed (pip install stn-core[triton]); the fused "
-    "kernel cannot be tested against the reference without it"
+    not HAS_TRITON,
+    reason="triton is not installed (pip install stn-core[triton]); the fused "
+    "kernel cannot be tested against the reference without it",
 )
 
 BF16_TOL = TOL["bfloat16"]
@@ -241,15 +242,16 @@ class TestFusedVsReference:
         assert out_k.dtype == torch.bfloat16 and dim_k.dtype == torch.bfloat16
         # Forward and d images against float32 arithmetic on the same (bf16-valued) inputs.
         same = dict(inp, images=inp["images"].bfloat16().float())
-        out_32, _, dim_32 = _run("reference", same, torch.float32, grad_out.float(),
-                                 images_grad=True)
+        out_32, _, dim_32 = _run(
+            "reference", same, torch.float32, grad_out.float(), images_grad=True
+        )
         _assert_bf16_rounding(out_k, out_32, "forward (bf16)", seed)
         _assert_bf16_rounding(dim_k, dim_32, "d images (bf16)", seed, scale=_max_scale(dim_32))
         _assert_close(out_k, out_r, BF16_TOL, "forward (bf16)", seed)
-        _assert_close(dth_k, dth_r, KERNEL_TOL, "d theta (bf16 images)", seed,
-                      scale=_column_scale(dth_r))
-        _assert_close(dim_k, dim_r, BF16_TOL, "d images (bf16)", seed,
-                      scale=_max_scale(dim_r))
+        _assert_close(
+            dth_k, dth_r, KERNEL_TOL, "d theta (bf16 images)", seed, scale=_column_scale(dth_r)
+        )
+        _assert_close(dim_k, dim_r, BF16_TOL, "d images (bf16)", seed, scale=_max_scale(dim_r))
 
     def test_bfloat16_vs_float32_reference(self, poison):
         """bf16 images in the kernel against the float32 reference on the unrounded images:
@@ -275,20 +277,28 @@ class TestFusedVsReference:
         out_k, dth_k, dim_k = _run("triton", inp, torch.float32, grad_out, images_grad=True)
         out_r, dth_r, dim_r = _run("reference", inp, torch.float32, grad_out, images_grad=True)
         _assert_close(out_k, out_r, KERNEL_TOL, "forward (strided)", seed)
-        _assert_close(dth_k, dth_r, KERNEL_TOL, "d theta (strided)", seed,
-                      scale=_column_scale(dth_r))
-        _assert_close(dim_k, dim_r, KERNEL_TOL, "d images (strided)", seed,
-                      scale=_max_scale(dim_r))
+        _assert_close(
+            dth_k, dth_r, KERNEL_TOL, "d theta (strided)", seed, scale=_column_scale(dth_r)
+        )
+        _assert_close(dim_k, dim_r, KERNEL_TOL, "d images (strided)", seed, scale=_max_scale(dim_r))
 
     def test_poisoned_out_buffer(self, interpreter):
         """stn_fwd(out=...) writes every element, zeros outside the image and under the mask."""
         inp, seed = _draw(3, 3, 37, 41, 121, 7)
         pose = interpreter.pack_pose(inp["theta"])
         out = torch.full((3, 3, 121), float("nan"))
-        interpreter.stn_fwd(inp["images"], pose, inp["theta"][:, 6:], inp["mean"], inp["basis"],
-                            inp["mask"], out=out)
-        ref = stn_flatten_reference(inp["images"], inp["theta"], inp["mean"], inp["basis"],
-                                    inp["mask"])
+        interpreter.stn_fwd(
+            inp["images"],
+            pose,
+            inp["theta"][:, 6:],
+            inp["mean"],
+            inp["basis"],
+            inp["mask"],
+            out=out,
+        )
+        ref = stn_flatten_reference(
+            inp["images"], inp["theta"], inp["mean"], inp["basis"], inp["mask"]
+        )
         _assert_close(out, ref, KERNEL_TOL, "forward into a NaN-filled buffer", seed)
         assert (out == 0).any(), f"expected some exact zeros (masked or outside); seed {seed}"
 
@@ -310,8 +320,10 @@ class TestFusedVsReference:
 
 
 @needs_triton
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the compiled kernels "
-                    "are checked on the CPU under the interpreter only")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device: the compiled kernels are checked on the CPU under the interpreter only",
+)
 class TestFusedOnCuda:
     """The compiled kernels on a GPU, at a realistic size (224 x 224 images, R = 112)."""
 
@@ -326,10 +338,12 @@ class TestFusedOnCuda:
         out_r, dth_r, dim_r = _run("reference", inp, dtype, grad_out, images_grad=True)
         tol = KERNEL_TOL if dtype == torch.float32 else BF16_TOL
         _assert_close(out_k, out_r, tol, f"forward on CUDA ({dtype})", seed)
-        _assert_close(dth_k, dth_r, KERNEL_TOL, f"d theta on CUDA ({dtype})", seed,
-                      scale=_column_scale(dth_r))
-        _assert_close(dim_k, dim_r, tol, f"d images on CUDA ({dtype})", seed,
-                      scale=_max_scale(dim_r))
+        _assert_close(
+            dth_k, dth_r, KERNEL_TOL, f"d theta on CUDA ({dtype})", seed, scale=_column_scale(dth_r)
+        )
+        _assert_close(
+            dim_k, dim_r, tol, f"d images on CUDA ({dtype})", seed, scale=_max_scale(dim_r)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,18 +400,23 @@ class TestDispatch:
         seen = []
 
         def loss(theta, backend):
-            seen.append(select_backend(inp["images"], theta, inp["mean"], inp["basis"],
-                                       inp["mask"], backend="auto"))
-            out = stn_flatten(inp["images"], theta, inp["mean"], inp["basis"], inp["mask"],
-                              backend=backend)
+            seen.append(
+                select_backend(
+                    inp["images"], theta, inp["mean"], inp["basis"], inp["mask"], backend="auto"
+                )
+            )
+            out = stn_flatten(
+                inp["images"], theta, inp["mean"], inp["basis"], inp["mask"], backend=backend
+            )
             return (out * grad_out).sum()
 
         assert select_backend(inp["images"], inp["theta"], inp["mean"], inp["basis"]) == "triton"
         auto = torch.func.grad(loss)(inp["theta"], "auto")
         assert seen == ["reference"]
         _, expected, _ = _run("reference", inp, torch.float32, grad_out, images_grad=False)
-        _assert_close(auto, expected, TOL[np.float32], "torch.func.grad", seed,
-                      scale=_column_scale(expected))
+        _assert_close(
+            auto, expected, TOL[np.float32], "torch.func.grad", seed, scale=_column_scale(expected)
+        )
         with pytest.raises(StnError, match="torch.func"):
             torch.func.grad(loss)(inp["theta"], "triton")
 
@@ -414,8 +433,9 @@ class TestDispatch:
         assert dth_k.dtype == dth_r.dtype == torch.bfloat16
         _assert_close(out_k, out_r, KERNEL_TOL, "forward (bf16 theta)", seed)
         # Both gradients are float32 sums rounded to bf16: within one bf16 rounding.
-        _assert_close(dth_k, dth_r, BF16_TOL, "d theta (bf16 theta)", seed,
-                      scale=_column_scale(dth_r))
+        _assert_close(
+            dth_k, dth_r, BF16_TOL, "d theta (bf16 theta)", seed, scale=_column_scale(dth_r)
+        )
 
     def test_triton_on_cpu_without_interpreter_is_a_clear_error(self, monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -432,8 +452,9 @@ class TestDispatch:
         inp, _ = _draw(1, 1, 29, 31, 97, 1)
         pose = triton_kernels.pack_pose(inp["theta"])
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-            triton_kernels.stn_fwd(inp["images"], pose, inp["theta"][:, 6:], inp["mean"],
-                                   inp["basis"])
+            triton_kernels.stn_fwd(
+                inp["images"], pose, inp["theta"][:, 6:], inp["mean"], inp["basis"]
+            )
 
     def test_unknown_backend(self):
         inp, _ = _draw(1, 1, 29, 31, 97, 1)
@@ -444,8 +465,13 @@ class TestDispatch:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         inp, _ = _draw(1, 1, 29, 31, 97, 1)
         with pytest.raises(StnError, match="backend='triton' cannot run"):
-            stn_flatten(inp["images"].double(), inp["theta"].double(), inp["mean"],
-                        inp["basis"], backend="triton")
+            stn_flatten(
+                inp["images"].double(),
+                inp["theta"].double(),
+                inp["mean"],
+                inp["basis"],
+                backend="triton",
+            )
 
     def test_imports_and_runs_without_triton(self):
         """stn-core imports and computes with triton unimportable (it is an optional extra)."""
@@ -468,6 +494,7 @@ class TestDispatch:
                 raise AssertionError("backend='triton' without triton should raise")
             """
         )
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
         assert res.returncode == 0, res.stderr[-2000:]

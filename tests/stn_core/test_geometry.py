@@ -312,10 +312,15 @@ class TestRotationHelpers:
         axis = axis / axis.norm(dim=1, keepdim=True)
         below = G.so3_left_jacobian(axis * (0.5 - 1e-9))
         above = G.so3_left_jacobian(axis * (0.5 + 1e-9))
-        torch.testing.assert_close(below, above, rtol=LEFT_JACOBIAN_SWITCH_TOL,
-                                   atol=LEFT_JACOBIAN_SWITCH_TOL)
-        torch.testing.assert_close(G.so3_left_jacobian(torch.zeros(1, 3, dtype=torch.float64)),
-                                   torch.eye(3, dtype=torch.float64)[None], rtol=0, atol=0)
+        torch.testing.assert_close(
+            below, above, rtol=LEFT_JACOBIAN_SWITCH_TOL, atol=LEFT_JACOBIAN_SWITCH_TOL
+        )
+        torch.testing.assert_close(
+            G.so3_left_jacobian(torch.zeros(1, 3, dtype=torch.float64)),
+            torch.eye(3, dtype=torch.float64)[None],
+            rtol=0,
+            atol=0,
+        )
 
     @pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-3, 1.0, 3.0, math.pi - 1e-7])
     def test_matrix_to_axis_angle_inverts_rodrigues(self, angle):
@@ -333,14 +338,12 @@ class TestRotationHelpers:
             angles = torch.tensor(g.uniform(-1.2, 1.2, 3), dtype=torch.float64)
             rot = G.euler_to_matrix(angles)
             r = G.matrix_to_axis_angle(rot)
-            np.testing.assert_allclose(G.axis_angle_to_matrix(r).numpy(), rot.numpy(),
-                                       atol=1e-12)
+            np.testing.assert_allclose(G.axis_angle_to_matrix(r).numpy(), rot.numpy(), atol=1e-12)
         eye = torch.eye(3, dtype=torch.float64)
         np.testing.assert_allclose(G.matrix_to_axis_angle(eye).numpy(), np.zeros(3))
         # yaw alone is the axis-angle (0, yaw, 0): positive yaw turns the face towards +x
         yaw = G.euler_to_matrix(torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64))
-        np.testing.assert_allclose(G.matrix_to_axis_angle(yaw).numpy(), [0, 0.3, 0],
-                                   atol=1e-12)
+        np.testing.assert_allclose(G.matrix_to_axis_angle(yaw).numpy(), [0, 0.3, 0], atol=1e-12)
 
     def test_batch_shapes(self):
         angles = torch.zeros(2, 5, 3, dtype=torch.float64)
@@ -353,7 +356,8 @@ class TestRotationHelpers:
         yaw, pitch, roll = 0.4, -0.3, 0.2
         got = G.euler_to_matrix(torch.tensor([yaw, pitch, roll], dtype=torch.float64))
         about = lambda axis, a: G.axis_angle_to_matrix(  # noqa: E731
-            torch.tensor(axis, dtype=torch.float64) * a)
+            torch.tensor(axis, dtype=torch.float64) * a
+        )
         want = about([0, 0, 1], roll) @ about([0, 1, 0], yaw) @ about([1, 0, 0], pitch)
         _close(got, want)
 
@@ -402,5 +406,3 @@ class TestInitialLogScale:
             G.initial_log_scale(np.zeros((4, 2)), (224, 224))
         with pytest.raises(ValueError):
             G.initial_log_scale(np.zeros((4, 3)), (224, 224))
-
-

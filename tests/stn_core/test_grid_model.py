@@ -174,8 +174,9 @@ class TestFromArrays:
         assert m.res == RES and m.n_identity == 3 and m.n_expression == 2
         assert m.inside.all()
         # default uv: the grid's own, u along columns, v up
-        np.testing.assert_allclose(m.uv.numpy(), d["uv"], rtol=TOL[np.float64][0],
-                                   atol=TOL[np.float64][1])
+        np.testing.assert_allclose(
+            m.uv.numpy(), d["uv"], rtol=TOL[np.float64][0], atol=TOL[np.float64][1]
+        )
 
     def test_orients_faces_towards_camera(self):
         d = arrays(color=False)
@@ -229,7 +230,8 @@ class TestTo:
     def test_module_style_moves(self):
         m = UVGridModel.from_arrays(**arrays())
         assert m.double().mean.dtype == torch.float64 and m.double().float().mean.dtype == (
-            torch.float32)
+            torch.float32
+        )
         assert m.cpu().mean.device.type == "cpu" and m.double().faces.dtype == torch.long
         with pytest.raises(StnError, match="floating-point dtype"):
             m.to(torch.long)

@@ -38,15 +38,33 @@ def grid_faces(res: int) -> torch.Tensor:
 # AFLW-21 landmarks of face_like_model as (row, col) fractions of the grid: brows, eyes, ears,
 # nose, mouth, chin (column 0 is the subject's right, the viewer's left).
 AFLW21_ROWCOL = [
-    (0.28, 0.18), (0.25, 0.28), (0.27, 0.40), (0.27, 0.60), (0.25, 0.72), (0.28, 0.82),
-    (0.38, 0.22), (0.38, 0.31), (0.38, 0.40), (0.38, 0.60), (0.38, 0.69), (0.38, 0.78),
-    (0.50, 0.02), (0.58, 0.42), (0.56, 0.50), (0.58, 0.58), (0.50, 0.98),
-    (0.74, 0.38), (0.74, 0.50), (0.74, 0.62), (0.93, 0.50),
+    (0.28, 0.18),
+    (0.25, 0.28),
+    (0.27, 0.40),
+    (0.27, 0.60),
+    (0.25, 0.72),
+    (0.28, 0.82),
+    (0.38, 0.22),
+    (0.38, 0.31),
+    (0.38, 0.40),
+    (0.38, 0.60),
+    (0.38, 0.69),
+    (0.38, 0.78),
+    (0.50, 0.02),
+    (0.58, 0.42),
+    (0.56, 0.50),
+    (0.58, 0.58),
+    (0.50, 0.98),
+    (0.74, 0.38),
+    (0.74, 0.50),
+    (0.74, 0.62),
+    (0.93, 0.50),
 ]
 
 
-def face_like_model(res: int = 32, color: bool = False, corners_outside: bool = True,
-                    dtype=torch.float32) -> UVGridModel:
+def face_like_model(
+    res: int = 32, color: bool = False, corners_outside: bool = True, dtype=torch.float32
+) -> UVGridModel:
     """A small face-like grid model: an ellipsoidal cap (150 x 190 x 60 mm) with a nose, two
     identity and two expression components, AFLW-21 landmarks, optionally a colour model;
     the 2 x 2 corner blocks of the grid are outside the mesh."""
@@ -69,21 +87,31 @@ def face_like_model(res: int = 32, color: bool = False, corners_outside: bool = 
     if corners_outside:
         for r0 in (0, res - 2):
             for c0 in (0, res - 2):
-                inside[r0:r0 + 2, c0:c0 + 2] = False
+                inside[r0 : r0 + 2, c0 : c0 + 2] = False
     lm = [round(r * (res - 1)) * res + round(c * (res - 1)) for r, c in AFLW21_ROWCOL]
     kw = {}
     if color:
         skin = torch.tensor([0.8, 0.6, 0.5], dtype=torch.float64)
         cmean = skin.expand(res * res, 3).clone()
         cbasis = torch.stack(
-            [torch.tensor([0.05, 0.04, 0.03], dtype=torch.float64).expand(res * res, 3),
-             (0.05 * x.reshape(-1, 1)) * torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)],
+            [
+                torch.tensor([0.05, 0.04, 0.03], dtype=torch.float64).expand(res * res, 3),
+                (0.05 * x.reshape(-1, 1)) * torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64),
+            ],
             -1,
         )
         kw = dict(color_mean=cmean, color_basis=cbasis)
-    return UVGridModel.from_arrays(mean, basis, grid_faces(res), res, n_identity=2,
-                                   inside=inside.reshape(-1), landmarks={"aflw21": lm},
-                                   dtype=dtype, **kw)
+    return UVGridModel.from_arrays(
+        mean,
+        basis,
+        grid_faces(res),
+        res,
+        n_identity=2,
+        inside=inside.reshape(-1),
+        landmarks={"aflw21": lm},
+        dtype=dtype,
+        **kw,
+    )
 
 
 def _tri(points, z=None):
@@ -128,7 +156,8 @@ class TestRasterizeCoverage:
         for scale in (1.5, 3.0, 7.0, 20.0, 90.0):
             n = 40
             centre = torch.rand(2, n, 1, 2, generator=g, dtype=torch.float64) * torch.tensor(
-                [50.0, 40.0], dtype=torch.float64)
+                [50.0, 40.0], dtype=torch.float64
+            )
             offset = torch.rand(2, n, 3, 2, generator=g, dtype=torch.float64) - 0.5
             corners = centre + offset * scale
             depth = torch.rand(2, n, 3, 1, generator=g, dtype=torch.float64) * 10
@@ -147,8 +176,11 @@ class TestRasterizeCoverage:
         winning face as the reference, triangle by triangle."""
         res = 12
         g = torch.Generator().manual_seed(3)
-        ys, xs = torch.meshgrid(torch.linspace(2, 40, res, dtype=torch.float64),
-                                torch.linspace(3, 45, res, dtype=torch.float64), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.linspace(2, 40, res, dtype=torch.float64),
+            torch.linspace(3, 45, res, dtype=torch.float64),
+            indexing="ij",
+        )
         f = grid_faces(res)  # front-facing in these y-down pixel coordinates
         for _ in range(3):
             jitter = (torch.rand(res, res, 2, generator=g, dtype=torch.float64) - 0.5) * 6
@@ -161,8 +193,9 @@ class TestRasterizeCoverage:
 
     def test_large_quad(self):
         """A single cell larger than every window: its two triangles are enumerated exactly."""
-        v = torch.tensor([[[3.2, 2.7, 0], [51.6, 4.1, 1], [2.4, 41.9, 2], [50.3, 44.8, 3]]],
-                         dtype=torch.float64)
+        v = torch.tensor(
+            [[[3.2, 2.7, 0], [51.6, 4.1, 1], [2.4, 41.9, 2], [50.3, 44.8, 3]]], dtype=torch.float64
+        )
         f = grid_faces(2)
         fast = rasterize(v, f, (48, 56))
         ref = rasterize_reference(v, f, (48, 56))
@@ -188,8 +221,11 @@ class TestRasterizeCoverage:
         rectangular outline exactly once (no cracks, no double coverage)."""
         res = 9
         g = torch.Generator().manual_seed(1)
-        ys, xs = torch.meshgrid(torch.linspace(2, 34, res, dtype=torch.float64),
-                                torch.linspace(3, 43, res, dtype=torch.float64), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.linspace(2, 34, res, dtype=torch.float64),
+            torch.linspace(3, 43, res, dtype=torch.float64),
+            indexing="ij",
+        )
         jitter = (torch.rand(res, res, 2, generator=g, dtype=torch.float64) - 0.5) * 3
         jitter[[0, -1], :, :] = 0
         jitter[:, [0, -1], :] = 0
@@ -200,7 +236,7 @@ class TestRasterizeCoverage:
         f = f[:, [0, 2, 1]] if _signed_area(v, f[:1]) > 0 else f
         hits = torch.zeros(40, 48, dtype=torch.int64)
         for k in range(f.shape[0]):
-            hits += (rasterize(v[None], f[k:k + 1], (40, 48)).face[0] >= 0).long()
+            hits += (rasterize(v[None], f[k : k + 1], (40, 48)).face[0] >= 0).long()
         expected = torch.zeros(40, 48, dtype=torch.int64)
         expected[2:34, 3:43] = 1
         assert torch.equal(hits, expected)
@@ -229,10 +265,12 @@ class TestDepthAndCulling:
         v, f = self._planes(order)
         frags = rasterize(v[None], f, (32, 32))
         overlap = (slice(12, 20), slice(12, 20))
-        torch.testing.assert_close(frags.depth[0][overlap], torch.full((8, 8), 20.0,
-                                   dtype=torch.float64))
-        torch.testing.assert_close(frags.depth[0, 5:12, 5:12], torch.full((7, 7), 10.0,
-                                   dtype=torch.float64))
+        torch.testing.assert_close(
+            frags.depth[0][overlap], torch.full((8, 8), 20.0, dtype=torch.float64)
+        )
+        torch.testing.assert_close(
+            frags.depth[0, 5:12, 5:12], torch.full((7, 7), 10.0, dtype=torch.float64)
+        )
         assert torch.all(torch.isinf(frags.depth[0, 0:4, :]))
         near = [2, 3] if order == "ab" else [0, 1]
         assert torch.isin(frags.face[0][overlap], torch.tensor(near)).all()
@@ -264,16 +302,25 @@ class TestInterpolation:
         covered pixel centre (Gouraud with the pixel's barycentrics)."""
         res = 6
         g = torch.Generator().manual_seed(2)
-        ys, xs = torch.meshgrid(torch.linspace(3, 27, res, dtype=torch.float64),
-                                torch.linspace(2, 29, res, dtype=torch.float64), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.linspace(3, 27, res, dtype=torch.float64),
+            torch.linspace(2, 29, res, dtype=torch.float64),
+            indexing="ij",
+        )
         pts = torch.stack([xs, ys], -1).reshape(1, -1, 2)
         pts = pts + (torch.rand(pts.shape, generator=g, dtype=torch.float64) - 0.5)
         depth = torch.rand(1, res * res, 1, generator=g, dtype=torch.float64)
         rotated = torch.cat([pts[..., :1], -pts[..., 1:], depth], -1)  # model axes: y up
 
         def colour(p):
-            return torch.stack([0.01 * p[..., 0] + 0.1, 0.02 * p[..., 1] + 0.05,
-                                0.005 * (p[..., 0] + p[..., 1]) + 0.3], -1)
+            return torch.stack(
+                [
+                    0.01 * p[..., 0] + 0.1,
+                    0.02 * p[..., 1] + 0.05,
+                    0.005 * (p[..., 0] + p[..., 1]) + 0.3,
+                ],
+                -1,
+            )
 
         f = grid_faces(res)
         if _signed_area(pts[0], f[:1]) > 0:
@@ -281,8 +328,11 @@ class TestInterpolation:
         out = render_mesh(pts, rotated, f, colour(pts), (32, 32))
         mask = out.mask[0, 0]
         assert mask.sum() > 400
-        yy, xx = torch.meshgrid(torch.arange(32.0, dtype=torch.float64),
-                                torch.arange(32.0, dtype=torch.float64), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(32.0, dtype=torch.float64),
+            torch.arange(32.0, dtype=torch.float64),
+            indexing="ij",
+        )
         expected = colour(torch.stack([xx, yy], -1)).permute(2, 0, 1)
         # Colours in [0, 1]: float64's absolute tolerance alone.
         torch.testing.assert_close(out.image[0][:, mask], expected[:, mask], rtol=0, atol=F64[1])
@@ -310,13 +360,20 @@ class TestRender:
         u = torch.linspace(-1, 1, res, dtype=torch.float64)
         y, x = torch.meshgrid(-u, u, indexing="ij")
         mean = torch.stack([40 * x, 30 * y, torch.zeros_like(x)], -1).reshape(-1, 3)
-        model = UVGridModel.from_arrays(mean, torch.zeros(res * res, 3, 0), grid_faces(res),
-                                        dtype=torch.float64)
+        model = UVGridModel.from_arrays(
+            mean, torch.zeros(res * res, 3, 0), grid_faces(res), dtype=torch.float64
+        )
         theta = initial_theta(1, 0, 48, 64, log_s=math.log(0.5), dtype=torch.float64)
         theta[0, 2] = 0.4  # roll
         theta[0, 3:5] += torch.tensor([2.3, -1.7], dtype=torch.float64)
-        colors = torch.stack([(mean[:, 0] + 40) / 80, (mean[:, 1] + 30) / 60,
-                              torch.full((res * res,), 0.5, dtype=torch.float64)], -1)[None]
+        colors = torch.stack(
+            [
+                (mean[:, 0] + 40) / 80,
+                (mean[:, 1] + 30) / 60,
+                torch.full((res * res,), 0.5, dtype=torch.float64),
+            ],
+            -1,
+        )[None]
         out = render(model, theta, colors, (48, 64))
         points, _ = project_theta(theta, model.mean, model.basis)
         # The affine map model (x, y) -> pixel from three vertices, inverted at the pixels.
@@ -368,8 +425,9 @@ class TestRender:
         assert torch.equal(out.mask, torch.isfinite(out.depth))
         colored = face_like_model(16, color=True)
         out = render(colored, theta, image_size=(32, 32))
-        torch.testing.assert_close(out.image[0][:, m].mean(1), torch.tensor([0.8, 0.6, 0.5]),
-                                   rtol=F32[0], atol=F32[1])
+        torch.testing.assert_close(
+            out.image[0][:, m].mean(1), torch.tensor([0.8, 0.6, 0.5]), rtol=F32[0], atol=F32[1]
+        )
 
     def test_lighting_and_background(self):
         model = face_like_model(16)
@@ -400,13 +458,14 @@ class TestRender:
 
     def test_float64_and_batch(self):
         model = face_like_model(16, dtype=torch.float64)
-        theta = initial_theta(3, model.n_components, 32, 32, log_s=math.log(0.15),
-                              dtype=torch.float64)
+        theta = initial_theta(
+            3, model.n_components, 32, 32, log_s=math.log(0.15), dtype=torch.float64
+        )
         theta[:, 1] = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64)
         out = render(model, theta, image_size=(32, 32))
         assert out.image.dtype == torch.float64 and out.depth.dtype == torch.float64
         for i in range(3):
-            one = render(model, theta[i:i + 1], image_size=(32, 32))
+            one = render(model, theta[i : i + 1], image_size=(32, 32))
             assert torch.equal(one.mask[0], out.mask[i])
             torch.testing.assert_close(one.image[0], out.image[i])
             assert torch.equal(one.vertex_visible[0], out.vertex_visible[i])
@@ -465,10 +524,18 @@ class TestVertexVisibility:
         points, rotated = project_theta(theta, model.mean, model.basis)
         colors = torch.full_like(rotated, 0.5)
         lm = model.landmarks["aflw21"]
-        full = render_mesh(points, rotated, model.drawn_faces, colors, (64, 64),
-                           inside=model.inside)
-        some = render_mesh(points, rotated, model.drawn_faces, colors, (64, 64),
-                           inside=model.inside, visible_for=lm)
+        full = render_mesh(
+            points, rotated, model.drawn_faces, colors, (64, 64), inside=model.inside
+        )
+        some = render_mesh(
+            points,
+            rotated,
+            model.drawn_faces,
+            colors,
+            (64, 64),
+            inside=model.inside,
+            visible_for=lm,
+        )
         assert some.vertex_visible.shape == (2, 21)
         assert torch.equal(some.vertex_visible, full.vertex_visible[:, lm])
         assert torch.equal(some.image, full.image)
@@ -486,10 +553,16 @@ class TestVertexVisibility:
         faces = torch.cat([f, f + res * res])
         points = v[None, :, :2]
         rotated = v * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # model axes: y up
-        out = render_mesh(points, rotated[None], faces, torch.full((1, 2 * res * res, 3), 0.5),
-                          (32, 32), pixels_per_mm=torch.ones(1, dtype=torch.float64))
+        out = render_mesh(
+            points,
+            rotated[None],
+            faces,
+            torch.full((1, 2 * res * res, 3), 0.5),
+            (32, 32),
+            pixels_per_mm=torch.ones(1, dtype=torch.float64),
+        )
         vis = out.vertex_visible[0, : res * res].reshape(res, res)
         under = (back[..., 0] > 16.5) & (back[..., 0] < 29.5) & (back[..., 1] < 15.5)
         assert not vis[under].any()
         assert vis[~under & (back[..., 0] < 15)].all()
-        assert out.vertex_visible[0, res * res:].all()
+        assert out.vertex_visible[0, res * res :].all()

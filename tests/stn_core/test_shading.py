@@ -44,8 +44,9 @@ def _degree2_projection(f_values, pts, wts, at):
 
     def mono(p):
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
-        return np.stack([np.ones_like(x), x, y, z, x * y, y * z, x * z, x * x - y * y,
-                         3 * z * z - 1], 1)
+        return np.stack(
+            [np.ones_like(x), x, y, z, x * y, y * z, x * z, x * x - y * y, 3 * z * z - 1], 1
+        )
 
     m = mono(pts)
     gram = m.T @ (m * wts[:, None])
@@ -56,8 +57,9 @@ def _degree2_projection(f_values, pts, wts, at):
 
 class TestShBasis:
     def test_smoke(self):
-        n = _unit(torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0),
-                             dtype=torch.float64))
+        n = _unit(
+            torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        )
         b = sh_basis(n)
         assert b.shape == (2, 5, 9) and b.dtype == torch.float64
         assert sh_basis(n.float()).dtype == torch.float32
@@ -94,8 +96,9 @@ class TestShBasis:
         pts, wts = _sphere_quadrature()
         d = np.asarray(direction) / np.linalg.norm(direction)
         clamped = np.maximum(pts @ d, 0.0)
-        at = _unit(torch.randn(64, 3, generator=torch.Generator().manual_seed(1),
-                               dtype=torch.float64))
+        at = _unit(
+            torch.randn(64, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        )
         expected = _degree2_projection(clamped, pts, wts, at.numpy())
         ours = (sh_basis(at) @ sh_directional(torch.tensor(d), 1.0))[:, 0]
         # The kink of the clamped cosine limits the quadrature's accuracy.
@@ -107,8 +110,10 @@ class TestShBasis:
         d = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
         sh = sh_directional(d, 1.0)
         n = torch.tensor([[0, 0, 1.0], [1.0, 0, 0], [0, 0, -1.0]], dtype=torch.float64)
-        _close(shading(n[None], sh)[0, :, 0],
-               torch.tensor([1.0625, 0.25 - 5 / 32, 0.0625], dtype=torch.float64))
+        _close(
+            shading(n[None], sh)[0, :, 0],
+            torch.tensor([1.0625, 0.25 - 5 / 32, 0.0625], dtype=torch.float64),
+        )
         _close(sh[0], torch.full((3,), 0.25, dtype=torch.float64))
 
     def test_ambient_is_coefficient_zero(self):

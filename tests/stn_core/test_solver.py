@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from stn_core.fitting import (
     STATUS_CODES,
     NormalEquations,
@@ -13,6 +12,7 @@ from stn_core.fitting import (
     huber_residuals,
     levenberg_marquardt,
 )
+
 from tests.tolerances import LM_CONVERGED, TOL
 
 RTOL64, ATOL64 = TOL[np.float64]
@@ -20,7 +20,8 @@ EXACT64 = LM_CONVERGED[np.float64]  # a solution against the known minimum
 EXACT32 = LM_CONVERGED[np.float32]
 # torch.func's first use scripts a helper with the deprecated torch.jit.script (torch's own).
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
 T = torch.linspace(0.0, 2.0, 25, dtype=torch.float64)
 
 
@@ -77,8 +78,9 @@ def test_autodiff_matches_closed_form(mode):
     r_cf, j_cf = exp_jacobian(y)(xs)
     torch.testing.assert_close(r_ad, r_cf, rtol=RTOL64, atol=ATOL64)
     torch.testing.assert_close(j_ad, j_cf, rtol=RTOL64, atol=ATOL64)
-    res = levenberg_marquardt(x0, residual_fn=lambda x: exp_residual(x, y), autodiff=mode,
-                              n_iter=200)
+    res = levenberg_marquardt(
+        x0, residual_fn=lambda x: exp_residual(x, y), autodiff=mode, n_iter=200
+    )
     assert res.converged.all()
     torch.testing.assert_close(res.x, truth, rtol=EXACT64, atol=EXACT64)
 
@@ -157,9 +159,12 @@ def test_normal_equations_input_gives_the_same_path():
 
     def lin_ne(x):
         r, jac = lin(x)
-        return NormalEquations((r * r).sum(1), jac.transpose(1, 2) @ jac,
-                               (jac.transpose(1, 2) @ r[..., None])[..., 0],
-                               {"all": (r * r).sum(1)})
+        return NormalEquations(
+            (r * r).sum(1),
+            jac.transpose(1, 2) @ jac,
+            (jac.transpose(1, 2) @ r[..., None])[..., 0],
+            {"all": (r * r).sum(1)},
+        )
 
     a = levenberg_marquardt(x0, lin, n_iter=100, terms={"all": slice(None)})
     b = levenberg_marquardt(x0, lin_ne, n_iter=100)
@@ -179,11 +184,13 @@ def test_named_terms_add_up_to_the_cost():
         jac = torch.cat([a, 0.5**0.5 * torch.eye(3, dtype=x.dtype).expand(2, 3, 3)], 1)
         return r, jac
 
-    res = levenberg_marquardt(torch.zeros(2, 3, dtype=torch.float64), lin,
-                              terms={"data": slice(0, 10), "prior": slice(10, 13)})
+    res = levenberg_marquardt(
+        torch.zeros(2, 3, dtype=torch.float64),
+        lin,
+        terms={"data": slice(0, 10), "prior": slice(10, 13)},
+    )
     h = res.history
-    torch.testing.assert_close(h.terms["data"] + h.terms["prior"], h.cost,
-                               rtol=RTOL64, atol=ATOL64)
+    torch.testing.assert_close(h.terms["data"] + h.terms["prior"], h.cost, rtol=RTOL64, atol=ATOL64)
 
 
 def test_batch_equals_single_problems():
@@ -194,8 +201,9 @@ def test_batch_equals_single_problems():
         torch.testing.assert_close(one.x[0], batch.x[i], rtol=RTOL64, atol=ATOL64)
         assert int(one.n_iter[0]) == int(batch.n_iter[i])
         n = int(one.n_iter[0])
-        torch.testing.assert_close(one.history.cost[: n + 1, 0], batch.history.cost[: n + 1, i],
-                                   rtol=RTOL64, atol=ATOL64)
+        torch.testing.assert_close(
+            one.history.cost[: n + 1, 0], batch.history.cost[: n + 1, i], rtol=RTOL64, atol=ATOL64
+        )
 
 
 def test_float32_problem_converges():

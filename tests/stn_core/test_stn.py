@@ -71,8 +71,9 @@ class TestSTN:
         rtol, atol = TOL[np.float64]
         torch.testing.assert_close(out.points, pts, rtol=rtol, atol=atol)
         grid = torch.stack([2 * pts[..., 0] / (40 - 1) - 1, 2 * pts[..., 1] / (48 - 1) - 1], -1)
-        ref = torch.nn.functional.grid_sample(images, grid[:, None], mode="bilinear",
-                                              padding_mode="zeros", align_corners=True)
+        ref = torch.nn.functional.grid_sample(
+            images, grid[:, None], mode="bilinear", padding_mode="zeros", align_corners=True
+        )
         torch.testing.assert_close(out.flattened, ref.reshape(2, 3, R, R), rtol=rtol, atol=atol)
 
     def test_autocast_keeps_the_geometry_in_float32(self):
@@ -109,8 +110,9 @@ class TestSTN:
         assert "backend='reference'" in repr(stn)
         images = torch.rand(2, 3, 48, 40, dtype=torch.float64)
         th = theta_for(m, dtype=torch.float64).requires_grad_()
-        (g,) = torch.autograd.grad(stn.double()(images, th).masked.square().sum(), th,
-                                   create_graph=True)
+        (g,) = torch.autograd.grad(
+            stn.double()(images, th).masked.square().sum(), th, create_graph=True
+        )
         (gg,) = torch.autograd.grad(g.square().sum(), th)
         assert torch.isfinite(gg).all() and gg.abs().sum() > 0
         with pytest.raises(StnError, match="backend must be one of"):

@@ -56,14 +56,21 @@ CHILD = (
 def compiled(tmp_path_factory):
     """The resource usage of every case, compiled in one child process."""
     if not HAS_TRITON:
-        pytest.skip("triton is not installed (pip install stn-core[triton]): the kernels "
-                    "cannot be compiled")
+        pytest.skip(
+            "triton is not installed (pip install stn-core[triton]): the kernels cannot be compiled"
+        )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton-cache"))  # compile afresh
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "packages" / "stn-core" / "src"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(TOOLS), json.dumps(CASES)],
-                          capture_output=True, text=True, env=env, timeout=600)
+        [str(REPO / "packages" / "stn-core" / "src"), env.get("PYTHONPATH", "")]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(TOOLS), json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if isinstance(result, dict):
@@ -72,9 +79,13 @@ def compiled(tmp_path_factory):
     return result
 
 
-@pytest.mark.parametrize("case", range(len(CASES)),
-                         ids=[f"sm{a}-{k}-{i}-" + "-".join(f"{n}{int(v)}" for n, v in c.items())
-                              for a, k, i, c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    range(len(CASES)),
+    ids=[
+        f"sm{a}-{k}-{i}-" + "-".join(f"{n}{int(v)}" for n, v in c.items()) for a, k, i, c in CASES
+    ],
+)
 def test_compiles_without_spills(compiled, case):
     usage = compiled[case]
     assert "error" not in usage, usage["error"]

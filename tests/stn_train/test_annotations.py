@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-
 from stn_train.data.annotations import (
     build_manifest,
     import_demodata,
@@ -20,6 +19,7 @@ from stn_train.data.annotations import (
 )
 from stn_train.data.manifest import read_manifest
 from stn_train.errors import TrainError
+
 from tests.conftest import reference_file
 
 # A 300-W file's layout (values made up), 1-based pixel coordinates.
@@ -66,11 +66,14 @@ class TestPts:
         assert text.startswith("version: 1\nn_points:  68\n{\n") and text.endswith("}\n")
         np.testing.assert_allclose(read_pts(tmp_path / "b.pts"), pts, atol=1e-6)
 
-    @pytest.mark.parametrize("text,match", [
-        (PTS_300W.replace("n_points:  4", "n_points:  5"), "says n_points: 5 but lists 4"),
-        (PTS_300W.replace("{\n", ""), "not a .pts file"),
-        (PTS_300W.replace("449.459 119.344", "449.459"), "point 2 is '449.459'"),
-    ])
+    @pytest.mark.parametrize(
+        "text,match",
+        [
+            (PTS_300W.replace("n_points:  4", "n_points:  5"), "says n_points: 5 but lists 4"),
+            (PTS_300W.replace("{\n", ""), "not a .pts file"),
+            (PTS_300W.replace("449.459 119.344", "449.459"), "point 2 is '449.459'"),
+        ],
+    )
     def test_bad(self, tmp_path, text, match):
         (tmp_path / "a.pts").write_text(text)
         with pytest.raises(TrainError, match=match):
@@ -106,8 +109,10 @@ class TestLandmarkCsv:
 
     def test_tabs_subject_no_header_and_round_trip(self, tmp_path):
         pts = np.random.default_rng(1).uniform(0, 50, (21, 2))
-        rows = [_row("a.png", pts, [1] * 21, "p1").replace(",", "\t"),
-                _row("b.png", pts + 1, [1] * 21, "p2").replace(",", "\t")]
+        rows = [
+            _row("a.png", pts, [1] * 21, "p1").replace(",", "\t"),
+            _row("b.png", pts + 1, [1] * 21, "p2").replace(",", "\t"),
+        ]
         path = self._write(tmp_path, rows, header=False)
         a, b = read_aflw21(path)
         assert (a.subject, b.subject, b.line) == ("p1", "p2", 2)
@@ -122,12 +127,17 @@ class TestLandmarkCsv:
         (e,) = read_landmark_csv(tmp_path / "five.csv", 5)
         assert e.landmarks.shape == (5, 2) and e.visible[-1] == 0
 
-    @pytest.mark.parametrize("row,match", [
-        ("a.png,1,2,1", "has 4 fields; expected image, then x y v for each of 21"),
-        (_row("a.png", np.ones((21, 2)), [1] * 20 + [2]), "visibility values must be 0 or 1"),
-        (_row("a.png", np.ones((21, 2)), [1] * 21).replace(",1.0,", ",one,", 1),
-         "'one' is not a number"),
-    ])
+    @pytest.mark.parametrize(
+        "row,match",
+        [
+            ("a.png,1,2,1", "has 4 fields; expected image, then x y v for each of 21"),
+            (_row("a.png", np.ones((21, 2)), [1] * 20 + [2]), "visibility values must be 0 or 1"),
+            (
+                _row("a.png", np.ones((21, 2)), [1] * 21).replace(",1.0,", ",one,", 1),
+                "'one' is not a number",
+            ),
+        ],
+    )
     def test_bad_rows(self, tmp_path, row, match):
         path = self._write(tmp_path, [row])
         with pytest.raises(TrainError, match=match) as info:
@@ -161,8 +171,9 @@ class TestBuildManifest:
         (tmp_path / "ann").mkdir()
         write_pts(tmp_path / "ann" / "a.pts", np.zeros((68, 2)))
         write_pts(tmp_path / "ann" / "b.pts", np.zeros((68, 2)))
-        with pytest.raises(TrainError,
-                           match=r"1 of 2 .pts files have no image .*\(first: .*b.pts\)"):
+        with pytest.raises(
+            TrainError, match=r"1 of 2 .pts files have no image .*\(first: .*b.pts\)"
+        ):
             build_manifest(tmp_path / "img", tmp_path / "ann")
         (tmp_path / "ann" / "b.pts").unlink()
         (e,) = build_manifest(tmp_path / "img", tmp_path / "ann")

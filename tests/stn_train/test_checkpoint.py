@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from stn_core import UVGridModel
-
 from stn_train.errors import TrainError
 from stn_train.train import checkpoint as ck
 
@@ -19,11 +18,13 @@ def tiny_model(res: int = 6, k: int = 3, seed: int = 0, landmarks=None) -> UVGri
     mean = np.stack([cols - res / 2, res / 2 - rows, np.zeros(res * res)], 1) * 10.0
     r, c = np.meshgrid(np.arange(res - 1), np.arange(res - 1), indexing="ij")
     v = (r * res + c).ravel()
-    faces = np.concatenate([np.stack([v, v + res, v + 1], 1),
-                            np.stack([v + 1, v + res, v + res + 1], 1)])
+    faces = np.concatenate(
+        [np.stack([v, v + res, v + 1], 1), np.stack([v + 1, v + res, v + res + 1], 1)]
+    )
     basis = g.normal(size=(res * res, 3, k))
-    return UVGridModel.from_arrays(mean, basis, faces, res,
-                                   landmarks=landmarks or {"aflw21": np.arange(21) % (res * res)})
+    return UVGridModel.from_arrays(
+        mean, basis, faces, res, landmarks=landmarks or {"aflw21": np.arange(21) % (res * res)}
+    )
 
 
 class TestFingerprint:
@@ -95,8 +96,9 @@ class TestRefusals:
             ck.load_checkpoint(tmp_path / "n.pt")
 
     def test_other_model(self, tmp_path):
-        ck.save_checkpoint(tmp_path / "c.pt",
-                           {"grid_model": ck.grid_model_fingerprint(tiny_model())})
+        ck.save_checkpoint(
+            tmp_path / "c.pt", {"grid_model": ck.grid_model_fingerprint(tiny_model())}
+        )
         with pytest.raises(TrainError, match="another grid model"):
             ck.load_checkpoint(tmp_path / "c.pt", ck.grid_model_fingerprint(tiny_model(seed=2)))
         ck.load_checkpoint(tmp_path / "c.pt", ck.grid_model_fingerprint(tiny_model()))
@@ -106,9 +108,15 @@ class TestRefusals:
 
         model = tiny_model()
         net = build_localiser("small", model.n_params, (64, 64))
-        ck.save_checkpoint(tmp_path / "c.pt", {
-            "grid_model": ck.grid_model_fingerprint(model), "localiser": net.state_dict(),
-            "backbone": "small", "image_size": 64})
+        ck.save_checkpoint(
+            tmp_path / "c.pt",
+            {
+                "grid_model": ck.grid_model_fingerprint(model),
+                "localiser": net.state_dict(),
+                "backbone": "small",
+                "image_size": 64,
+            },
+        )
         restored, _ = ck.restore_localiser(tmp_path / "c.pt", model)
         x = torch.rand(2, 3, 64, 64)
         torch.testing.assert_close(restored(x), net.eval()(x))

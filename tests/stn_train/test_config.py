@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import typer
-
 from stn_train.cli import app
 from stn_train.config import (
     RESUME_OVERRIDABLE,

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from stn_train.data.dataset import (
     DataWarning,
     Jitter,
@@ -22,6 +21,7 @@ from stn_train.data.images import load_image
 from stn_train.data.manifest import ManifestEntry, write_manifest
 from stn_train.data.transforms import FLIP_PERMUTATIONS, crop_resize
 from stn_train.errors import TrainError
+
 from tests.tolerances import TOL
 
 pytestmark = pytest.mark.filterwarnings("ignore::stn_train.data.dataset.DataWarning")
@@ -85,22 +85,36 @@ def _nan(tmp_path):
 
 
 BAD = {
-    "missing": (_missing, "missing",
-                r"missing\.jpg.*the image file does not exist; check its path"),
-    "unreadable": (_unreadable, "unreadable",
-                   r"cannot read image .*junk\.jpg .*re-encode it as JPEG or PNG"),
+    "missing": (
+        _missing,
+        "missing",
+        r"missing\.jpg.*the image file does not exist; check its path",
+    ),
+    "unreadable": (
+        _unreadable,
+        "unreadable",
+        r"cannot read image .*junk\.jpg .*re-encode it as JPEG or PNG",
+    ),
     "truncated": (_truncated, "unreadable", r"cannot read image .*cut\.png"),
-    "wrong_count": (_wrong_count, "landmark_count",
-                    r"it has 68 landmarks but the landmark set needs 21"),
-    "nan": (_nan, "nan_landmarks", r"visible landmark\(s\) 4 are NaN or infinite; give them "
-            r"coordinates or mark them v = 0"),
+    "wrong_count": (
+        _wrong_count,
+        "landmark_count",
+        r"it has 68 landmarks but the landmark set needs 21",
+    ),
+    "nan": (
+        _nan,
+        "nan_landmarks",
+        r"visible landmark\(s\) 4 are NaN or infinite; give them "
+        r"coordinates or mark them v = 0",
+    ),
 }
 
 
 class TestSamples:
     def test_layout(self, tmp_path, good):
-        ds = ManifestDataset(good + [_entry(good[0].image, subject="p")], image_size=24,
-                             train=False)
+        ds = ManifestDataset(
+            good + [_entry(good[0].image, subject="p")], image_size=24, train=False
+        )
         s = ds[3]
         assert s["image"].shape == (3, 24, 24) and s["image"].dtype == torch.float32
         assert 0 <= s["image"].min() and s["image"].max() <= 1
@@ -116,9 +130,15 @@ class TestSamples:
         image (window reaching outside the image here: a margin of 0.6)."""
         ds = ManifestDataset(good, image_size=20, train=False, margin=0.6)
         image, _ = load_image(good[1].image)
-        ref = crop_resize({"image": image,
-                           "landmarks": torch.tensor(good[1].landmarks, dtype=torch.float32),
-                           "visible": torch.ones(21)}, 20, margin=0.6)
+        ref = crop_resize(
+            {
+                "image": image,
+                "landmarks": torch.tensor(good[1].landmarks, dtype=torch.float32),
+                "visible": torch.ones(21),
+            },
+            20,
+            margin=0.6,
+        )
         s = ds[1]
         torch.testing.assert_close(s["image"], ref["image"], rtol=RTOL, atol=ATOL)
         torch.testing.assert_close(s["landmarks"], ref["landmarks"], rtol=RTOL, atol=ATOL)
@@ -131,9 +151,13 @@ class TestSamples:
         img[y, x] = 255
         Image.fromarray(img).save(tmp_path / "spot.png")
         e = ManifestEntry(tmp_path / "spot.png", pts, np.ones(21))
-        ds = ManifestDataset([e], image_size=20, train=True, flip_prob=1.0,
-                             jitter=Jitter(scale=0.2, shift=0.1, brightness=0, contrast=0,
-                                           saturation=0))
+        ds = ManifestDataset(
+            [e],
+            image_size=20,
+            train=True,
+            flip_prob=1.0,
+            jitter=Jitter(scale=0.2, shift=0.1, brightness=0, contrast=0, saturation=0),
+        )
         s = ds[0]
         j = FLIP_PERMUTATIONS["aflw21"].index(0)  # the flip moved landmark 0 to index j != 0
         o = s["image"][0].double()
@@ -176,13 +200,16 @@ class TestSamples:
         ds = ManifestDataset(tmp_path / "m.jsonl", image_size=16, train=False)
         assert len(ds) == 3 and ds.manifest_path == tmp_path / "m.jsonl"
 
-    @pytest.mark.parametrize("kwargs,match", [
-        ({"landmarks": "face5"}, "unknown landmark set 'face5'"),
-        ({"crop": "centre"}, "crop must be 'landmarks' or 'image'"),
-        ({"non_rgb": "drop"}, "non_rgb must be 'convert' or 'skip'"),
-        ({"image_size": 4}, "image_size must be an integer >= 8"),
-        ({"flip_prob": 2.0}, "flip_prob must be in \\[0, 1\\]"),
-    ])
+    @pytest.mark.parametrize(
+        "kwargs,match",
+        [
+            ({"landmarks": "face5"}, "unknown landmark set 'face5'"),
+            ({"crop": "centre"}, "crop must be 'landmarks' or 'image'"),
+            ({"non_rgb": "drop"}, "non_rgb must be 'convert' or 'skip'"),
+            ({"image_size": 4}, "image_size must be an integer >= 8"),
+            ({"flip_prob": 2.0}, "flip_prob must be in \\[0, 1\\]"),
+        ],
+    )
     def test_bad_arguments(self, good, kwargs, match):
         with pytest.raises(TrainError, match=match):
             ManifestDataset(good, **kwargs)
@@ -228,13 +255,16 @@ class TestBadInputs:
             g, a = ds[0], ds[1]
         text = " ".join(str(w.message) for w in caught)
         assert "grey.png is a greyscale image (mode L); converted to RGB" in text
-        assert "rgba.png is an image with an alpha channel (mode RGBA); converted to RGB " \
-               "(composited over black)" in text
+        assert (
+            "rgba.png is an image with an alpha channel (mode RGBA); converted to RGB "
+            "(composited over black)" in text
+        )
         assert len(ds.converted) == 2 and not ds.bad_samples
         assert "2 images converted to RGB" in ds.summary()
         # grey: 90 / 255 in all channels (inside the image part of the square crop)
-        torch.testing.assert_close(g["image"][:, 8, 8], torch.full((3,), 90 / 255),
-                                   rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(
+            g["image"][:, 8, 8], torch.full((3,), 90 / 255), rtol=RTOL, atol=ATOL
+        )
         # RGBA: opaque left is 200, transparent right is black
         assert abs(float(a["image"][0, 8, 1]) - 200 / 255) < 1e-5
         assert float(a["image"][:, 8, 14].max()) == 0.0
@@ -247,8 +277,7 @@ class TestBadInputs:
         assert int(ds[1]["index"]) == 0 and int(ds[1]["skipped"]) == 2
         assert [b.kind for b in ds.bad_samples] == ["non_rgb", "non_rgb"]
         assert "is a greyscale image (mode L), not RGB" in ds.bad_samples[0].reason
-        strict = ManifestDataset(entries, image_size=16, train=False, non_rgb="skip",
-                                 strict=True)
+        strict = ManifestDataset(entries, image_size=16, train=False, non_rgb="skip", strict=True)
         with pytest.raises(TrainError, match="rgba.png is an image with an alpha channel"):
             strict[2]
 
@@ -258,9 +287,14 @@ class TestBadInputs:
         bad = [make(tmp_path) for make, _, _ in BAD.values()]
         entries = [good[0], bad[0], bad[1], good[1], bad[2], bad[3], good[2], bad[4]]
         ds = _quiet(entries, image_size=16, seed=1)
-        loader = torch.utils.data.DataLoader(ds, batch_size=3, shuffle=True,
-                                             collate_fn=collate_samples, drop_last=False,
-                                             generator=torch.Generator().manual_seed(0))
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=3,
+            shuffle=True,
+            collate_fn=collate_samples,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(0),
+        )
         skipped = 0
         for epoch in range(2):
             ds.set_epoch(epoch)
@@ -280,8 +314,10 @@ class TestBadInputs:
         assert [b.kind for b in ds.validate_images()] == ["unreadable"]  # ... or now
 
     def test_nothing_usable(self, tmp_path):
-        with pytest.raises(TrainError, match="no usable sample in the entries: 2 of 2 samples "
-                                             "skipped \\(2 missing\\)"):
+        with pytest.raises(
+            TrainError,
+            match="no usable sample in the entries: 2 of 2 samples skipped \\(2 missing\\)",
+        ):
             ManifestDataset([_missing(tmp_path), _missing(tmp_path)])
         ds = _quiet([_unreadable(tmp_path)], image_size=16)
         with pytest.raises(TrainError, match="no usable sample .* \\(1 unreadable\\)"):

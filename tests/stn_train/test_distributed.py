@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-
 from stn_train.train.checkpoint import load_checkpoint
 from stn_train.train.distributed import GlobalBatchSampler, epoch_seed, sample_seed
 from stn_train.train.metrics import read_metrics
+
 from tests.stn_train.train_helpers import grid_model_file, render_manifest
 
 
@@ -57,21 +57,54 @@ class TestGlobalBatchSampler:
 def _run(args: list[str], nproc: int, tmp_path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "stn_train", "run", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "stn_train",
+            "run",
+            *args,
+        ]
     else:
         cmd = [sys.executable, "-m", "stn_train", "run", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400,
-                          cwd=tmp_path)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_two_gloo_processes_match_one(tmp_path):
-    common = ["--model", str(grid_model_file()), "--data", str(render_manifest()),
-              "--backbone", "small", "--image-size", "64", "--batch-size", "8", "--steps", "4",
-              "--lr", "1e-3", "--schedule", "none", "--workers", "0", "--device", "cpu",
-              "--val-every", "100000", "--checkpoint-every", "0", "--log-every", "1",
-              "--seed", "11"]
+    common = [
+        "--model",
+        str(grid_model_file()),
+        "--data",
+        str(render_manifest()),
+        "--backbone",
+        "small",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--steps",
+        "4",
+        "--lr",
+        "1e-3",
+        "--schedule",
+        "none",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--val-every",
+        "100000",
+        "--checkpoint-every",
+        "0",
+        "--log-every",
+        "1",
+        "--seed",
+        "11",
+    ]
     _run(common + ["--out", str(tmp_path / "one")], 1, tmp_path)
     _run(common + ["--out", str(tmp_path / "two")], 2, tmp_path)
 
@@ -80,8 +113,10 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert a["step"] == b["step"] == 4 and len(b["rng"]) == 2
     for k, v in a["localiser"].items():
         torch.testing.assert_close(b["localiser"][k], v, rtol=1e-4, atol=2e-5, msg=k)
-    la, lb = ([r["loss"] for r in read_metrics(tmp_path / d / "metrics.jsonl")
-               if r["kind"] == "train"] for d in ("one", "two"))
+    la, lb = (
+        [r["loss"] for r in read_metrics(tmp_path / d / "metrics.jsonl") if r["kind"] == "train"]
+        for d in ("one", "two")
+    )
     assert len(la) == len(lb) == 4
     torch.testing.assert_close(torch.tensor(lb), torch.tensor(la), rtol=1e-4, atol=0)
     assert la[-1] != la[0]  # it trained

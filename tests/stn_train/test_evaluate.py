@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from stn_train.errors import TrainError
 from stn_train.evaluate import (
     _auc,
@@ -22,6 +21,7 @@ from stn_train.evaluate import (
     shape_error_mm,
     summarise,
 )
+
 from tests.stn_train.train_helpers import grid_model_file, load_model, tiny_checkpoint
 from tests.tolerances import TOL
 
@@ -71,9 +71,14 @@ class TestLandmarkMetrics:
         target = square_face().repeat(2, 1, 1)
         pred = target.clone()
         pred[1] += torch.tensor([0.6, 0.8], dtype=torch.float64)  # 1 px off: NME 0.1
-        res = {"pred": pred, "target": target, "visible": torch.ones(2, 21),
-               "index": torch.arange(2), "theta": torch.zeros(2, 8),
-               "symmetry": torch.zeros(2)}
+        res = {
+            "pred": pred,
+            "target": target,
+            "visible": torch.ones(2, 21),
+            "index": torch.arange(2),
+            "theta": torch.zeros(2, 8),
+            "symmetry": torch.zeros(2),
+        }
         s, arrays = summarise(res, "aflw21")
         assert s["nme_box"] == pytest.approx(0.05) and s["mean_error_px"] == pytest.approx(0.5)
         assert s["nme_interocular"] == pytest.approx(1 / 16)
@@ -92,9 +97,12 @@ class TestPoseAndShape:
         a = math.radians(30)
         r_true = torch.tensor([[0.0, 0.0, 0.0], [0.1, -0.2, 0.3]], dtype=torch.float64)
         r_pred = torch.tensor([[0.0, a, 0.0], [0.1, -0.2, 0.3]], dtype=torch.float64)
-        torch.testing.assert_close(rotation_error_deg(r_pred, r_true),
-                                   torch.tensor([30.0, 0.0], dtype=torch.float64),
-                                   rtol=RTOL64, atol=1e-6)
+        torch.testing.assert_close(
+            rotation_error_deg(r_pred, r_true),
+            torch.tensor([30.0, 0.0], dtype=torch.float64),
+            rtol=RTOL64,
+            atol=1e-6,
+        )
 
     def test_shape_error(self):
         model = load_model()
@@ -110,11 +118,17 @@ class TestPoseAndShape:
 
 class TestEvaluate:
     def test_synthetic(self, tmp_path):
-        result = evaluate(tiny_checkpoint(), grid_model_file(), tmp_path / "ev", synthetic=12,
-                          batch_size=5)
+        result = evaluate(
+            tiny_checkpoint(), grid_model_file(), tmp_path / "ev", synthetic=12, batch_size=5
+        )
         s = result.summary
-        for key in ("nme_box", "nme_interocular", "pose_error_deg", "shape_error_mm",
-                    "auc_box_0.08"):
+        for key in (
+            "nme_box",
+            "nme_interocular",
+            "pose_error_deg",
+            "shape_error_mm",
+            "auc_box_0.08",
+        ):
             assert math.isfinite(s[key]), key
         assert s["images"] == 12 and s["landmarks"] == 21
         saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
@@ -128,8 +142,9 @@ class TestEvaluate:
     def test_manifest_has_no_pose_errors(self, tmp_path):
         from tests.stn_train.train_helpers import render_manifest
 
-        s = evaluate(tiny_checkpoint(), grid_model_file(), tmp_path / "ev",
-                     data=render_manifest(8, 64, 1)).summary
+        s = evaluate(
+            tiny_checkpoint(), grid_model_file(), tmp_path / "ev", data=render_manifest(8, 64, 1)
+        ).summary
         assert s["images"] == 8 and "pose_error_deg" not in s
 
     def test_bad_manifest_entry_is_named(self, tmp_path):

@@ -11,8 +11,6 @@ import pytest
 import torch
 import typer
 from PIL import Image
-from typer.testing import CliRunner
-
 from stn_core import UVGridModel, project_theta
 from stn_core.renderer import render
 from stn_core.shading import sh_ambient, sh_directional
@@ -21,13 +19,22 @@ from stn_train.data.manifest import ManifestEntry, write_manifest
 from stn_train.errors import TrainError
 from stn_train.fit_command import fit_images, register, summary_table
 from stn_train.fit_pictures import uv_map
+from typer.testing import CliRunner
 
 RES, K_ID, K_EXP, K_COLOR = 32, 6, 3, 6
 SIZE = 112
 NOISE = 0.01
 LANDMARK_PX = 1.0  # the fits' landmark error on these clean renders
-PICTURES = ("overlay.png", "flattened.png", "albedo.png", "shading.png", "cost.png",
-            "mesh.obj", "mesh.mtl", "mesh_texture.png")
+PICTURES = (
+    "overlay.png",
+    "flattened.png",
+    "albedo.png",
+    "shading.png",
+    "cost.png",
+    "mesh.obj",
+    "mesh.mtl",
+    "mesh_texture.png",
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,10 +50,18 @@ def grid(tmp_path_factory):
     from bfm_prep.resample import resample_to_grid
 
     folder = tmp_path_factory.mktemp("model")
-    files = synth.write_synthetic(folder, seed=1, n_vertices=1500, n_shape=K_ID,
-                                  n_color=K_COLOR, n_exp=K_EXP)
-    mm = build_model(files["bfm"], files["expression"], files["mapping"], n_shape=K_ID,
-                     n_exp=K_EXP, landmarks={"aflw21": files["aflw21"]}, n_color=K_COLOR)
+    files = synth.write_synthetic(
+        folder, seed=1, n_vertices=1500, n_shape=K_ID, n_color=K_COLOR, n_exp=K_EXP
+    )
+    mm = build_model(
+        files["bfm"],
+        files["expression"],
+        files["mapping"],
+        n_shape=K_ID,
+        n_exp=K_EXP,
+        landmarks={"aflw21": files["aflw21"]},
+        n_color=K_COLOR,
+    )
     path = write_grid(folder / "grid.h5", resample_to_grid(mm, embed_model(mm).uv, RES))
     return path, UVGridModel.load(path, dtype=torch.float64)
 
@@ -64,11 +79,12 @@ def faces(grid, tmp_path_factory):
     theta[:, 5] = math.log(0.45)
     theta[:, 6:] = 0.5 * torch.randn(b, model.n_components, generator=g, dtype=torch.float64)
     beta = 0.5 * torch.randn(b, K_COLOR, generator=g, dtype=torch.float64)
-    albedo = model.color_mean + (beta @ model.color_basis.reshape(-1, K_COLOR).T).reshape(
-        b, -1, 3)
+    albedo = model.color_mean + (beta @ model.color_basis.reshape(-1, K_COLOR).T).reshape(b, -1, 3)
     sh = sh_ambient(torch.full((3,), 0.6, dtype=torch.float64), batch=b, dtype=torch.float64)
-    sh = sh + sh_directional(torch.tensor([0.4, 0.3, 1.0], dtype=torch.float64),
-                             torch.tensor([0.6, 0.6, 0.6], dtype=torch.float64))
+    sh = sh + sh_directional(
+        torch.tensor([0.4, 0.3, 1.0], dtype=torch.float64),
+        torch.tensor([0.6, 0.6, 0.6], dtype=torch.float64),
+    )
     bg = torch.full((b, 3, SIZE, SIZE), 0.25, dtype=torch.float64)
     images = render(model, theta, albedo, (SIZE, SIZE), sh=sh, background=bg).image
     images = images + NOISE * torch.randn(images.shape, generator=g, dtype=torch.float64)
@@ -119,8 +135,10 @@ def test_obj_texture_coordinates_hit_each_vertex_texel(grid, faces, tmp_path):
     vt = np.array([[float(t) for t in ln.split()[1:]] for ln in lines if ln.startswith("vt ")])
     f = [ln.split()[1:] for ln in lines if ln.startswith("f ")]
     assert v.shape == (RES * RES, 3) and vt.shape == (RES * RES, 2)
-    assert "mtllib mesh.mtl" in lines and "map_Kd mesh_texture.png" in (
-        r.out_dir / "mesh.mtl").read_text()
+    assert (
+        "mtllib mesh.mtl" in lines
+        and "map_Kd mesh_texture.png" in (r.out_dir / "mesh.mtl").read_text()
+    )
     corners = np.array([[int(c.split("/")[0]) for c in face] for face in f])
     assert corners.min() == 1 and corners.max() <= RES * RES  # 1-based
     assert all(c.split("/")[0] == c.split("/")[1] for face in f for c in face)
@@ -145,8 +163,9 @@ def _csv(path, names, points, visible=None):
     rows = ["image," + ",".join(f"x{k},y{k},v{k}" for k in range(1, 22))]
     for i, (name, pts) in enumerate(zip(names, points)):
         vis = np.ones(21) if visible is None else visible[i]
-        rows.append(name + "," + ",".join(f"{x!r},{y!r},{int(v)}"
-                                          for (x, y), v in zip(pts.tolist(), vis)))
+        rows.append(
+            name + "," + ",".join(f"{x!r},{y!r},{int(v)}" for (x, y), v in zip(pts.tolist(), vis))
+        )
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -161,20 +180,39 @@ def test_every_landmark_format_gives_the_same_fit(grid, faces, tmp_path):
         "json list": tmp_path / "list.json",
         "manifest": tmp_path / "marks.jsonl",
     }
-    sources["json by name"].write_text(json.dumps(
-        {p.stem: pts.tolist() for p, pts in zip(paths, points)}))
-    sources["json list"].write_text(json.dumps(
-        [{"image": str(p), "landmarks": [[x, y, 1] for x, y in pts.tolist()]}
-         for p, pts in zip(paths, points)]))
-    write_manifest([ManifestEntry(image=p, landmarks=pts, visible=np.ones(21))
-                    for p, pts in zip(paths, points)], sources["manifest"])
+    sources["json by name"].write_text(
+        json.dumps({p.stem: pts.tolist() for p, pts in zip(paths, points)})
+    )
+    sources["json list"].write_text(
+        json.dumps(
+            [
+                {"image": str(p), "landmarks": [[x, y, 1] for x, y in pts.tolist()]}
+                for p, pts in zip(paths, points)
+            ]
+        )
+    )
+    write_manifest(
+        [
+            ManifestEntry(image=p, landmarks=pts, visible=np.ones(21))
+            for p, pts in zip(paths, points)
+        ],
+        sources["manifest"],
+    )
     thetas = {}
     for name, source in sources.items():
-        records = fit_images(paths, path, source, tmp_path / name.replace(" ", "_"),
-                             landmarks_only=True, device="cpu", pictures=False)
+        records = fit_images(
+            paths,
+            path,
+            source,
+            tmp_path / name.replace(" ", "_"),
+            landmarks_only=True,
+            device="cpu",
+            pictures=False,
+        )
         assert [r.status for r in records] == ["fitted"] * 3, name
-        thetas[name] = [json.loads((r.out_dir / "params.json").read_text())["theta"]
-                        for r in records]
+        thetas[name] = [
+            json.loads((r.out_dir / "params.json").read_text())["theta"] for r in records
+        ]
     ref = np.asarray(thetas["pts folder"])
     for name, th in thetas.items():
         np.testing.assert_allclose(np.asarray(th), ref, rtol=1e-4, atol=1e-4, err_msg=name)
@@ -192,15 +230,28 @@ def test_unusable_images_are_reported_and_skipped(grid, faces, tmp_path):
     short = tmp_path / "short.png"
     Image.open(paths[2]).save(short)
     json_marks = tmp_path / "marks.json"
-    json_marks.write_text(json.dumps({
-        paths[0].name: points[0].tolist(),
-        "broken.png": points[0].tolist(),
-        "few.png": [[x, y, 1 if k == 0 else 0] for k, (x, y) in enumerate(points[1].tolist())],
-        "short.png": points[2][:20].tolist(),
-    }))
+    json_marks.write_text(
+        json.dumps(
+            {
+                paths[0].name: points[0].tolist(),
+                "broken.png": points[0].tolist(),
+                "few.png": [
+                    [x, y, 1 if k == 0 else 0] for k, (x, y) in enumerate(points[1].tolist())
+                ],
+                "short.png": points[2][:20].tolist(),
+            }
+        )
+    )
     images = [paths[0], broken, lonely, few, short]
-    records = fit_images(images, path, json_marks, tmp_path / "out", landmarks_only=True,
-                         device="cpu", pictures=False)
+    records = fit_images(
+        images,
+        path,
+        json_marks,
+        tmp_path / "out",
+        landmarks_only=True,
+        device="cpu",
+        pictures=False,
+    )
     status = {r.image.name: (r.status, r.reason) for r in records}
     assert status[paths[0].name][0] == "fitted"
     assert status["broken.png"][0] == "skipped" and "cannot read image" in status["broken.png"][1]
@@ -226,8 +277,7 @@ def test_landmarks_only_needs_no_colour_and_photometric_does(grid, faces, tmp_pa
                 src.copy(name, dst)
     with pytest.raises(TrainError, match="no colour model.*--landmarks-only"):
         fit_images(paths[:1], grey, folder, tmp_path / "a", device="cpu")
-    (r,) = fit_images(paths[:1], grey, folder, tmp_path / "b", landmarks_only=True,
-                      device="cpu")
+    (r,) = fit_images(paths[:1], grey, folder, tmp_path / "b", landmarks_only=True, device="cpu")
     assert r.status == "fitted" and r.photometric_rms is None
     assert r.landmark_error_px < 2 * LANDMARK_PX
     for name in PICTURES:
@@ -271,9 +321,24 @@ def test_command_prints_the_table_and_exits_0(grid, faces, tmp_path):
     path, _ = grid
     folder, paths, _ = faces
     missing = folder / "missing.png"
-    result = CliRunner().invoke(_app(), [
-        "fit", str(paths[0]), str(missing), "--model", str(path), "--landmarks", str(folder),
-        "--out", str(tmp_path / "out"), "--landmarks-only", "--device", "cpu", "--no-pictures"])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "fit",
+            str(paths[0]),
+            str(missing),
+            "--model",
+            str(path),
+            "--landmarks",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+            "--landmarks-only",
+            "--device",
+            "cpu",
+            "--no-pictures",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "face0.png" in result.stdout and "fitted" in result.stdout
     assert "skipped" in result.stdout and "1 of 2 images fitted" in result.stdout
@@ -284,9 +349,19 @@ def test_command_prints_the_table_and_exits_0(grid, faces, tmp_path):
 def test_command_user_error_exits_2_without_traceback(grid, faces, tmp_path):
     _, _ = grid
     folder, paths, _ = faces
-    result = CliRunner().invoke(_app(), [
-        "fit", str(paths[0]), "--model", str(tmp_path / "none.h5"), "--landmarks", str(folder),
-        "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "fit",
+            str(paths[0]),
+            "--model",
+            str(tmp_path / "none.h5"),
+            "--landmarks",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("stn-train: error: ") and "none.h5" in result.stderr
     assert "Traceback" not in result.output
@@ -298,19 +373,18 @@ def test_repeated_file_names_match_the_longest_unique_path_suffix(grid, faces, t
     path, _ = grid
     _, paths, points = faces
     marks = tmp_path / "marks.json"
-    marks.write_text(json.dumps({"p0/v0.png": points[0].tolist(),
-                                 "p1/v0.png": points[1].tolist()}))
+    marks.write_text(json.dumps({"p0/v0.png": points[0].tolist(), "p1/v0.png": points[1].tolist()}))
     images = []
     for sub, k in (("data/p0", 0), ("data/p1", 1), ("a", 0), ("b", 1)):
         (tmp_path / sub).mkdir(parents=True)
         Image.open(paths[k]).save(tmp_path / sub / "v0.png")
         images.append(tmp_path / sub / "v0.png")
-    records = fit_images(images, path, marks, tmp_path / "out", landmarks_only=True,
-                         device="cpu", pictures=False)
+    records = fit_images(
+        images, path, marks, tmp_path / "out", landmarks_only=True, device="cpu", pictures=False
+    )
     assert [r.status for r in records] == ["fitted", "fitted", "skipped", "skipped"]
     for r, truth in zip(records[:2], points[:2]):
-        fitted = np.asarray(json.loads((r.out_dir / "params.json").read_text())
-                            ["fitted_landmarks"])
+        fitted = np.asarray(json.loads((r.out_dir / "params.json").read_text())["fitted_landmarks"])
         assert np.abs(fitted - truth).max() < 1.5 * LANDMARK_PX
     for r in records[2:]:
         assert r.note == "ambiguous landmarks"
@@ -334,8 +408,7 @@ def test_convention_is_validated(grid, faces, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing image", "empty landmark folder", "all skipped"])
-def test_command_exits_2_and_writes_nothing_when_nothing_was_fitted(grid, faces, tmp_path,
-                                                                     case):
+def test_command_exits_2_and_writes_nothing_when_nothing_was_fitted(grid, faces, tmp_path, case):
     path, _ = grid
     folder, paths, points = faces
     out = tmp_path / "out"
@@ -346,17 +419,32 @@ def test_command_exits_2_and_writes_nothing_when_nothing_was_fitted(grid, faces,
         images, landmarks = [str(paths[0])], tmp_path / "empty"
     else:
         marks = tmp_path / "marks.json"
-        marks.write_text(json.dumps({"p0/v0.png": points[0].tolist(),
-                                     "p1/v0.png": points[1].tolist()}))
+        marks.write_text(
+            json.dumps({"p0/v0.png": points[0].tolist(), "p1/v0.png": points[1].tolist()})
+        )
         images = []
         for sub in ("a", "b"):
             (tmp_path / sub).mkdir()
             Image.open(paths[0]).save(tmp_path / sub / "v0.png")
             images.append(str(tmp_path / sub / "v0.png"))
         landmarks = marks
-    result = CliRunner().invoke(_app(), [
-        "fit", *images, "--model", str(path), "--landmarks", str(landmarks), "--out", str(out),
-        "--landmarks-only", "--device", "cpu", "--no-pictures"])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "fit",
+            *images,
+            "--model",
+            str(path),
+            "--landmarks",
+            str(landmarks),
+            "--out",
+            str(out),
+            "--landmarks-only",
+            "--device",
+            "cpu",
+            "--no-pictures",
+        ],
+    )
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("stn-train: error: "), result.stderr

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from stn_core.geometry import project_theta
 from stn_train.backbones import SmallCNN
 from stn_train.errors import TrainError
 from stn_train.localiser import Localiser, build_localiser, count_parameters

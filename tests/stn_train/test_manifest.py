@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
 from stn_train.data.manifest import ManifestEntry, read_manifest, write_manifest
 from stn_train.errors import TrainError
 
@@ -65,16 +64,19 @@ class TestRoundTrip:
 
 
 class TestRefusals:
-    @pytest.mark.parametrize("line,match", [
-        ("{not json", "line 2 is not valid JSON"),
-        ("[1, 2]", "line 2 is not a JSON object"),
-        ('{"landmarks": []}', "line 2 has no \"image\" path"),
-        ('{"image": "a.jpg"}', "line 2 has no \"landmarks\" list"),
-        ('{"image": "a.jpg", "landmarks": [[1, 2, 3, 4]]}', "landmark 0 is \\[1, 2, 3, 4\\]"),
-        ('{"image": "a.jpg", "landmarks": [[1, "2", 1]]}', "coordinate '2'; use a number"),
-        ('{"image": "a.jpg", "landmarks": [[1, 2, 2]]}', "visibility 2; use 0 or 1"),
-        ('{"image": "a.jpg", "landmarks": [], "subject": [1]}', "subject \\[1\\]"),
-    ])
+    @pytest.mark.parametrize(
+        "line,match",
+        [
+            ("{not json", "line 2 is not valid JSON"),
+            ("[1, 2]", "line 2 is not a JSON object"),
+            ('{"landmarks": []}', 'line 2 has no "image" path'),
+            ('{"image": "a.jpg"}', 'line 2 has no "landmarks" list'),
+            ('{"image": "a.jpg", "landmarks": [[1, 2, 3, 4]]}', "landmark 0 is \\[1, 2, 3, 4\\]"),
+            ('{"image": "a.jpg", "landmarks": [[1, "2", 1]]}', "coordinate '2'; use a number"),
+            ('{"image": "a.jpg", "landmarks": [[1, 2, 2]]}', "visibility 2; use 0 or 1"),
+            ('{"image": "a.jpg", "landmarks": [], "subject": [1]}', "subject \\[1\\]"),
+        ],
+    )
     def test_bad_line(self, tmp_path, line, match):
         path = tmp_path / "m.jsonl"
         path.write_text('{"image": "ok.jpg", "landmarks": [[1, 2, 1]]}\n' + line + "\n")

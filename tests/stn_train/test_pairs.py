@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from stn_train.data.dataset import ManifestDataset, collate_samples
 from stn_train.data.manifest import ManifestEntry
 from stn_train.data.pairs import SiamesePairs
@@ -26,8 +25,11 @@ def _entries(tmp_path, subjects):
         if subject != "missing":
             Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
         pts = np.stack([rng.uniform(5, W - 6, 21), rng.uniform(5, H - 6, 21)], 1)
-        out.append(ManifestEntry(path, pts, np.ones(21),
-                                 subject=None if subject in (None, "missing") else subject))
+        out.append(
+            ManifestEntry(
+                path, pts, np.ones(21), subject=None if subject in (None, "missing") else subject
+            )
+        )
     return out
 
 
@@ -102,9 +104,13 @@ class TestMirrorPairs:
                 return 2
 
             def __getitem__(self, i):
-                return {"image": torch.rand(3, 8, 8), "landmarks": torch.rand(68, 2) * 7,
-                        "visible": torch.ones(68), "subject": torch.tensor(-1),
-                        "index": torch.tensor(i)}
+                return {
+                    "image": torch.rand(3, 8, 8),
+                    "landmarks": torch.rand(68, 2) * 7,
+                    "visible": torch.ones(68),
+                    "subject": torch.tensor(-1),
+                    "index": torch.tensor(i),
+                }
 
         with pytest.raises(TrainError, match="pass landmarks='aflw21' or 'ibug68'"):
             SiamesePairs(Plain())

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 from stn_core import STN
-
 from stn_train.errors import TrainError
 from stn_train.predict import predict, square_input
+
 from tests.stn_train.train_helpers import (
     grid_model_file,
     load_model,
@@ -39,8 +39,9 @@ def subject_images(tmp_path_factory):
 def predicted(subject_images, tmp_path_factory):
     out = tmp_path_factory.mktemp("pred")
     files = sorted(subject_images.glob("*/*.png"))
-    result = predict(files, tiny_checkpoint(), grid_model_file(), out, batch_size=3,
-                     average_by_subject=True)
+    result = predict(
+        files, tiny_checkpoint(), grid_model_file(), out, batch_size=3, average_by_subject=True
+    )
     return result, files
 
 
@@ -106,10 +107,12 @@ def test_flattened_png_is_the_stn_output(predicted):
     assert to_image == {"scale": 1.0, "offset": [0, 0]}
     out = STN(model)(x[None], theta[None].float())
     flat = out.flattened[0].clamp(0, 1).permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(read_png(result.out_dir / f"{name}.flat.png"), flat,
-                               atol=PNG_STEP / 2 + 1e-4)
-    np.testing.assert_array_equal(read_png(result.out_dir / f"{name}.mask.png"),
-                                  out.visibility[0, 0].numpy())
+    np.testing.assert_allclose(
+        read_png(result.out_dir / f"{name}.flat.png"), flat, atol=PNG_STEP / 2 + 1e-4
+    )
+    np.testing.assert_array_equal(
+        read_png(result.out_dir / f"{name}.mask.png"), out.visibility[0, 0].numpy()
+    )
 
 
 def test_subject_means_average_visible_pixels(predicted):
@@ -124,8 +127,9 @@ def test_subject_means_average_visible_pixels(predicted):
         expect = total / np.maximum(count, 1)[..., None]
         mean = read_png(out / "subjects" / f"{subject}.png")
         np.testing.assert_allclose(mean, expect, atol=1.5 * PNG_STEP)
-        np.testing.assert_allclose(read_png(out / "subjects" / f"{subject}.count.png"),
-                                   count / 2, atol=PNG_STEP)
+        np.testing.assert_allclose(
+            read_png(out / "subjects" / f"{subject}.count.png"), count / 2, atol=PNG_STEP
+        )
 
 
 def test_batch_size_does_not_change_results(predicted, subject_images, tmp_path):
@@ -169,8 +173,9 @@ def test_unreadable_images_among_others_are_skipped(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     missing = tmp_path / "missing.png"
-    result = predict([good, bad, missing], tiny_checkpoint(), grid_model_file(),
-                     tmp_path / "out", batch_size=2)
+    result = predict(
+        [good, bad, missing], tiny_checkpoint(), grid_model_file(), tmp_path / "out", batch_size=2
+    )
     assert result.n_images == 1 and [f for f, _ in result.skipped] == [bad, missing]
     assert (tmp_path / "out" / "face_0000.theta.json").is_file()
     written = {p.name for p in (tmp_path / "out").iterdir()}

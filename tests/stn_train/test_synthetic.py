@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from stn_core import UVGridModel, axis_angle_to_matrix, project_theta
-from stn_core.renderer import render
 from stn_core.geometry import euler_to_matrix
+from stn_core.renderer import render
 from stn_train.data.synthetic import SyntheticFaces
 from stn_train.errors import TrainError
 
@@ -137,8 +137,9 @@ class TestGroundTruth:
         assert on_face[vis].all()
         exact = out.mask[:, 0][torch.arange(24)[:, None], row, col]
         assert exact[vis].float().mean() > 0.97
-        torch.testing.assert_close(out.vertex_visible[:, model.landmarks["aflw21"]].float(),
-                                   b["visible"])
+        torch.testing.assert_close(
+            out.vertex_visible[:, model.landmarks["aflw21"]].float(), b["visible"]
+        )
 
     def test_far_side_invisible_at_large_yaw(self, model):
         """Faces turned by more than 65 degrees hide the ear landmark on the far side (its
@@ -169,8 +170,7 @@ class TestGroundTruth:
     def test_frontal_face_at_the_start_pose(self, model):
         """With no pose, shift or scale jitter, theta's pose part is the localiser's start
         pose: r = 0, t at the image centre, log_s = initial_log_scale."""
-        ds = SyntheticFaces(model, 3, SIZE, seed=0, yaw=0, pitch=0, roll=0, shift=0,
-                            scale_jitter=0)
+        ds = SyntheticFaces(model, 3, SIZE, seed=0, yaw=0, pitch=0, roll=0, shift=0, scale_jitter=0)
         theta = ds[1]["theta"]
         expected = torch.tensor([0, 0, 0, (SIZE - 1) / 2, (SIZE - 1) / 2, ds.log_s0])
         torch.testing.assert_close(theta[:6], expected.float())

@@ -10,11 +10,11 @@ import warnings
 import pytest
 import torch
 from PIL import Image
-
 from stn_train.errors import TrainError
 from stn_train.train import train
 from stn_train.train.checkpoint import load_checkpoint
 from stn_train.train.metrics import read_metrics
+
 from tests.stn_train.train_helpers import (
     load_model,
     render_manifest,
@@ -31,9 +31,16 @@ def test_overfits_two_images(tmp_path):
     """The public port's open problem: on two images the landmark loss must fall >= 100-fold
     within a few hundred CPU steps (Adam, the localiser's normalised head, the small CNN)."""
     manifest = write_manifest_of_renders(tmp_path / "two", load_model(), 2, 64, seed=5)
-    cfg = small_run_config(data=str(manifest), out=str(tmp_path / "run"), steps=200,
-                           batch_size=2, pairs=False, augment=False, val_every=10_000,
-                           checkpoint_every=10_000)
+    cfg = small_run_config(
+        data=str(manifest),
+        out=str(tmp_path / "run"),
+        steps=200,
+        batch_size=2,
+        pairs=False,
+        augment=False,
+        val_every=10_000,
+        checkpoint_every=10_000,
+    )
     train(cfg)
     landmark = [r["landmark"] for r in train_records(tmp_path / "run")]
     assert len(landmark) == 200
@@ -46,8 +53,16 @@ def test_overfits_two_images(tmp_path):
 def test_short_synthetic_run_halves_held_out_error(tmp_path):
     """300 steps on rendered faces (yaw up to 60 degrees) halve the landmark NME on held-out
     faces, and the pose error falls too."""
-    cfg = small_run_config(synthetic=1024, val_synthetic=64, out=str(tmp_path / "run"),
-                           steps=300, batch_size=32, lr=3e-4, val_every=300, log_every=25)
+    cfg = small_run_config(
+        synthetic=1024,
+        val_synthetic=64,
+        out=str(tmp_path / "run"),
+        steps=300,
+        batch_size=32,
+        lr=3e-4,
+        val_every=300,
+        log_every=25,
+    )
     train(cfg)
     val = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "val"]
     assert [r["step"] for r in val] == [0, 300]
@@ -59,8 +74,14 @@ def test_short_synthetic_run_halves_held_out_error(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     """Killed after step 10 (last checkpoint at 8), resumed: the logged losses of steps 1..12
     and the final weights equal those of an uninterrupted run (pairs, augmentation on)."""
-    common = dict(data=str(render_manifest()), steps=12, batch_size=4, checkpoint_every=4,
-                  val_every=10_000, augment=True)
+    common = dict(
+        data=str(render_manifest()),
+        steps=12,
+        batch_size=4,
+        checkpoint_every=4,
+        val_every=10_000,
+        augment=True,
+    )
     full = small_run_config(out=str(tmp_path / "full"), **common)
     train(full)
     cut = small_run_config(out=str(tmp_path / "cut"), **common)
@@ -82,8 +103,9 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_run_folder_is_not_overwritten(tmp_path):
-    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), steps=1,
-                           val_every=10_000)
+    cfg = small_run_config(
+        data=str(render_manifest()), out=str(tmp_path / "r"), steps=1, val_every=10_000
+    )
     train(cfg)
     with pytest.raises(TrainError, match="already holds a run; pass --resume"):
         train(cfg)
@@ -96,8 +118,9 @@ def test_resume_without_checkpoint(tmp_path):
 
 
 def test_resume_with_other_model_content(tmp_path, monkeypatch):
-    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), steps=1,
-                           val_every=10_000)
+    cfg = small_run_config(
+        data=str(render_manifest()), out=str(tmp_path / "r"), steps=1, val_every=10_000
+    )
     train(cfg)
     import stn_train.train.loop as loop
 
@@ -110,8 +133,12 @@ def test_resume_with_other_model_content(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "load_grid_model", perturbed)
     with pytest.raises(TrainError, match="another grid model"):
-        train(small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"),
-                               resume=True, steps=2), explicit={"steps"})
+        train(
+            small_run_config(
+                data=str(render_manifest()), out=str(tmp_path / "r"), resume=True, steps=2
+            ),
+            explicit={"steps"},
+        )
 
 
 def _bad_manifest(tmp_path):
@@ -142,8 +169,14 @@ def _bad_manifest(tmp_path):
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):
     manifest = _bad_manifest(tmp_path)
-    cfg = small_run_config(data=str(manifest), out=str(tmp_path / "run"), steps=12,
-                           batch_size=4, seed=3, val_every=10_000)
+    cfg = small_run_config(
+        data=str(manifest),
+        out=str(tmp_path / "run"),
+        steps=12,
+        batch_size=4,
+        seed=3,
+        val_every=10_000,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train(cfg)
@@ -155,8 +188,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
 
 
 def test_landmark_set_mismatch_is_refused(tmp_path):
-    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"),
-                           landmarks="ibug68")
+    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), landmarks="ibug68")
     with warnings.catch_warnings(), pytest.raises(TrainError) as e:
         warnings.simplefilter("ignore")
         train(cfg)
@@ -164,15 +196,15 @@ def test_landmark_set_mismatch_is_refused(tmp_path):
 
 
 def test_unknown_landmark_set_of_the_model(tmp_path):
-    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"),
-                           landmarks="mine")
+    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), landmarks="mine")
     with pytest.raises(TrainError, match="--landmarks: landmark set 'mine' is not in this model"):
         train(cfg)
 
 
 def test_missing_model_file(tmp_path):
-    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"),
-                           model=str(tmp_path / "none.h5"))
+    cfg = small_run_config(
+        data=str(render_manifest()), out=str(tmp_path / "r"), model=str(tmp_path / "none.h5")
+    )
     with pytest.raises(TrainError, match="no such file"):
         train(cfg)
 
@@ -195,18 +227,28 @@ class TestNonFiniteGuard:
 
     def test_a_bad_step_is_skipped(self, tmp_path, monkeypatch):
         self._nan_at(monkeypatch, {3})
-        cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), steps=6,
-                               batch_size=4, val_every=10_000)
+        cfg = small_run_config(
+            data=str(render_manifest()),
+            out=str(tmp_path / "r"),
+            steps=6,
+            batch_size=4,
+            val_every=10_000,
+        )
         result = train(cfg)
         assert result.skipped_steps == 1 and math.isfinite(result.last_loss)
-        events = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl")
-                  if r["kind"] == "event"]
+        events = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "event"]
         assert [e["step"] for e in events] == [3]
 
     def test_several_in_a_row_stop_the_run(self, tmp_path, monkeypatch):
         self._nan_at(monkeypatch, {2, 3, 4})
-        cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), steps=8,
-                               batch_size=4, val_every=10_000, max_bad_steps=3)
+        cfg = small_run_config(
+            data=str(render_manifest()),
+            out=str(tmp_path / "r"),
+            steps=8,
+            batch_size=4,
+            val_every=10_000,
+            max_bad_steps=3,
+        )
         with pytest.raises(TrainError) as e:
             train(cfg)
         msg = str(e.value)
@@ -215,13 +257,24 @@ class TestNonFiniteGuard:
 
 def test_outputs_of_a_run(tmp_path):
     """Pictures every epoch, curves, checkpoints, TensorBoard, config and summary."""
-    cfg = small_run_config(data=str(render_manifest()), val=str(render_manifest(8, 64, 1)),
-                           out=str(tmp_path / "r"), steps=8, batch_size=16, checkpoint_every=5)
+    cfg = small_run_config(
+        data=str(render_manifest()),
+        val=str(render_manifest(8, 64, 1)),
+        out=str(tmp_path / "r"),
+        steps=8,
+        batch_size=16,
+        checkpoint_every=5,
+    )
     result = train(cfg)
     d = tmp_path / "r"
     assert sorted(p.name for p in (d / "pictures").iterdir()) == [
-        "curves.png", "epoch_000.png", "epoch_001.png", "epoch_002.png", "epoch_003.png",
-        "start.png"]
+        "curves.png",
+        "epoch_000.png",
+        "epoch_001.png",
+        "epoch_002.png",
+        "epoch_003.png",
+        "start.png",
+    ]
     assert {p.name for p in (d / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     assert any((d / "tensorboard").iterdir())
     assert (d / "config.toml").is_file() and (d / "summary.json").is_file()
@@ -251,9 +304,10 @@ class TestSchedules:
         for step, value in expect.items():
             assert f(step) == pytest.approx(value, abs=1e-12), step
 
-    @pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam),
-                                            ("adamw", torch.optim.AdamW),
-                                            ("sgd", torch.optim.SGD)])
+    @pytest.mark.parametrize(
+        "name, kind",
+        [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)],
+    )
     def test_optimizers(self, name, kind):
         from stn_train.train.loop import make_optimizer
 

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from stn_train.data.transforms import (
     FLIP_PERMUTATIONS,
     CropWindow,
@@ -20,6 +19,7 @@ from stn_train.data.transforms import (
     hflip,
 )
 from stn_train.errors import TrainError
+
 from tests.conftest import reference_file
 from tests.tolerances import TOL
 
@@ -78,8 +78,9 @@ class TestFlipPermutations:
             flip_permutation("x")
 
     @pytest.mark.reference
-    @pytest.mark.parametrize("name,file", [("aflw21", "Landmarks21_112.anl"),
-                                           ("ibug68", "Landmarks68_112.anl")])
+    @pytest.mark.parametrize(
+        "name,file", [("aflw21", "Landmarks21_112.anl"), ("ibug68", "Landmarks68_112.anl")]
+    )
     def test_grid_model_mirror(self, name, file):
         """On the original's 112 x 112 grid (symmetric about its middle column), landmark
         p[i] sits at the mirrored column of landmark i, on the same row (within the
@@ -102,16 +103,19 @@ class TestFlipPermutations:
         shape = np.load(reference_file("sfm/sfm_shape_3448.npz"))
         verts = shape["mean"].reshape(-1, 3).astype(np.float64)
         text = reference_file("sfm/ibug_to_sfm.txt").read_text()
-        mapping = {int(a) - 1: int(b) for a, b in re.findall(r"^\s*(\d+)\s*=\s*(\d+)", text,
-                                                             re.M)}
+        mapping = {int(a) - 1: int(b) for a, b in re.findall(r"^\s*(\d+)\s*=\s*(\d+)", text, re.M)}
         assert len(mapping) >= 40
         p = FLIP_PERMUTATIONS["ibug68"]
         mirror = np.array([-1.0, 1.0, 1.0])
 
         def distances(perm, base=0):
-            return np.array([np.linalg.norm(verts[mapping[perm[i]] - base] - verts[v - base]
-                                            * mirror)
-                             for i, v in mapping.items() if perm[i] in mapping])
+            return np.array(
+                [
+                    np.linalg.norm(verts[mapping[perm[i]] - base] - verts[v - base] * mirror)
+                    for i, v in mapping.items()
+                    if perm[i] in mapping
+                ]
+            )
 
         d = distances(p)
         assert len(d) == len(mapping) and d.max() < 1.0, d.max()
@@ -161,8 +165,9 @@ class TestHflip:
         j = FLIP_PERMUTATIONS["aflw21"].index(0)
         assert f["landmarks"][j].tolist() == [12 - 1 - x, y]
         assert f["visible"][j] == s["visible"][0]
-        assert torch.equal(f["landmarks"][:, 0],
-                           11 - s["landmarks"][list(FLIP_PERMUTATIONS["aflw21"]), 0])
+        assert torch.equal(
+            f["landmarks"][:, 0], 11 - s["landmarks"][list(FLIP_PERMUTATIONS["aflw21"]), 0]
+        )
 
     def test_input_unchanged_and_theta_dropped(self):
         s = _sample()
@@ -196,8 +201,13 @@ class TestColorJitter:
     def test_grey_stays_grey_and_brightness_scales(self):
         g = torch.Generator().manual_seed(0)
         grey = (0.1 + 0.4 * torch.rand(1, 8, 8, generator=g)).expand(3, 8, 8)
-        out = color_jitter({"image": grey}, brightness=0.5, contrast=0.0, saturation=0.9,
-                           generator=torch.Generator().manual_seed(2))["image"]
+        out = color_jitter(
+            {"image": grey},
+            brightness=0.5,
+            contrast=0.0,
+            saturation=0.9,
+            generator=torch.Generator().manual_seed(2),
+        )["image"]
         torch.testing.assert_close(out[0], out[1], rtol=RTOL, atol=ATOL)
         ratio = out / grey
         assert ratio.max() - ratio.min() < 1e-5 and 0.5 <= float(ratio.mean()) <= 1.5
@@ -210,8 +220,9 @@ def _spot_centroid(image: torch.Tensor) -> torch.Tensor:
 
 
 class TestCropResize:
-    @pytest.mark.parametrize("h,w,size,margin", [(83, 97, 32, 0.25), (40, 41, 37, 0.6),
-                                                  (37, 43, 100, 0.1)])
+    @pytest.mark.parametrize(
+        "h,w,size,margin", [(83, 97, 32, 0.25), (40, 41, 37, 0.6), (37, 43, 100, 0.1)]
+    )
     def test_spot_follows_its_landmark(self, h, w, size, margin):
         """A bright pixel at a landmark: after the crop and resize (shrinking or enlarging,
         window partly outside the image), its intensity centroid is the mapped landmark."""
@@ -223,8 +234,10 @@ class TestCropResize:
         out = crop_resize(s, size, margin=margin)
         assert out["image"].shape == (3, size, size)
         c = _spot_centroid(out["image"])
-        assert torch.allclose(c, out["landmarks"][0].double(), atol=CENTROID_TOL), (c,
-                                                                                  out["landmarks"])
+        assert torch.allclose(c, out["landmarks"][0].double(), atol=CENTROID_TOL), (
+            c,
+            out["landmarks"],
+        )
         # the test can tell conventions apart: mapping corners (x - x0) * scale, without the
         # half-pixel terms, is 0.2 to 0.7 px off at these scales
         win = crop_window(lm, torch.ones(3), (h, w), margin)
@@ -255,15 +268,29 @@ class TestCropResize:
         assert out["image"][:, 1:, 1:].min() == 1
 
     def test_image_box(self):
-        s = {"image": torch.rand(3, 10, 16), "landmarks": torch.zeros(2, 2),
-             "visible": torch.zeros(2)}
+        s = {
+            "image": torch.rand(3, 10, 16),
+            "landmarks": torch.zeros(2, 2),
+            "visible": torch.zeros(2),
+        }
         win = crop_window(s["landmarks"], s["visible"], (10, 16), box="image")
         assert win == CropWindow(0, -3, 16)
 
     def test_jitter_deterministic_and_bounded(self):
         lm = torch.tensor([[30.0, 30.0], [70.0, 70.0]])
-        wins = [crop_window(lm, torch.ones(2), (100, 100), 0.25, "landmarks", 0.2, 0.1,
-                            torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+        wins = [
+            crop_window(
+                lm,
+                torch.ones(2),
+                (100, 100),
+                0.25,
+                "landmarks",
+                0.2,
+                0.1,
+                torch.Generator().manual_seed(s),
+            )
+            for s in (1, 1, 2)
+        ]
         assert wins[0] == wins[1] and wins[0] != wins[2]
         for w in wins:
             assert 48 * 0.8 - 1 <= w.side <= 60 * 1.2 + 1
@@ -271,8 +298,11 @@ class TestCropResize:
             assert abs(centre - 50) <= 0.1 * w.side / 0.8 + 1
 
     def test_no_face_box(self):
-        s = {"image": torch.rand(3, 10, 10), "landmarks": torch.ones(3, 2),
-             "visible": torch.tensor([1.0, 0.0, 0.0])}
+        s = {
+            "image": torch.rand(3, 10, 10),
+            "landmarks": torch.ones(3, 2),
+            "visible": torch.tensor([1.0, 0.0, 0.0]),
+        }
         with pytest.raises(TrainError, match="fewer than two visible landmarks"):
             crop_resize(s, 8)
         s["visible"] = torch.ones(3)

@@ -22,26 +22,49 @@ import torch
 GRID_RES = 32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def grid_model_file(res: int = GRID_RES) -> Path:
     """A ``stn-uv-grid-model`` .h5 at ``res`` (aflw21 and ibug68 landmarks, colour model)."""
     out = Path(tempfile.mkdtemp(prefix="stn_train_grid_"))
 
     def prep(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "bfm_prep", *args], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "bfm_prep", *args], check=True, capture_output=True, text=True
+        )
 
     s = out / "synth"
     prep("synth", str(s), "--seed", "0")
-    prep("build-expression", "--bfm", str(s / "01_MorphableModel.mat"),
-         "--expression", str(s / "Model_Expression.mat"),
-         "--mapping", str(s / "map_tddfa_to_basel.mat"),
-         "--landmarks", f"aflw21={s / 'Landmarks21_BFM.anl'}",
-         "--landmarks", f"ibug68={s / 'Landmarks68_BFM.anl'}",
-         "--n-shape", "6", "--n-exp", "4", "--out", str(out / "model.h5"))
+    prep(
+        "build-expression",
+        "--bfm",
+        str(s / "01_MorphableModel.mat"),
+        "--expression",
+        str(s / "Model_Expression.mat"),
+        "--mapping",
+        str(s / "map_tddfa_to_basel.mat"),
+        "--landmarks",
+        f"aflw21={s / 'Landmarks21_BFM.anl'}",
+        "--landmarks",
+        f"ibug68={s / 'Landmarks68_BFM.anl'}",
+        "--n-shape",
+        "6",
+        "--n-exp",
+        "4",
+        "--out",
+        str(out / "model.h5"),
+    )
     prep("uv-embed", "--model", str(out / "model.h5"), "--out", str(out / "uv.h5"))
-    prep("uv-resample", "--model", str(out / "model.h5"), "--uv", str(out / "uv.h5"),
-         "--res", str(res), "--out", str(out / f"grid{res}.h5"))
+    prep(
+        "uv-resample",
+        "--model",
+        str(out / "model.h5"),
+        "--uv",
+        str(out / "uv.h5"),
+        "--res",
+        str(res),
+        "--out",
+        str(out / f"grid{res}.h5"),
+    )
     return out / f"grid{res}.h5"
 
 
@@ -93,8 +116,9 @@ def render_faces(model, n: int, size: int, seed: int, spread: float = 1.0) -> di
     }
 
 
-def write_manifest_of_renders(folder: Path, model, n: int, size: int, seed: int,
-                              subjects: bool = False) -> Path:
+def write_manifest_of_renders(
+    folder: Path, model, n: int, size: int, seed: int, subjects: bool = False
+) -> Path:
     """Render ``n`` faces to PNG files and a manifest describing them; returns the manifest."""
     from PIL import Image
 
@@ -105,8 +129,10 @@ def write_manifest_of_renders(folder: Path, model, n: int, size: int, seed: int,
         a = (faces["images"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         name = f"face_{i:04d}.png"
         Image.fromarray(a).save(folder / name)
-        lms = [[float(x), float(y), int(v)] for (x, y), v in
-               zip(faces["landmarks"][i].tolist(), faces["visible"][i].tolist())]
+        lms = [
+            [float(x), float(y), int(v)]
+            for (x, y), v in zip(faces["landmarks"][i].tolist(), faces["visible"][i].tolist())
+        ]
         line = {"image": name, "landmarks": lms}
         if subjects:
             line["subject"] = f"s{i // 2}"
@@ -120,9 +146,20 @@ def small_run_config(**overrides):
     """A RunConfig for a tiny CPU run (small CNN, 64 px), overridable."""
     from stn_train.config import RunConfig
 
-    base = dict(model=str(grid_model_file()), backbone="small", image_size=64, batch_size=8,
-                workers=0, log_every=1, checkpoint_every=0, val_every=0, pictures=2,
-                device="cpu", lr=1e-3, schedule="none")
+    base = dict(
+        model=str(grid_model_file()),
+        backbone="small",
+        image_size=64,
+        batch_size=8,
+        workers=0,
+        log_every=1,
+        checkpoint_every=0,
+        val_every=0,
+        pictures=2,
+        device="cpu",
+        lr=1e-3,
+        schedule="none",
+    )
     base.update(overrides)
     return RunConfig(**base)
 
@@ -131,20 +168,25 @@ def finite(x: float) -> bool:
     return isinstance(x, float) and math.isfinite(x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render_manifest(n: int = 16, size: int = 64, seed: int = 0) -> Path:
     """A manifest of ``n`` rendered faces (cached per process)."""
     folder = Path(tempfile.mkdtemp(prefix="stn_train_faces_"))
     return write_manifest_of_renders(folder, load_model(), n, size, seed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_checkpoint() -> Path:
     """``best.pt`` of a short run on rendered faces (cached per process)."""
     from stn_train.train import train
 
     out = Path(tempfile.mkdtemp(prefix="stn_train_run_")) / "run"
-    cfg = small_run_config(data=str(render_manifest()), val=str(render_manifest(8, 64, 1)),
-                           out=str(out), steps=8, augment=False)
+    cfg = small_run_config(
+        data=str(render_manifest()),
+        val=str(render_manifest(8, 64, 1)),
+        out=str(out),
+        steps=8,
+        augment=False,
+    )
     train(cfg)
     return out / "checkpoints" / "best.pt"

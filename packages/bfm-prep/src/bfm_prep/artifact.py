@@ -20,9 +20,9 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -181,7 +181,9 @@ def _write_header(f: h5py.File, fmt: str, provenance: dict) -> None:
     f.attrs["created_by"] = f"bfm-prep {__version__}"
     f.attrs["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     f.attrs["inputs"] = json.dumps(provenance.get("inputs", {}), sort_keys=True)
-    f.attrs["parameters"] = json.dumps(provenance.get("parameters", {}), sort_keys=True, default=str)
+    f.attrs["parameters"] = json.dumps(
+        provenance.get("parameters", {}), sort_keys=True, default=str
+    )
 
 
 def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
@@ -251,7 +253,9 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
     if not path.is_file():
         raise PrepError(f"{path}: no such file; check the path.")
     if not h5py.is_hdf5(path):
-        raise PrepError(f"{path}: not an HDF5 file (or truncated); pass an artifact written by bfm-prep.")
+        raise PrepError(
+            f"{path}: not an HDF5 file (or truncated); pass an artifact written by bfm-prep."
+        )
     with _open_h5(path) as f:
         fmt = _attr_str(f, "format")
         if fmt not in expected:
@@ -269,15 +273,20 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
             yield f
         except KeyError as e:
             m = re.search(r"object '([^']+)' doesn't exist", str(e))
-            what = f"the dataset or group {m[1]!r} is missing" if m else f"a dataset or attribute is missing ({e.args[0] if e.args else e})"
+            what = (
+                f"the dataset or group {m[1]!r} is missing"
+                if m
+                else f"a dataset or attribute is missing ({e.args[0] if e.args else e})"
+            )
             raise PrepError(f"{path}: {what}; rebuild the artifact.") from None
         except PrepError as e:  # the model's / grid's validation: name the file
             text = str(e)
             for head in ("Invalid grid model: ", "Invalid model: ", "Invalid UV embedding: "):
                 if text.startswith(head):
-                    detail = text[len(head):].rstrip(".")
-                    raise PrepError(f"{path}: a damaged {fmt} artifact ({detail}); rebuild it "
-                                    "with bfm-prep.") from None
+                    detail = text[len(head) :].rstrip(".")
+                    raise PrepError(
+                        f"{path}: a damaged {fmt} artifact ({detail}); rebuild it with bfm-prep."
+                    ) from None
             raise
 
 
@@ -361,6 +370,7 @@ def read_uv(path: str | os.PathLike) -> UVEmbedding:
 
 def _validate_uv(emb: UVEmbedding) -> None:
     """Shapes and index ranges of a UV embedding read from a file (PrepError "Invalid UV ...")."""
+
     def bad(what: str) -> PrepError:
         return PrepError(f"Invalid UV embedding: {what}.")
 

@@ -210,7 +210,11 @@ def build_model(
             # load_mapping has already warned about Basel vertices named twice
             warnings.filterwarnings("ignore", message=r".*mapping entries repeat a mesh vertex")
             exp_components, diag = transfer_expression(
-                base.shape_mean, base.faces, basis, mapping, weight=weight,
+                base.shape_mean,
+                base.faces,
+                basis,
+                mapping,
+                weight=weight,
                 return_diagnostics=True,
             )
         del basis, mapping  # free the source components before the model is assembled

@@ -40,8 +40,13 @@ WEIGHT_FLOOR = 1e-3
 CORNERS = (0.25, 0.75)
 
 
-def embed_model(model: MorphableModel, symmetry="auto", *, weights: str = "cotangent",
-                name: str = "the model's mean shape") -> UVEmbedding:
+def embed_model(
+    model: MorphableModel,
+    symmetry="auto",
+    *,
+    weights: str = "cotangent",
+    name: str = "the model's mean shape",
+) -> UVEmbedding:
     """Flatten a model's mean shape: :func:`symmetric_tutte` after resolving ``symmetry``.
 
     Args:
@@ -52,8 +57,14 @@ def embed_model(model: MorphableModel, symmetry="auto", *, weights: str = "cotan
     return embed_mesh(model.shape_mean, model.faces, symmetry, weights=weights, name=name)
 
 
-def embed_mesh(vertices: np.ndarray, faces: np.ndarray, symmetry="auto", *,
-               weights: str = "cotangent", name: str = "mesh") -> UVEmbedding:
+def embed_mesh(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    symmetry="auto",
+    *,
+    weights: str = "cotangent",
+    name: str = "mesh",
+) -> UVEmbedding:
     """Check the mesh, resolve the symmetry and flatten (see :func:`embed_model`)."""
     t0 = time.perf_counter()
     v = np.asarray(vertices, dtype=np.float64)
@@ -66,7 +77,9 @@ def embed_mesh(vertices: np.ndarray, faces: np.ndarray, symmetry="auto", *,
     return emb
 
 
-def resolve_symmetry(vertices: np.ndarray, topo: MeshTopology, symmetry, name: str = "mesh") -> Symmetry:
+def resolve_symmetry(
+    vertices: np.ndarray, topo: MeshTopology, symmetry, name: str = "mesh"
+) -> Symmetry:
     """``"auto"`` / pairs-file path / (P, 2) pairs / :class:`Symmetry` -> :class:`Symmetry`."""
     if isinstance(symmetry, Symmetry):
         return symmetry
@@ -78,9 +91,15 @@ def resolve_symmetry(vertices: np.ndarray, topo: MeshTopology, symmetry, name: s
     return find_symmetry(vertices, topo.faces, pairs=pairs, topology=topo, name=name)
 
 
-def symmetric_tutte(vertices: np.ndarray, faces: np.ndarray, symmetry: Symmetry, *,
-                    weights: str = "cotangent", topology: MeshTopology | None = None,
-                    name: str = "mesh") -> UVEmbedding:
+def symmetric_tutte(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    symmetry: Symmetry,
+    *,
+    weights: str = "cotangent",
+    topology: MeshTopology | None = None,
+    name: str = "mesh",
+) -> UVEmbedding:
     """The symmetric Tutte embedding of a mesh with a known mirror symmetry.
 
     Args:
@@ -102,7 +121,9 @@ def symmetric_tutte(vertices: np.ndarray, faces: np.ndarray, symmetry: Symmetry,
     n = topo.n_vertices
     phi = np.asarray(symmetry.mirror, dtype=np.int64)
     if phi.shape != (n,):
-        raise PrepError(f"{name}: the symmetry has {phi.shape[0]} vertices, the mesh {n}; compute it for this mesh.")
+        raise PrepError(
+            f"{name}: the symmetry has {phi.shape[0]} vertices, the mesh {n}; compute it for this mesh."
+        )
     plane = np.asarray(symmetry.plane, dtype=np.float64)
     ml = midline(v, topo, phi, plane, name=name)
     side = sides(topo, phi, v, plane, name=name)
@@ -130,8 +151,12 @@ def symmetric_tutte(vertices: np.ndarray, faces: np.ndarray, symmetry: Symmetry,
         "flipped_triangles": int(flips[0]),
         "uv_orientation": int(flips[1]),
         "symmetry_error": float(np.abs(uv - refl).max()),
-        "boundary_error": float(np.minimum.reduce([ou[:, 0], 1 - ou[:, 0], ou[:, 1], 1 - ou[:, 1]]).max()),
-        "line_error": float(np.abs(uv[symmetry.line, 0] - 0.5).max()) if len(symmetry.line) else 0.0,
+        "boundary_error": float(
+            np.minimum.reduce([ou[:, 0], 1 - ou[:, 0], ou[:, 1], 1 - ou[:, 1]]).max()
+        ),
+        "line_error": float(np.abs(uv[symmetry.line, 0] - 0.5).max())
+        if len(symmetry.line)
+        else 0.0,
         "uv_min": float(uv.min()),
         "uv_max": float(uv.max()),
         "clamped_weights": int(n_clamped),
@@ -150,14 +175,20 @@ def symmetric_tutte(vertices: np.ndarray, faces: np.ndarray, symmetry: Symmetry,
         "weights": used,
         "weight_floor": WEIGHT_FLOOR,
         "holes": "closed by a fan around a virtual vertex at the centroid for the solve, then "
-                 "dropped: the rim is solved like interior vertices and the hole stays open",
+        "dropped: the rim is solved like interior vertices and the hole stays open",
         "corners": f"outer-boundary vertices nearest to {CORNERS[0]} and {CORNERS[1]} of the half boundary's 3D length",
         "symmetry": symmetry.stats.get("method", "given"),
         "plane": [float(x) for x in plane],
     }
-    return UVEmbedding(uv=uv, faces=topo.faces.copy(), mirror=phi.copy(),
-                       symmetry_line=np.asarray(symmetry.line, dtype=np.int64).copy(),
-                       plane=plane.copy(), checks=checks, provenance={"inputs": {}, "parameters": params})
+    return UVEmbedding(
+        uv=uv,
+        faces=topo.faces.copy(),
+        mirror=phi.copy(),
+        symmetry_line=np.asarray(symmetry.line, dtype=np.int64).copy(),
+        plane=plane.copy(),
+        checks=checks,
+        provenance={"inputs": {}, "parameters": params},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +203,7 @@ class _Filled:
         self.f = f
         self.phi = phi
         self.side = side
-        self.hole_vertex = hole_vertex            # hole t -> its virtual vertex
+        self.hole_vertex = hole_vertex  # hole t -> its virtual vertex
         self.line_hole_vertices = line_hole_vertices  # virtual vertices on the line
 
 
@@ -195,13 +226,22 @@ def _fill_holes(v, topo: MeshTopology, phi, side, ml: Midline) -> _Filled:
     hole_map = np.array([loop_id[phi[lp[0]]] for lp in holes], dtype=np.int64)
     phif = np.concatenate([phi, n + hole_map])
     on_line = {x for kind, x in ml.nodes if kind == "hole"}
-    hole_side = np.array([0 if t in on_line else int(side[lp][np.argmax(np.abs(side[lp]))])
-                          for t, lp in enumerate(holes)], dtype=np.int8)
+    hole_side = np.array(
+        [
+            0 if t in on_line else int(side[lp][np.argmax(np.abs(side[lp]))])
+            for t, lp in enumerate(holes)
+        ],
+        dtype=np.int8,
+    )
     sidef = np.concatenate([side, hole_side])
-    return _Filled(vf, ff, phif, sidef, [n + t for t in range(len(holes))], {n + t for t in on_line})
+    return _Filled(
+        vf, ff, phif, sidef, [n + t for t in range(len(holes))], {n + t for t in on_line}
+    )
 
 
-def _pins(filled: _Filled, topo: MeshTopology, ml: Midline, name: str) -> dict[int, tuple[float, float]]:
+def _pins(
+    filled: _Filled, topo: MeshTopology, ml: Midline, name: str
+) -> dict[int, tuple[float, float]]:
     """Dirichlet values: the line on u = 0.5 and the low half's outer boundary."""
     v = filled.v
     n = topo.n_vertices
@@ -245,7 +285,9 @@ def _pins(filled: _Filled, topo: MeshTopology, ml: Midline, name: str) -> dict[i
         path_idx = arc(p0, p1, -1)
     path = loop[path_idx]
     if path.size < 2 or (side[path] != -1).any():
-        raise PrepError(f"{name}: the outer boundary does not run round one half between the ends of the symmetry line; check the mesh.")
+        raise PrepError(
+            f"{name}: the outer boundary does not run round one half between the ends of the symmetry line; check the mesh."
+        )
     pts = np.vstack([ml.points[0], v[path], ml.points[-1]])
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
     length = s[-1]
@@ -270,8 +312,13 @@ def _pins(filled: _Filled, topo: MeshTopology, ml: Midline, name: str) -> dict[i
     # square would squash the triangles between it and the boundary to zero area. Such an
     # end (unless it is a corner or an end of the line) is left free: the solve moves it
     # slightly inside the square.
-    ring = np.concatenate([[x for kind, x in (ml.nodes[0],) if kind == "vertex"], path,
-                           [x for kind, x in (ml.nodes[-1],) if kind == "vertex"]]).astype(np.int64)
+    ring = np.concatenate(
+        [
+            [x for kind, x in (ml.nodes[0],) if kind == "vertex"],
+            path,
+            [x for kind, x in (ml.nodes[-1],) if kind == "vertex"],
+        ]
+    ).astype(np.int64)
     on_ring = np.zeros(filled.v.shape[0], dtype=bool)
     on_ring[ring] = True
     he = topo.halfedges
@@ -382,8 +429,9 @@ def _solve(filled: _Filled, pins: dict, weights: str):
         a = sp.coo_matrix((m_vals, (m_rows, m_cols)), shape=(free.size, free.size)).tocsc()
         b = np.bincount(i, weights=val * const, minlength=free.size)
         pj = ~jfree
-        b += np.bincount(i[pj], weights=val[pj] * (const[pj] + sgn[pj] * uv[jj[pj], comp]),
-                         minlength=free.size)
+        b += np.bincount(
+            i[pj], weights=val[pj] * (const[pj] + sgn[pj] * uv[jj[pj], comp]), minlength=free.size
+        )
         rhs[:, comp] = b
         mats.append(a)
     if free.size:
@@ -396,7 +444,9 @@ def _solve(filled: _Filled, pins: dict, weights: str):
     uv[high, 0] = 1.0 - uv[phi[high], 0]
     uv[high, 1] = uv[phi[high], 1]
     if not np.all(np.isfinite(uv)):
-        raise PrepError("the embedding solve failed (singular system); check that the mesh is connected.")
+        raise PrepError(
+            "the embedding solve failed (singular system); check that the mesh is connected."
+        )
     return uv, n_clamped, time.perf_counter() - t0
 
 

@@ -136,7 +136,9 @@ class SPDSolver:
         try:
             # SuperLU in symmetric mode: minimum-degree ordering of A^T + A, no pivoting
             self._lu = spla.splu(
-                self.A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                self.A,
+                permc_spec="MMD_AT_PLUS_A",
+                diag_pivot_thresh=0.0,
                 options={"SymmetricMode": True},
             )
         except RuntimeError as e:  # "Factor is exactly singular"

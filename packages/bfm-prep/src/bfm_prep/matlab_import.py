@@ -64,13 +64,19 @@ def import_matlab_model(
     nverts = as_index_array(np.asarray(data["nverts"]).reshape(-1), "nverts", path)
     if nverts.size != 1 or nverts[0] <= 0:
         shape = np.asarray(data["nverts"]).shape
-        raise fail(path, f"nverts must be one positive number, got an array of shape {shape}",
-                   f"pass {_WHAT}")
+        raise fail(
+            path,
+            f"nverts must be one positive number, got an array of shape {shape}",
+            f"pass {_WHAT}",
+        )
     n = int(nverts[0])
     res = int(round(np.sqrt(n)))
     if res * res != n:
-        raise fail(path, f"nverts = {n} is not a square number, so it is not an R x R grid",
-                   f"pass {_WHAT}")
+        raise fail(
+            path,
+            f"nverts = {n} is not a square number, so it is not an R x R grid",
+            f"pass {_WHAT}",
+        )
     if res < MIN_RES:
         raise fail(path, f"the grid is {res} x {res}, smaller than the minimum {MIN_RES}")
 
@@ -84,8 +90,9 @@ def import_matlab_model(
     if n_identity is None:
         n_identity = k // 2
     if not 0 <= n_identity <= k:
-        raise PrepError(f"--n-identity {n_identity} is outside 0..{k}, the number of "
-                        f"components in {path}.")
+        raise PrepError(
+            f"--n-identity {n_identity} is outside 0..{k}, the number of components in {path}."
+        )
 
     faces = as_index_array(data["faces"], "faces", path)
     if faces.ndim != 2 or faces.shape[1] != 3:
@@ -108,10 +115,16 @@ def import_matlab_model(
                 "n_identity": n_identity,
                 "n_expression": k - n_identity,
                 "scaling": SCALING_NOTE,
-                "faces": "faces - 1" + (", second and third vertex swapped to make them "
-                                        "counter-clockwise seen from the front" if flipped else ""),
-                "inside": "all True (the original stores no mask)" if inside is None
-                          else "from --inside",
+                "faces": "faces - 1"
+                + (
+                    ", second and third vertex swapped to make them "
+                    "counter-clockwise seen from the front"
+                    if flipped
+                    else ""
+                ),
+                "inside": "all True (the original stores no mask)"
+                if inside is None
+                else "from --inside",
             },
         },
     )
@@ -119,8 +132,9 @@ def import_matlab_model(
         inside = np.ones(n, dtype=bool)
     inside = np.asarray(inside).reshape(-1)
     if inside.size != n:
-        raise PrepError(f"The inside mask has {inside.size} entries but {path} has {n} grid "
-                        "vertices.")
+        raise PrepError(
+            f"The inside mask has {inside.size} entries but {path} has {n} grid vertices."
+        )
     return UVGridModel(model=model, res=res, uv=grid_uv(res), inside=inside.astype(bool))
 
 
@@ -136,8 +150,11 @@ def load_inside_mask(path: str | os.PathLike, n: int) -> np.ndarray:
         else:
             a = np.loadtxt(path, ndmin=1)
     except Exception as e:
-        raise fail(path, f"cannot be read as a mask ({type(e).__name__})",
-                   "pass a .npy array or a text file of 0/1 values") from None
+        raise fail(
+            path,
+            f"cannot be read as a mask ({type(e).__name__})",
+            "pass a .npy array or a text file of 0/1 values",
+        ) from None
     a = np.asarray(a).reshape(-1)
     if a.size != n or not np.isin(a, (0, 1)).all():
         raise fail(path, f"must hold {n} values of 0/1 (one per grid vertex), got {a.size}")

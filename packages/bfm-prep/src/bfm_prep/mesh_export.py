@@ -71,26 +71,39 @@ def export_mesh(
         return [path]
     mtl_name = f"{path.stem}.mtl"
     text, files = trimesh.exchange.obj.export_obj(
-        mesh, include_texture=visual is not None and uv is not None, return_texture=True,
+        mesh,
+        include_texture=visual is not None and uv is not None,
+        return_texture=True,
         mtl_name=mtl_name,
     )
     if texture is None or uv is None:
         # Without an image the material is trimesh's blank default: write no .mtl/.png and
         # drop the references to them (the vt lines stay).
         files = {}
-        text = "\n".join(
-            line for line in text.splitlines() if not line.startswith(("mtllib", "usemtl"))
-        ) + "\n"
+        text = (
+            "\n".join(
+                line for line in text.splitlines() if not line.startswith(("mtllib", "usemtl"))
+            )
+            + "\n"
+        )
     for name, data in files.items():
         if name != mtl_name and name.lower().endswith(".png"):
             # Name the texture after the mesh so several meshes can share a folder, and use a
             # white diffuse colour so that viewers show the texture unmodulated.
             tex = f"{path.stem}_texture.png"
             atomic_write_bytes(path.parent / tex, data)
-            material = next((line.split(None, 1)[1] for line in text.splitlines()
-                             if line.startswith("usemtl ")), "material_0")
-            mtl = (f"# material of {path.name}\nnewmtl {material}\nKa 1.0 1.0 1.0\n"
-                   f"Kd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nillum 1\nmap_Kd {tex}\n")
+            material = next(
+                (
+                    line.split(None, 1)[1]
+                    for line in text.splitlines()
+                    if line.startswith("usemtl ")
+                ),
+                "material_0",
+            )
+            mtl = (
+                f"# material of {path.name}\nnewmtl {material}\nKa 1.0 1.0 1.0\n"
+                f"Kd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nillum 1\nmap_Kd {tex}\n"
+            )
             atomic_write_bytes(path.parent / mtl_name, mtl.encode())
             written += [path.parent / mtl_name, path.parent / tex]
     atomic_write_bytes(path, text.encode())

@@ -96,7 +96,9 @@ class MorphableModel:
     def color(self, beta: np.ndarray | None = None) -> np.ndarray:
         """RGB (N, 3) for colour coefficients ``beta`` (Kc,) (None: the mean), unclipped."""
         if self.color_mean is None:
-            raise PrepError("This model has no colour model; build it from a file with texMU/texPC.")
+            raise PrepError(
+                "This model has no colour model; build it from a file with texMU/texPC."
+            )
         if beta is None:
             return self.color_mean.copy()
         return self.color_mean + self.color_basis @ np.asarray(beta, dtype=np.float64)
@@ -104,32 +106,56 @@ class MorphableModel:
     def validate(self) -> None:
         """Check shapes and index ranges; raise PrepError naming the offending field."""
         n = self.shape_mean.shape[0]
-        _expect(self.shape_mean.ndim == 2 and self.shape_mean.shape[1] == 3,
-                f"shape_mean must be (N, 3), got {self.shape_mean.shape}")
-        _expect(self.shape_basis.ndim == 3 and self.shape_basis.shape[:2] == (n, 3),
-                f"shape_basis must be ({n}, 3, K), got {self.shape_basis.shape}")
+        _expect(
+            self.shape_mean.ndim == 2 and self.shape_mean.shape[1] == 3,
+            f"shape_mean must be (N, 3), got {self.shape_mean.shape}",
+        )
+        _expect(
+            self.shape_basis.ndim == 3 and self.shape_basis.shape[:2] == (n, 3),
+            f"shape_basis must be ({n}, 3, K), got {self.shape_basis.shape}",
+        )
         k = self.shape_basis.shape[2]
-        _expect(self.shape_std.shape == (k,), f"shape_std must have {k} entries, got {self.shape_std.shape}")
-        _expect(len(self.shape_kind) == k, f"shape_kind must have {k} entries, got {len(self.shape_kind)}")
+        _expect(
+            self.shape_std.shape == (k,),
+            f"shape_std must have {k} entries, got {self.shape_std.shape}",
+        )
+        _expect(
+            len(self.shape_kind) == k,
+            f"shape_kind must have {k} entries, got {len(self.shape_kind)}",
+        )
         bad = sorted(set(self.shape_kind) - set(COMPONENT_KINDS))
         _expect(not bad, f"shape_kind has unknown kinds {bad}; use {COMPONENT_KINDS}")
-        _expect(self.faces.ndim == 2 and self.faces.shape[1] == 3,
-                f"faces must be (M, 3), got {self.faces.shape}")
+        _expect(
+            self.faces.ndim == 2 and self.faces.shape[1] == 3,
+            f"faces must be (M, 3), got {self.faces.shape}",
+        )
         if self.faces.size:
-            _expect(self.faces.min() >= 0 and self.faces.max() < n,
-                    f"faces index vertices {self.faces.min()}..{self.faces.max()}, outside 0..{n - 1}")
+            _expect(
+                self.faces.min() >= 0 and self.faces.max() < n,
+                f"faces index vertices {self.faces.min()}..{self.faces.max()}, outside 0..{n - 1}",
+            )
         if self.color_mean is not None:
-            _expect(self.color_mean.shape == (n, 3), f"color_mean must be ({n}, 3), got {self.color_mean.shape}")
-            _expect(self.color_basis is not None and self.color_basis.ndim == 3
-                    and self.color_basis.shape[:2] == (n, 3),
-                    f"color_basis must be ({n}, 3, Kc)")
+            _expect(
+                self.color_mean.shape == (n, 3),
+                f"color_mean must be ({n}, 3), got {self.color_mean.shape}",
+            )
+            _expect(
+                self.color_basis is not None
+                and self.color_basis.ndim == 3
+                and self.color_basis.shape[:2] == (n, 3),
+                f"color_basis must be ({n}, 3, Kc)",
+            )
             kc = self.color_basis.shape[2]
-            _expect(self.color_std is not None and self.color_std.shape == (kc,),
-                    f"color_std must have {kc} entries")
+            _expect(
+                self.color_std is not None and self.color_std.shape == (kc,),
+                f"color_std must have {kc} entries",
+            )
         for name, idx in self.landmarks.items():
             if idx.size:
-                _expect(idx.min() >= 0 and idx.max() < n,
-                        f"landmark set {name!r} indexes vertices {idx.min()}..{idx.max()}, outside 0..{n - 1}")
+                _expect(
+                    idx.min() >= 0 and idx.max() < n,
+                    f"landmark set {name!r} indexes vertices {idx.min()}..{idx.max()}, outside 0..{n - 1}",
+                )
 
 
 def _expect(ok: bool, message: str) -> None:

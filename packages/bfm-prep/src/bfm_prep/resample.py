@@ -47,16 +47,22 @@ def grid_memory_bytes(res: int, n_components: int, n_color_components: int = 0) 
 def check_res(res, n_components: int | None = None, n_color_components: int = 0) -> int:
     """``res`` as an int in MIN_RES..MAX_RES, or a one-line PrepError (naming --res)."""
     if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res < MIN_RES:
-        raise PrepError(f"--res {res} is too small; use an integer R >= {MIN_RES} "
-                        "(112 and 224 are the usual sizes).")
+        raise PrepError(
+            f"--res {res} is too small; use an integer R >= {MIN_RES} "
+            "(112 and 224 are the usual sizes)."
+        )
     if res > MAX_RES:
         k = 0 if n_components is None else n_components
         need = grid_memory_bytes(res, k, n_color_components) / 2**30
         what = "the grid's mean alone" if n_components is None else "the grid model"
-        raise PrepError(f"--res {res} is too large: {what} would need {need:,.1f} GiB of memory "
-                        f"({res} x {res} grid vertices); use R <= {MAX_RES} (112 and 224 are "
-                        "the usual sizes).")
+        raise PrepError(
+            f"--res {res} is too large: {what} would need {need:,.1f} GiB of memory "
+            f"({res} x {res} grid vertices); use R <= {MAX_RES} (112 and 224 are "
+            "the usual sizes)."
+        )
     return int(res)
+
+
 # A grid point counts as inside a triangle when its smallest barycentric coordinate is at least
 # -BARY_EPS: points exactly on an edge (the square's sides, shared edges) must not fall
 # through the crack between two triangles because of rounding.
@@ -364,7 +370,10 @@ def map_landmarks(
 
 
 def orientation_agreement(
-    source: MorphableModel, uv: np.ndarray, grid: MorphableModel, grid_uv_: np.ndarray,
+    source: MorphableModel,
+    uv: np.ndarray,
+    grid: MorphableModel,
+    grid_uv_: np.ndarray,
     inside: np.ndarray,
 ) -> float:
     """Fraction of grid triangles (all three vertices inside) whose 3D normal on the mean shape
@@ -405,8 +414,7 @@ def resample_to_grid(
         ``res``, the landmark rule and the checks (``n_outside``, ``max_fill_distance`` in
         grid cells, ``orientation_agreement``, ``source_flipped_uv``).
     """
-    res = check_res(res, model.n_components,
-                    model.color_basis.shape[2] if model.has_color else 0)
+    res = check_res(res, model.n_components, model.color_basis.shape[2] if model.has_color else 0)
     uv = np.asarray(uv, dtype=np.float64)
     if uv.ndim != 2 or uv.shape[1] != 2:
         raise PrepError(f"UV must be an (N, 2) array, got shape {uv.shape}.")
@@ -426,7 +434,8 @@ def resample_to_grid(
 
     g_uv = grid_uv(res)
     w, inside, fill_distance = interpolation_matrix(
-        uv, model.faces, g_uv, inside_tol=INSIDE_TOL_CELLS / (res - 1))
+        uv, model.faces, g_uv, inside_tol=INSIDE_TOL_CELLS / (res - 1)
+    )
 
     color = {}
     if model.has_color:
@@ -443,7 +452,8 @@ def resample_to_grid(
         "n_grid_points": res * res,
         "n_outside": int((~inside).sum()),
         "max_fill_distance_cells": float(fill_distance[~inside].max() * (res - 1))
-        if (~inside).any() else 0.0,
+        if (~inside).any()
+        else 0.0,
         "source_flipped_uv": source_flipped,
         "faces_ccw_in_uv": ccw,
     }

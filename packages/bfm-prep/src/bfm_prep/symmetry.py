@@ -112,7 +112,9 @@ def _orient_normal(n: np.ndarray) -> np.ndarray:
     return -n if n[k] < 0 else n
 
 
-def mirror_residual(vertices: np.ndarray, mirror: np.ndarray, plane: np.ndarray) -> tuple[float, float]:
+def mirror_residual(
+    vertices: np.ndarray, mirror: np.ndarray, plane: np.ndarray
+) -> tuple[float, float]:
     """(rms, max) of ``|reflect(v[mirror[i]]) - v[i]|`` in the mesh's units."""
     v = np.asarray(vertices, dtype=np.float64)
     r = np.linalg.norm(reflect_points(v[mirror], plane) - v, axis=1)
@@ -129,8 +131,9 @@ def _candidate_planes(v: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate([n, [float(n @ c)]]) for n in normals]
 
 
-def _refine_plane(v: np.ndarray, tree: cKDTree, plane: np.ndarray, rounds: int = 4,
-                  sample: int = 4000) -> np.ndarray:
+def _refine_plane(
+    v: np.ndarray, tree: cKDTree, plane: np.ndarray, rounds: int = 4, sample: int = 4000
+) -> np.ndarray:
     """Reflection ICP: refit the plane to mutual nearest neighbours of the reflection.
 
     Works on a fixed subsample of the vertices; neighbours farther than a tenth of the mesh's
@@ -232,8 +235,9 @@ class _Propagator:
         return None if not bad.any() else int(np.flatnonzero(bad)[0] % self.m)
 
 
-def _boundary_seeds(v: np.ndarray, topo: MeshTopology, top: int = 6,
-                    sample: int = 400) -> list[tuple[np.ndarray, np.ndarray]]:
+def _boundary_seeds(
+    v: np.ndarray, topo: MeshTopology, top: int = 6, sample: int = 400
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Seeds from the outer boundary, which a mirror maps onto itself reversed.
 
     Along the loop ``b``, the mirror is ``b[k] -> b[(c - k) % B]`` for one shift c. Each c is
@@ -268,8 +272,9 @@ def _boundary_seeds(v: np.ndarray, topo: MeshTopology, top: int = 6,
     return seeds
 
 
-def _seeds(v: np.ndarray, topo: MeshTopology, tree: cKDTree, plane: np.ndarray, edge: float,
-           budget: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+def _seeds(
+    v: np.ndarray, topo: MeshTopology, tree: cKDTree, plane: np.ndarray, edge: float, budget: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     """Seed correspondences (face -> mirrored face) for one plane, most plausible first, and
     the median distance of a reflected vertex to its nearest vertex (the asymmetry's scale)."""
     he = topo.halfedges
@@ -318,9 +323,15 @@ def _seeds(v: np.ndarray, topo: MeshTopology, tree: cKDTree, plane: np.ndarray, 
 # public API
 
 
-def find_symmetry(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray | None = None, *,
-                  topology: MeshTopology | None = None, name: str = "mesh",
-                  max_seeds: int = 48) -> Symmetry:
+def find_symmetry(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    pairs: np.ndarray | None = None,
+    *,
+    topology: MeshTopology | None = None,
+    name: str = "mesh",
+    max_seeds: int = 48,
+) -> Symmetry:
     """Find the mirror symmetry of a face mesh (or check the one given by ``pairs``).
 
     Args:
@@ -379,8 +390,9 @@ def find_symmetry(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray | N
     return Symmetry(plane=plane, mirror=phi, line=line, stats=stats)
 
 
-def _auto_mirror(v: np.ndarray, topo: MeshTopology, prop: _Propagator, edge: float,
-                 max_seeds: int) -> tuple[np.ndarray | None, int]:
+def _auto_mirror(
+    v: np.ndarray, topo: MeshTopology, prop: _Propagator, edge: float, max_seeds: int
+) -> tuple[np.ndarray | None, int]:
     tree = cKDTree(v)
     diag = float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
     candidates = _candidate_planes(v)
@@ -449,7 +461,9 @@ def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
     dup = uniq[counts > 1]
     dup = np.setdiff1d(dup, p[selfpair, 0])
     if dup.size:
-        raise PrepError(f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may have one partner.")
+        raise PrepError(
+            f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may have one partner."
+        )
     phi[p[:, 0]] = p[:, 1]
     phi[p[:, 1]] = p[:, 0]
     return phi
@@ -460,7 +474,9 @@ def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.nda
     separated); ``#`` starts a comment. Returns (P, 2) int64."""
     path = Path(path)
     if not path.is_file():
-        raise PrepError(f"{path}: no such symmetry pairs file; pass 'auto' or a file of 0-based 'i j' lines.")
+        raise PrepError(
+            f"{path}: no such symmetry pairs file; pass 'auto' or a file of 0-based 'i j' lines."
+        )
     rows = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -469,11 +485,15 @@ def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.nda
                 continue
             parts = text.split()
             if len(parts) != 2:
-                raise PrepError(f"{path}:{lineno}: expected two vertex indices 'i j', got {raw.strip()!r}.")
+                raise PrepError(
+                    f"{path}:{lineno}: expected two vertex indices 'i j', got {raw.strip()!r}."
+                )
             try:
                 rows.append((int(parts[0]), int(parts[1])))
             except ValueError:
-                raise PrepError(f"{path}:{lineno}: vertex indices must be integers, got {raw.strip()!r}.") from None
+                raise PrepError(
+                    f"{path}:{lineno}: vertex indices must be integers, got {raw.strip()!r}."
+                ) from None
     if not rows:
         raise PrepError(f"{path}: the symmetry pairs file lists no pairs.")
     p = np.asarray(rows, dtype=np.int64)
@@ -492,7 +512,13 @@ def write_pairs(path: str | os.PathLike, mirror: np.ndarray) -> Path:
     mirror = np.asarray(mirror, dtype=np.int64)
     i = np.flatnonzero(mirror > np.arange(len(mirror)))
     body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist()))
-    atomic_write_bytes(path, ("# mirror pairs, 0-based vertex indices; unlisted vertices lie on the symmetry plane\n" + body).encode())
+    atomic_write_bytes(
+        path,
+        (
+            "# mirror pairs, 0-based vertex indices; unlisted vertices lie on the symmetry plane\n"
+            + body
+        ).encode(),
+    )
     return Path(path)
 
 
@@ -515,8 +541,13 @@ class Midline:
     points: np.ndarray
 
 
-def midline(vertices: np.ndarray, topo: MeshTopology, mirror: np.ndarray, plane: np.ndarray,
-            name: str = "mesh") -> Midline:
+def midline(
+    vertices: np.ndarray,
+    topo: MeshTopology,
+    mirror: np.ndarray,
+    plane: np.ndarray,
+    name: str = "mesh",
+) -> Midline:
     """Order the symmetry line from the chin boundary to the forehead boundary."""
     v = np.asarray(vertices, dtype=np.float64)
     he = topo.halfedges
@@ -558,8 +589,10 @@ def midline(vertices: np.ndarray, topo: MeshTopology, mirror: np.ndarray, plane:
         on = [("vertex", int(k)) for k in lp[fixed[lp]]]
         nxt = np.roll(lp, -1)
         swl = phi[lp] == nxt
-        on += [("edge", (int(a), int(b)) if sgn[a] <= sgn[b] else (int(b), int(a)))
-               for a, b in zip(lp[swl], nxt[swl])]
+        on += [
+            ("edge", (int(a), int(b)) if sgn[a] <= sgn[b] else (int(b), int(a)))
+            for a, b in zip(lp[swl], nxt[swl])
+        ]
         if t == 0:
             outer_points = {node(k) for k in on}
         else:
@@ -568,15 +601,22 @@ def midline(vertices: np.ndarray, topo: MeshTopology, mirror: np.ndarray, plane:
                 links.append((hnode, node(k)))
 
     if not nodes:
-        raise PrepError(f"{name}: the mirror map has no symmetry line (no vertex or edge on the plane); {_HINT}.")
+        raise PrepError(
+            f"{name}: the mirror map has no symmetry line (no vertex or edge on the plane); {_HINT}."
+        )
     m = len(nodes)
     links_arr = np.unique(np.sort(np.asarray(links, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
     deg = np.bincount(links_arr.ravel(), minlength=m)
     adj = sp.coo_matrix((np.ones(len(links_arr)), (links_arr[:, 0], links_arr[:, 1])), shape=(m, m))
     n_comp, _ = connected_components(adj, directed=False)
     ends = np.flatnonzero(deg == 1)
-    if (n_comp != 1 or (deg > 2).any() or len(ends) != 2 or not set(ends.tolist()) <= outer_points
-            or len(outer_points) != 2):
+    if (
+        n_comp != 1
+        or (deg > 2).any()
+        or len(ends) != 2
+        or not set(ends.tolist()) <= outer_points
+        or len(outer_points) != 2
+    ):
         raise PrepError(
             f"{name}: the symmetry line is not a single path from the outer boundary to the outer "
             f"boundary ({n_comp} pieces, {len(outer_points)} crossings of the outer boundary); {_HINT}."
@@ -608,8 +648,13 @@ def midline(vertices: np.ndarray, topo: MeshTopology, mirror: np.ndarray, plane:
     return Midline(nodes=ordered, points=pts)
 
 
-def sides(topo: MeshTopology, mirror: np.ndarray, vertices: np.ndarray, plane: np.ndarray,
-          name: str = "mesh") -> np.ndarray:
+def sides(
+    topo: MeshTopology,
+    mirror: np.ndarray,
+    vertices: np.ndarray,
+    plane: np.ndarray,
+    name: str = "mesh",
+) -> np.ndarray:
     """(N,) int8: -1 on the low side of the plane (u < 0.5), +1 on the high side, 0 on the line.
 
     The halves are the pieces left when the symmetry line (fixed vertices and swapped edges)
@@ -629,10 +674,14 @@ def sides(topo: MeshTopology, mirror: np.ndarray, vertices: np.ndarray, plane: n
     partner = np.full(n_comp, -1, dtype=np.int64)
     partner[lab[free]] = lab[phi[free]]
     if (partner[lab[free]] == lab[free]).any():
-        raise PrepError(f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}.")
+        raise PrepError(
+            f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}."
+        )
     side_of = np.where(comp_mean < comp_mean[np.maximum(partner, 0)], -1, 1).astype(np.int8)
     out = np.zeros(n, dtype=np.int8)
     out[free] = side_of[lab[free]]
     if (out[free] == out[phi[free]]).any():
-        raise PrepError(f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}.")
+        raise PrepError(
+            f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}."
+        )
     return out

@@ -121,12 +121,18 @@ class SyntheticFace:
 
 def check_arguments(n_vertices: int, seed: int, n_shape: int, n_color: int, n_exp: int) -> None:
     """Raise PrepError (one sentence) for an argument out of range."""
+
     def _int(v, name):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise PrepError(f"{name} must be a whole number, got {v!r}.")
 
-    for v, name in ((n_vertices, "--vertices"), (seed, "--seed"), (n_shape, "--n-shape"),
-                    (n_color, "--n-color"), (n_exp, "--n-exp")):
+    for v, name in (
+        (n_vertices, "--vertices"),
+        (seed, "--seed"),
+        (n_shape, "--n-shape"),
+        (n_color, "--n-color"),
+        (n_exp, "--n-exp"),
+    ):
         _int(v, name)
     if not MIN_VERTICES <= n_vertices <= MAX_VERTICES:
         raise PrepError(
@@ -135,8 +141,11 @@ def check_arguments(n_vertices: int, seed: int, n_shape: int, n_color: int, n_ex
         )
     if seed < 0:
         raise PrepError(f"--seed must be a non-negative integer (got {seed}).")
-    for v, name, hi in ((n_shape, "--n-shape", MAX_N_SHAPE), (n_color, "--n-color", MAX_N_COLOR),
-                        (n_exp, "--n-exp", MAX_N_EXP)):
+    for v, name, hi in (
+        (n_shape, "--n-shape", MAX_N_SHAPE),
+        (n_color, "--n-color", MAX_N_COLOR),
+        (n_exp, "--n-exp", MAX_N_EXP),
+    ):
         if not 1 <= v <= hi:
             raise PrepError(f"{name} must be between 1 and {hi} (got {v}).")
 
@@ -159,8 +168,13 @@ class _Half:
         self.vertices = vertices[self.idx]
         self.pocket = pm.pocket[self.idx]
 
-    def orthonormalize(self, fields: np.ndarray, mirror: np.ndarray, parity: int,
-                       skip_rows: np.ndarray | None = None) -> np.ndarray:
+    def orthonormalize(
+        self,
+        fields: np.ndarray,
+        mirror: np.ndarray,
+        parity: int,
+        skip_rows: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Orthonormal columns spanning ``fields`` (n_h, 3, k) in order (Gram-Schmidt sense),
         in the inner product of the full mirrored vectors.
 
@@ -209,8 +223,9 @@ def _parities(k: int, every: int) -> np.ndarray:
     return par
 
 
-def _random_components(half: _Half, rng: np.random.Generator, parity: np.ndarray,
-                       mirror: np.ndarray, coupled: bool) -> np.ndarray:
+def _random_components(
+    half: _Half, rng: np.random.Generator, parity: np.ndarray, mirror: np.ndarray, coupled: bool
+) -> np.ndarray:
     """Orthonormal smooth random components (n_h, 3, K) in ``parity`` order.
 
     Each coordinate of a component is a random combination of smooth basis fields (cosines in
@@ -241,8 +256,9 @@ def _random_components(half: _Half, rng: np.random.Generator, parity: np.ndarray
             # Mostly along the skin colour (brighter / darker skin), a little hue.
             shared = rng.standard_normal((nb, need))
             tint = _SKIN_DIRECTION[:, None] * (1.0 + 0.15 * rng.standard_normal((3, need)))
-            coef = [amp * (shared * tint[c] + 0.12 * rng.standard_normal((nb, need)))
-                    for c in range(3)]
+            coef = [
+                amp * (shared * tint[c] + 0.12 * rng.standard_normal((nb, need))) for c in range(3)
+            ]
         else:
             coef = [amp * rng.standard_normal((nb, need)) for c in range(3)]
         for _ in range(2):
@@ -254,8 +270,9 @@ def _random_components(half: _Half, rng: np.random.Generator, parity: np.ndarray
     return out
 
 
-def _fill_full(half: _Half, comps: np.ndarray, parity: np.ndarray, mirror: np.ndarray,
-               dtype=np.float32) -> np.ndarray:
+def _fill_full(
+    half: _Half, comps: np.ndarray, parity: np.ndarray, mirror: np.ndarray, dtype=np.float32
+) -> np.ndarray:
     """Full components as a (3N, K) Fortran-ordered array (xyz interleaved per vertex)."""
     k_total = comps.shape[2]
     n_h = len(half.idx)
@@ -314,9 +331,14 @@ def _expression_fields(half: _Half, n_exp: int, rng: np.random.Generator):
     hinge = np.array([-5.0, 25.0])  # (y, z)
     ang = 0.12
     dy_, dz_ = p[:, 1] - hinge[0], p[:, 2] - hinge[1]
-    jaw_open = np.stack([np.zeros(n_h),
-                         (dy_ * np.cos(ang) - dz_ * np.sin(ang) - dy_) * jaw,
-                         (dy_ * np.sin(ang) + dz_ * np.cos(ang) - dz_) * jaw], axis=1)
+    jaw_open = np.stack(
+        [
+            np.zeros(n_h),
+            (dy_ * np.cos(ang) - dz_ * np.sin(ang) - dy_) * jaw,
+            (dy_ * np.sin(ang) + dz_ * np.cos(ang) - dz_) * jaw,
+        ],
+        axis=1,
+    )
     corner = _gauss(au, y, MOUTH_A, MOUTH_V, 11.0, 10.0)
     cheek = _gauss(au, y, 40.0, -18.0, 12.0, 12.0)
     smile = corner[:, None] * [-2.5, 3.5, -1.5] + cheek[:, None] * [-0.5, 1.5, 1.0]
@@ -340,13 +362,24 @@ def _expression_fields(half: _Half, n_exp: int, rng: np.random.Generator):
     mouth_side = lips[:, None] * [3.0, 0.0, 0.0]
 
     named = [
-        ("jaw_open", 1, jaw_open), ("smile", 1, smile), ("brow_raise", 1, brow_raise),
-        ("jaw_sideways", -1, jaw_side), ("lip_pucker", 1, pucker), ("frown", 1, frown),
-        ("mouth_stretch", 1, stretch), ("half_smile", -1, smile), ("blink", 1, blink),
-        ("cheek_puff", 1, puff), ("wink", -1, blink), ("upper_lip_raise", 1, lip_raise),
-        ("lower_lip_depress", 1, lip_depress), ("one_brow_raise", -1, brow_raise),
-        ("nose_wrinkle", 1, wrinkle), ("mouth_sideways", -1, mouth_side),
-        ("jaw_forward", 1, jaw_forward), ("one_cheek_puff", -1, puff),
+        ("jaw_open", 1, jaw_open),
+        ("smile", 1, smile),
+        ("brow_raise", 1, brow_raise),
+        ("jaw_sideways", -1, jaw_side),
+        ("lip_pucker", 1, pucker),
+        ("frown", 1, frown),
+        ("mouth_stretch", 1, stretch),
+        ("half_smile", -1, smile),
+        ("blink", 1, blink),
+        ("cheek_puff", 1, puff),
+        ("wink", -1, blink),
+        ("upper_lip_raise", 1, lip_raise),
+        ("lower_lip_depress", 1, lip_depress),
+        ("one_brow_raise", -1, brow_raise),
+        ("nose_wrinkle", 1, wrinkle),
+        ("mouth_sideways", -1, mouth_side),
+        ("jaw_forward", 1, jaw_forward),
+        ("one_cheek_puff", -1, puff),
     ]
     names, parity, fields = [], [], []
     for name, par, f in named[:n_exp]:
@@ -372,9 +405,13 @@ def _expression_fields(half: _Half, n_exp: int, rng: np.random.Generator):
 # the model
 
 
-def make_synthetic(seed: int = 0, n_vertices: int = DEFAULT_VERTICES,
-                   n_shape: int = DEFAULT_N_SHAPE, n_color: int = DEFAULT_N_COLOR,
-                   n_exp: int = DEFAULT_N_EXP) -> SyntheticFace:
+def make_synthetic(
+    seed: int = 0,
+    n_vertices: int = DEFAULT_VERTICES,
+    n_shape: int = DEFAULT_N_SHAPE,
+    n_color: int = DEFAULT_N_COLOR,
+    n_exp: int = DEFAULT_N_EXP,
+) -> SyntheticFace:
     """Build the synthetic model in memory (see :class:`SyntheticFace`)."""
     check_arguments(n_vertices, seed, n_shape, n_color, n_exp)
     rng = np.random.default_rng(seed)
@@ -409,8 +446,9 @@ def make_synthetic(seed: int = 0, n_vertices: int = DEFAULT_VERTICES,
     for par in (1, -1):
         ks = np.flatnonzero(exp_par == par)
         if len(ks):
-            exp_half[:, :, ks] = half.orthonormalize(fields[:, :, ks], _SHAPE_MIRROR, par,
-                                                     skip_rows=half.pocket)
+            exp_half[:, :, ks] = half.orthonormalize(
+                fields[:, :, ks], _SHAPE_MIRROR, par, skip_rows=half.pocket
+            )
     keep = np.flatnonzero(~pm.pocket)
     n_tddfa = len(keep)
     w_full = _fill_full(half, exp_half, exp_par, _SHAPE_MIRROR, dtype=np.float64)
@@ -440,7 +478,11 @@ def make_synthetic(seed: int = 0, n_vertices: int = DEFAULT_VERTICES,
     mapping = {"map_tddfa_to_basel": order.astype(np.uint16).reshape(1, -1)}
     landmarks = pick_landmarks(pm, vertices, closed)
     return SyntheticFace(
-        bfm=bfm, expression=expression, mapping=mapping, landmarks=landmarks, mesh=pm,
+        bfm=bfm,
+        expression=expression,
+        mapping=mapping,
+        landmarks=landmarks,
+        mesh=pm,
         vertices=vertices,
         component_parity={"shape": shape_par, "color": color_par, "expression": exp_par},
         expression_names=names,
@@ -483,8 +525,12 @@ def _readme(face: SyntheticFace, seed: int) -> str:
     v, d = face.expression["w_exp"].shape[0] // 3, face.expression["w_exp"].shape[1]
     is_basel = (n, m) == (BASEL_VERTICES, BASEL_TRIANGLES)
     basel = " (the Basel Face Model 2009 size)" if is_basel else ""
-    names = textwrap.fill("Components: " + ", ".join(face.expression_names) + ".", width=88,
-                          initial_indent="    ", subsequent_indent="    ")
+    names = textwrap.fill(
+        "Components: " + ", ".join(face.expression_names) + ".",
+        width=88,
+        initial_indent="    ",
+        subsequent_indent="    ",
+    )
     return f"""Synthetic face model written by `bfm-prep synth` (seed {seed}).
 
 A synthetic, face-like stand-in for the licensed input files, in their exact formats and
@@ -518,9 +564,14 @@ Landmarks68_BFM.anl     the 68 iBUG (300-W) landmarks, same format.
 """
 
 
-def write_synthetic(outdir: str | os.PathLike, seed: int = 0,
-                    n_vertices: int = DEFAULT_VERTICES, n_shape: int = DEFAULT_N_SHAPE,
-                    n_color: int = DEFAULT_N_COLOR, n_exp: int = DEFAULT_N_EXP) -> dict[str, Path]:
+def write_synthetic(
+    outdir: str | os.PathLike,
+    seed: int = 0,
+    n_vertices: int = DEFAULT_VERTICES,
+    n_shape: int = DEFAULT_N_SHAPE,
+    n_color: int = DEFAULT_N_COLOR,
+    n_exp: int = DEFAULT_N_EXP,
+) -> dict[str, Path]:
     """Write the synthetic model's files into ``outdir`` (created if needed).
 
     Returns ``{"bfm", "expression", "mapping", "aflw21", "ibug68", "readme"} -> Path``.
@@ -530,15 +581,18 @@ def write_synthetic(outdir: str | os.PathLike, seed: int = 0,
     check_arguments(n_vertices, seed, n_shape, n_color, n_exp)
     out = Path(outdir)
     if out.exists() and not out.is_dir():
-        raise PrepError(f"{out}: exists and is not a folder; pass a folder for the synthetic "
-                        "files.")
-    face = make_synthetic(seed=seed, n_vertices=n_vertices, n_shape=n_shape, n_color=n_color,
-                          n_exp=n_exp)
+        raise PrepError(
+            f"{out}: exists and is not a folder; pass a folder for the synthetic files."
+        )
+    face = make_synthetic(
+        seed=seed, n_vertices=n_vertices, n_shape=n_shape, n_color=n_color, n_exp=n_exp
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PrepError(f"{out}: cannot create the folder ({e.strerror}); pass a writable "
-                        "path.") from None
+        raise PrepError(
+            f"{out}: cannot create the folder ({e.strerror}); pass a writable path."
+        ) from None
     paths = {key: out / name for key, name in FILES.items()}
     _write_mat(paths["bfm"], face.bfm)
     _write_mat(paths["expression"], face.expression)

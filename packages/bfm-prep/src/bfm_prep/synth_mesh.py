@@ -417,7 +417,7 @@ def face_height(u: np.ndarray, y: np.ndarray) -> np.ndarray:
     z = z - 0.003 * np.clip(y - 55.0, 0.0, None) ** 2
     # Nose: a ridge from the nasion to the tip, a rounded tip, alae, columella.
     t = np.clip((NASION_Y - y) / (NASION_Y - NOSE_TIP_Y), 0.0, None)
-    ridge_h = 19.0 * t**1.3 * np.exp(-np.clip(NOSE_TIP_Y - y, 0.0, None) ** 2 / (2 * 4.5**2))
+    ridge_h = 19.0 * t**1.3 * np.exp(-(np.clip(NOSE_TIP_Y - y, 0.0, None) ** 2) / (2 * 4.5**2))
     ridge_w = 6.0 + 5.0 * np.clip(t, 0.0, 1.0)
     z = z + ridge_h * np.exp(-0.5 * (u / ridge_w) ** 2)
     z = z + 6.0 * _g(u, y, 0.0, NOSE_TIP_Y - 1.0, 7.0, 5.0)  # tip
@@ -432,8 +432,10 @@ def face_height(u: np.ndarray, y: np.ndarray) -> np.ndarray:
     # Mouth: the muzzle, the lips (meeting at y = MOUTH_V), philtrum, labiomental fold, chin.
     z = z + 8.0 * _g(u, y, 0.0, MOUTH_V + 2.0, 30.0, 24.0)
     lip_w = _smoothstep((MOUTH_A + 3.0 - au) / 10.0)
-    z = z + lip_w * (3.5 * _g(u, y, 0.0, MOUTH_V + 4.0, 40.0, 3.2)
-                     + 4.0 * _g(u, y, 0.0, MOUTH_V - 4.5, 40.0, 3.8))
+    z = z + lip_w * (
+        3.5 * _g(u, y, 0.0, MOUTH_V + 4.0, 40.0, 3.2)
+        + 4.0 * _g(u, y, 0.0, MOUTH_V - 4.5, 40.0, 3.8)
+    )
     z = z - 1.0 * _g(u, y, 0.0, MOUTH_V + 14.0, 3.0, 5.0)
     z = z - 3.0 * _g(u, y, 0.0, MOUTH_V - 14.0, 18.0, 3.5)
     z = z + 7.0 * _g(u, y, 0.0, CHIN_Y + 4.0, 17.0, 10.0)
@@ -569,40 +571,97 @@ _TIP = "tip"
 
 # iBUG 68 (1-based number -> (kind, (u, y)) or ("mirror", number)).
 IBUG68 = {
-    **{i + 1: (_LEFT, p) for i, p in enumerate(
-        [(-70, 12), (-69, -5), (-67, -22), (-63, -38), (-56, -54), (-46, -68), (-33, -80),
-         (-17, -88)])},
+    **{
+        i + 1: (_LEFT, p)
+        for i, p in enumerate(
+            [
+                (-70, 12),
+                (-69, -5),
+                (-67, -22),
+                (-63, -38),
+                (-56, -54),
+                (-46, -68),
+                (-33, -80),
+                (-17, -88),
+            ]
+        )
+    },
     9: (_MID, (0, -91)),
-    **{18 + i: (_LEFT, (-a, float(brow_line(np.float64(a))))) for i, a in
-       enumerate([54.0, 45.0, 35.0, 25.0, 15.0])},
-    28: (_MID, (0, NASION_Y - 2)), 29: (_MID, (0, 12)), 30: (_MID, (0, 2)), 31: (_TIP, None),
-    32: (_LEFT, (-9, SUBNASALE_Y + 2)), 33: (_LEFT, (-4.5, SUBNASALE_Y + 0.5)),
+    **{
+        18 + i: (_LEFT, (-a, float(brow_line(np.float64(a)))))
+        for i, a in enumerate([54.0, 45.0, 35.0, 25.0, 15.0])
+    },
+    28: (_MID, (0, NASION_Y - 2)),
+    29: (_MID, (0, 12)),
+    30: (_MID, (0, 2)),
+    31: (_TIP, None),
+    32: (_LEFT, (-9, SUBNASALE_Y + 2)),
+    33: (_LEFT, (-4.5, SUBNASALE_Y + 0.5)),
     34: (_MID, (0, SUBNASALE_Y)),
     37: (_LEFT, (-EYE_U - EYE_HALF_WIDTH, EYE_Y)),
-    38: (_LEFT, (-EYE_U - 5, _eye_lid(5, True))), 39: (_LEFT, (-EYE_U + 5, _eye_lid(5, True))),
+    38: (_LEFT, (-EYE_U - 5, _eye_lid(5, True))),
+    39: (_LEFT, (-EYE_U + 5, _eye_lid(5, True))),
     40: (_LEFT, (-EYE_U + EYE_HALF_WIDTH, EYE_Y)),
-    41: (_LEFT, (-EYE_U + 5, _eye_lid(5, False))), 42: (_LEFT, (-EYE_U - 5, _eye_lid(5, False))),
-    49: (_LEFT, (-MOUTH_A - 1.5, MOUTH_V)), 50: (_LEFT, (-16, MOUTH_V + 4.5)),
-    51: (_LEFT, (-6, MOUTH_V + 6.3)), 52: (_MID, (0, MOUTH_V + 6.5)),
-    60: (_LEFT, (-16, MOUTH_V - 5.5)), 59: (_LEFT, (-6, MOUTH_V - 7.8)),
+    41: (_LEFT, (-EYE_U + 5, _eye_lid(5, False))),
+    42: (_LEFT, (-EYE_U - 5, _eye_lid(5, False))),
+    49: (_LEFT, (-MOUTH_A - 1.5, MOUTH_V)),
+    50: (_LEFT, (-16, MOUTH_V + 4.5)),
+    51: (_LEFT, (-6, MOUTH_V + 6.3)),
+    52: (_MID, (0, MOUTH_V + 6.5)),
+    60: (_LEFT, (-16, MOUTH_V - 5.5)),
+    59: (_LEFT, (-6, MOUTH_V - 7.8)),
     58: (_MID, (0, MOUTH_V - 8)),
-    61: (_UPPER_LIP, (-MOUTH_A, MOUTH_V)), 62: (_UPPER_LIP, (-11, MOUTH_V)),
-    63: (_UPPER_LIP, (0, MOUTH_V)), 67: (_LOWER_LIP, (0, MOUTH_V)),
+    61: (_UPPER_LIP, (-MOUTH_A, MOUTH_V)),
+    62: (_UPPER_LIP, (-11, MOUTH_V)),
+    63: (_UPPER_LIP, (0, MOUTH_V)),
+    67: (_LOWER_LIP, (0, MOUTH_V)),
     68: (_LOWER_LIP, (-11, MOUTH_V)),
 }
-_IBUG_MIRROR = {**{18 - i: i for i in range(1, 9)}, **{27 - i: 18 + i for i in range(5)},
-                35: 33, 36: 32, 43: 40, 44: 39, 45: 38, 46: 37, 47: 42, 48: 41,
-                53: 51, 54: 50, 55: 49, 56: 60, 57: 59, 64: 62, 65: 61, 66: 68}
+_IBUG_MIRROR = {
+    **{18 - i: i for i in range(1, 9)},
+    **{27 - i: 18 + i for i in range(5)},
+    35: 33,
+    36: 32,
+    43: 40,
+    44: 39,
+    45: 38,
+    46: 37,
+    47: 42,
+    48: 41,
+    53: 51,
+    54: 50,
+    55: 49,
+    56: 60,
+    57: 59,
+    64: 62,
+    65: 61,
+    66: 68,
+}
 IBUG68.update({k: ("mirror", v) for k, v in _IBUG_MIRROR.items()})
 
 # AFLW 21: 1-6 brows (image left to right), 7-12 eyes, 13 left ear, 14-16 nose, 17 right
 # ear, 18-20 mouth, 21 chin. Entries: ("ibug", n), ("mirror", aflw n) or a target.
 AFLW21 = {
-    1: ("ibug", 18), 2: ("ibug", 20), 3: ("ibug", 22), 4: ("ibug", 23), 5: ("ibug", 25),
-    6: ("ibug", 27), 7: ("ibug", 37), 8: (_LEFT, (-EYE_U, EYE_Y)), 9: ("ibug", 40),
-    10: ("ibug", 43), 11: ("mirror", 8), 12: ("ibug", 46), 13: (_LEFT, (-87, -27)),
-    14: (_LEFT, (-14, SUBNASALE_Y + 5)), 15: ("ibug", 31), 16: ("mirror", 14),
-    17: ("mirror", 13), 18: ("ibug", 49), 19: ("ibug", 63), 20: ("ibug", 55),
+    1: ("ibug", 18),
+    2: ("ibug", 20),
+    3: ("ibug", 22),
+    4: ("ibug", 23),
+    5: ("ibug", 25),
+    6: ("ibug", 27),
+    7: ("ibug", 37),
+    8: (_LEFT, (-EYE_U, EYE_Y)),
+    9: ("ibug", 40),
+    10: ("ibug", 43),
+    11: ("mirror", 8),
+    12: ("ibug", 46),
+    13: (_LEFT, (-87, -27)),
+    14: (_LEFT, (-14, SUBNASALE_Y + 5)),
+    15: ("ibug", 31),
+    16: ("mirror", 14),
+    17: ("mirror", 13),
+    18: ("ibug", 49),
+    19: ("ibug", 63),
+    20: ("ibug", 55),
     21: (_MID, (0, CHIN_Y - 3)),
 }
 

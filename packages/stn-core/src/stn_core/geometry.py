@@ -164,9 +164,13 @@ def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
     m00, m01, m02 = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
     m10, m11, m12 = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
     m20, m21, m22 = m[:, 2, 0], m[:, 2, 1], m[:, 2, 2]
-    q_abs = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-    ).clamp_min(0).sqrt()
+    q_abs = (
+        torch.stack(
+            [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
+        )
+        .clamp_min(0)
+        .sqrt()
+    )
     # Rows: (w, x, y, z) each scaled by 2 * (the component this branch solves for).
     cand = torch.stack(
         [

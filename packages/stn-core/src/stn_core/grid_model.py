@@ -405,8 +405,13 @@ class UVGridModel:
 
     def cuda(self, device=None) -> UVGridModel:
         """A copy on the (current or given) CUDA device, as ``torch.nn.Module.cuda``."""
-        return self.to(torch.device("cuda") if device is None else torch.device("cuda", device)
-                       if isinstance(device, int) else device)
+        return self.to(
+            torch.device("cuda")
+            if device is None
+            else torch.device("cuda", device)
+            if isinstance(device, int)
+            else device
+        )
 
     def cpu(self) -> UVGridModel:
         """A copy on the CPU."""

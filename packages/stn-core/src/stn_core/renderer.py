@@ -317,8 +317,9 @@ def rasterize(
     )
     faces = faces.to(device=vertices.device, dtype=torch.long)
     keys = _z_buffer(vertices, faces, h, w)
-    return _dense(_resolve(vertices, faces, keys, h, w), faces, vertices.shape[0], h, w,
-                  vertices.dtype)
+    return _dense(
+        _resolve(vertices, faces, keys, h, w), faces, vertices.shape[0], h, w, vertices.dtype
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,8 +543,9 @@ def _scatter_quads(buf, coords, quads, quad_faces, h, w, hp, wp):
     x, y, z = coords
     nq = quads.shape[0]
     # Corners p0, p1, p2, q0 of every (image, quad) instance, flattened to (B Q,) vectors.
-    cx_, cy_, cz_ = ([c.index_select(1, quads[:, k]).reshape(-1) for k in range(4)]
-                     for c in (x, y, z))
+    cx_, cy_, cz_ = (
+        [c.index_select(1, quads[:, k]).reshape(-1) for k in range(4)] for c in (x, y, z)
+    )
     area1 = _cross2(cx_[1] - cx_[0], cy_[1] - cy_[0], cx_[2] - cx_[0], cy_[2] - cy_[0])
     area2 = _cross2(cx_[2] - cx_[3], cy_[2] - cy_[3], cx_[1] - cx_[3], cy_[1] - cy_[3])
     x_lo, y_lo, nx, ny = _box(cx_, cy_, w, h)
@@ -555,7 +557,7 @@ def _scatter_quads(buf, coords, quads, quad_faces, h, w, hp, wp):
         m = counts[c]
         if m == 0:
             continue
-        sel = order[start:start + m]
+        sel = order[start : start + m]
         start += m
         if c > len(_SHAPES):
             big = sel
@@ -565,13 +567,34 @@ def _scatter_quads(buf, coords, quads, quad_faces, h, w, hp, wp):
         shape = _SHAPES[c - 1]
         step = max(1, _CHUNK // (shape[0] * shape[1]))
         for s0 in range(0, m, step):
-            _scatter_quad_window(buf, {k: v[..., s0:s0 + step] for k, v in q.items()}, shape, wp)
+            _scatter_quad_window(buf, {k: v[..., s0 : s0 + step] for k, v in q.items()}, shape, wp)
     img = torch.div(big, nq, rounding_mode="floor")
     return img, big - img * nq
 
 
-def _quad_setup(x0, x1, x2, x3, y0, y1, y2, y3, z0, z1, z2, z3, x_lo, y_lo, area1, area2, sel,
-                nq, quad_faces, hp, wp) -> dict:
+def _quad_setup(
+    x0,
+    x1,
+    x2,
+    x3,
+    y0,
+    y1,
+    y2,
+    y3,
+    z0,
+    z1,
+    z2,
+    z3,
+    x_lo,
+    y_lo,
+    area1,
+    area2,
+    sel,
+    nq,
+    quad_faces,
+    hp,
+    wp,
+) -> dict:
     """Per-quad constants: the five edges (0: p1 -> p2, shared; 1: p2 -> p0; 2: p0 -> p1 of
     T1 = (p0, p1, p2); 3: p1 -> q0; 4: q0 -> p2 of T2 = (q0, p2, p1)), ``thr_s2`` the fill
     threshold of the shared edge in T2's direction, both depth planes, the box and faces.
@@ -592,8 +615,13 @@ def _quad_setup(x0, x1, x2, x3, y0, y1, y2, y3, z0, z1, z2, z3, x_lo, y_lo, area
     t["zc2"], t["az2"], t["bz2"] = _plane(x3, y3, z3, x2, y2, z2, x1, y1, z1, x_lo, y_lo)
     img = torch.div(sel, nq, rounding_mode="floor")
     faces = quad_faces.index_select(0, sel - img * nq)
-    t.update(x_lo=x_lo, y_lo=y_lo, base=img * (hp * wp) + y_lo.long() * wp + x_lo.long(),
-             fid1=faces[:, 0], fid2=faces[:, 1])
+    t.update(
+        x_lo=x_lo,
+        y_lo=y_lo,
+        base=img * (hp * wp) + y_lo.long() * wp + x_lo.long(),
+        fid1=faces[:, 0],
+        fid2=faces[:, 1],
+    )
     return t
 
 
@@ -628,11 +656,12 @@ def _scatter_triangles(buf, coords, fr, inst_img, inst_face, h, w, hp, wp) -> No
         m = counts[c]
         if m == 0:
             continue
-        sel = order[start:start + m]
+        sel = order[start : start + m]
         start += m
         g = [t.index_select(0, sel) for t in (*xs, *ys, *zs, x_lo, y_lo)]
-        tri = _triangle_setup(*g, inst_img.index_select(0, sel),
-                              inst_face.index_select(0, sel), hp, wp)
+        tri = _triangle_setup(
+            *g, inst_img.index_select(0, sel), inst_face.index_select(0, sel), hp, wp
+        )
         if c > len(_SHAPES):
             tri["nx"] = nx.index_select(0, sel)
             tri["ny"] = ny.index_select(0, sel)
@@ -641,7 +670,7 @@ def _scatter_triangles(buf, coords, fr, inst_img, inst_face, h, w, hp, wp) -> No
         shape = _SHAPES[c - 1]
         step = max(1, _CHUNK // (shape[0] * shape[1]))
         for s0 in range(0, m, step):
-            _scatter_window(buf, {k: t[..., s0:s0 + step] for k, t in tri.items()}, shape, wp)
+            _scatter_window(buf, {k: t[..., s0 : s0 + step] for k, t in tri.items()}, shape, wp)
 
 
 def _triangle_setup(x0, x1, x2, y0, y1, y2, z0, z1, z2, x_lo, y_lo, img, fid, hp, wp) -> dict:
@@ -652,8 +681,7 @@ def _triangle_setup(x0, x1, x2, y0, y1, y2, z0, z1, z2, x_lo, y_lo, img, fid, hp
     for e in range(3):
         _edge(xs[(e + 1) % 3], ys[(e + 1) % 3], xs[(e + 2) % 3], ys[(e + 2) % 3], t, e)
     t["zc"], t["az"], t["bz"] = _plane(x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, y_lo)
-    t.update(x_lo=x_lo, y_lo=y_lo, base=img * (hp * wp) + y_lo.long() * wp + x_lo.long(),
-             fid=fid)
+    t.update(x_lo=x_lo, y_lo=y_lo, base=img * (hp * wp) + y_lo.long() * wp + x_lo.long(), fid=fid)
     return t
 
 
@@ -733,9 +761,9 @@ def rasterize_reference(
             we = B[:, e] * (cy - o[:, e, 1]) + A[:, e] * (cx - o[:, e, 0])
             tl = (A[:, e] > 0) | ((A[:, e] == 0) & (B[:, e] > 0))
             ok &= torch.where(tl, we >= 0, we > 0)
-        area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (
-            p[:, 1, 1] - p[:, 0, 1]
-        ) * (p[:, 2, 0] - p[:, 0, 0])
+        area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (
+            p[:, 2, 0] - p[:, 0, 0]
+        )
         ok &= area > 0
         pd = vertices[i].to(torch.float64)[faces]  # original order for barycentrics
         d1 = pd[:, 1, :2] - pd[:, 0, :2]

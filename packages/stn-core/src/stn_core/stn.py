@@ -57,8 +57,7 @@ class STN(nn.Module):
     ``torch.autocast`` the geometry stays in float32 (see :mod:`stn_core.geometry`).
     """
 
-    def __init__(self, model: UVGridModel, visibility_mode: str = "normals",
-                 backend: str = "auto"):
+    def __init__(self, model: UVGridModel, visibility_mode: str = "normals", backend: str = "auto"):
         super().__init__()
         expect(
             visibility_mode in MODES,

@@ -68,8 +68,9 @@ def vertex_normals(
             off = torch.arange(0, bb * n, n, device=v.device)
             idx_cache[bb] = (ft[:, None, :] + off[None, :, None]).reshape(3, bb * nf)
         parts.append(
-            _accumulate_normals(coords[:, s0 * n:(s0 + bb) * n], idx_cache[bb], bb * n, tiny,
-                                safe)
+            _accumulate_normals(
+                coords[:, s0 * n : (s0 + bb) * n], idx_cache[bb], bb * n, tiny, safe
+            )
         )
     out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (3, B N)
     if normalize:

@@ -99,9 +99,7 @@ def run(
     checkpoint_every: int | None = _O(
         None, help="Write checkpoints/last.pt every N steps (0: every epoch) [500]."
     ),
-    val_every: int | None = _O(
-        None, help="Validate and draw every N steps (0: every epoch) [0]."
-    ),
+    val_every: int | None = _O(None, help="Validate and draw every N steps (0: every epoch) [0]."),
     log_every: int | None = _O(None, help="Log training metrics every N steps [10]."),
     pictures: int | None = _O(None, help="Validation images in each picture [4]."),
     resume: bool | None = _O(
@@ -115,11 +113,7 @@ def run(
     from stn_train.config import resolve_run_config
     from stn_train.train import train
 
-    given = {
-        k: v
-        for k, v in ctx.params.items()
-        if v is not None and k != "config"
-    }
+    given = {k: v for k, v in ctx.params.items() if v is not None and k != "config"}
     cfg = resolve_run_config(given, config)
     result = train(cfg, explicit=set(given), progress=True)
     if result.run_dir is not None and _is_main():
@@ -157,8 +151,16 @@ def eval_(
     from stn_train.evaluate import evaluate
 
     result = evaluate(
-        checkpoint, model, out, data=data, synthetic=synthetic, batch_size=batch_size,
-        seed=seed, landmarks=landmarks, device=device, workers=workers,
+        checkpoint,
+        model,
+        out,
+        data=data,
+        synthetic=synthetic,
+        batch_size=batch_size,
+        seed=seed,
+        landmarks=landmarks,
+        device=device,
+        workers=workers,
     )
     s = result.summary
     line = (
@@ -187,8 +189,14 @@ def predict(
     from stn_train.predict import predict as run_predict
 
     result = run_predict(
-        images, checkpoint, model, out, batch_size=batch_size,
-        average_by_subject=average_by_subject, device=device, progress=True,
+        images,
+        checkpoint,
+        model,
+        out,
+        batch_size=batch_size,
+        average_by_subject=average_by_subject,
+        device=device,
+        progress=True,
     )
     n = result.n_images
     skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""
@@ -227,10 +235,17 @@ def main(argv: list[str] | None = None) -> None:
     except (TrainError, StnError) as e:
         _fail(str(e))
     except UnicodeDecodeError as e:
-        _fail(f"a file that should be text is not UTF-8 text ({e.reason} at byte {e.start}); "
-              "check that each file argument is the kind of file its option asks for.")
-    except (PermissionError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError) as e:
+        _fail(
+            f"a file that should be text is not UTF-8 text ({e.reason} at byte {e.start}); "
+            "check that each file argument is the kind of file its option asks for."
+        )
+    except (
+        PermissionError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+    ) as e:
         _fail(_os_error_message(e))
     except OSError as e:
         if e.errno is None or (e.filename is None and e.strerror is None):

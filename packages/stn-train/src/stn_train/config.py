@@ -167,8 +167,14 @@ class RunConfig:
             if getattr(self, key) < 0:
                 raise TrainError(f"--{option_name(key)} must not be negative.")
         for key in (
-            "lr", "weight_decay", "momentum", "clip_grad", "weight_landmark", "weight_prior",
-            "weight_siamese", "weight_symmetry",
+            "lr",
+            "weight_decay",
+            "momentum",
+            "clip_grad",
+            "weight_landmark",
+            "weight_prior",
+            "weight_siamese",
+            "weight_symmetry",
         ):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:

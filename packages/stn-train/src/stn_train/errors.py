@@ -20,8 +20,9 @@ def check_output_folder(path, option: str = "--out") -> None:
 
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise TrainError(f"{option} {p} is an existing file, not a folder; choose another "
-                         f"{option}.")
+        raise TrainError(
+            f"{option} {p} is an existing file, not a folder; choose another {option}."
+        )
     anc = p
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
@@ -30,8 +31,9 @@ def check_output_folder(path, option: str = "--out") -> None:
     if anc.exists() and not anc.is_dir():
         raise TrainError(f"{option} {p}: {anc} is a file, not a folder; choose another {option}.")
     if anc.is_dir() and not os.access(anc, os.W_OK | os.X_OK):
-        raise TrainError(f"{option} {p}: cannot write in {anc} (permission denied); choose "
-                         f"another {option}.")
+        raise TrainError(
+            f"{option} {p}: cannot write in {anc} (permission denied); choose another {option}."
+        )
 
 
 def make_output_folder(path, option: str = "--out"):
@@ -44,6 +46,7 @@ def make_output_folder(path, option: str = "--out"):
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TrainError(f"{option} {p}: cannot create the folder ({e.strerror or e}); choose "
-                         f"another {option}.") from None
+        raise TrainError(
+            f"{option} {p}: cannot create the folder ({e.strerror or e}); choose another {option}."
+        ) from None
     return p

@@ -133,8 +133,9 @@ def predict_dataset(
 
     was_training = net.training
     net.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
+    )
     parts: dict[str, list[torch.Tensor]] = {}
     for batch in loader:
         images = batch["image"].to(device)
@@ -171,8 +172,10 @@ def _auc(nme: np.ndarray, limit: float = AUC_LIMIT) -> float:
         return math.nan
     grid = np.linspace(0, limit, 1001)
     frac = np.searchsorted(x, grid, side="right") / x.size
-    return float(np.trapezoid(frac, grid) / limit) if hasattr(np, "trapezoid") else float(
-        np.trapz(frac, grid) / limit
+    return (
+        float(np.trapezoid(frac, grid) / limit)
+        if hasattr(np, "trapezoid")
+        else float(np.trapz(frac, grid) / limit)
     )
 
 
@@ -230,8 +233,15 @@ def summarise(
 
 
 def evaluate_localiser(
-    net, stn: STN, dataset, indices, landmark_set: str | None, model=None, batch_size: int = 32,
-    device="cpu", multipliers: dict[str, float] | None = None,
+    net,
+    stn: STN,
+    dataset,
+    indices,
+    landmark_set: str | None,
+    model=None,
+    batch_size: int = 32,
+    device="cpu",
+    multipliers: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The summary of :func:`summarise` for one dataset; with ``multipliers``
     (:meth:`stn_train.train.losses.LossWeights.multipliers`) also ``loss``: the objective
@@ -262,10 +272,20 @@ def write_ced_plot(curves: dict[str, np.ndarray], path: str | os.PathLike, title
     for i, (label, nme) in enumerate(curves.items()):
         x = np.sort(nme[np.isfinite(nme)])
         if x.size:
-            ax.step(np.concatenate([[0], x]), np.arange(x.size + 1) / x.size, where="post",
-                    color=f"C{i}", label=f"{label} (n={x.size})")
-    ax.set(xlabel="NME", ylabel="fraction of images", xlim=(0, 1.5 * AUC_LIMIT), ylim=(0, 1.01),
-           title=title or "cumulative error distribution")
+            ax.step(
+                np.concatenate([[0], x]),
+                np.arange(x.size + 1) / x.size,
+                where="post",
+                color=f"C{i}",
+                label=f"{label} (n={x.size})",
+            )
+    ax.set(
+        xlabel="NME",
+        ylabel="fraction of images",
+        xlim=(0, 1.5 * AUC_LIMIT),
+        ylim=(0, 1.01),
+        title=title or "cumulative error distribution",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -328,8 +348,10 @@ def evaluate(
     if (data is None) == (synthetic is None):
         raise TrainError("pass exactly one of --data manifest.jsonl and --synthetic N.")
     if synthetic is not None and synthetic < 1:
-        raise TrainError(f"--synthetic must be at least 1 (the number of rendered faces to "
-                         f"evaluate on), got {synthetic}.")
+        raise TrainError(
+            f"--synthetic must be at least 1 (the number of rendered faces to "
+            f"evaluate on), got {synthetic}."
+        )
     if batch_size < 1:
         raise TrainError(f"--batch-size must be at least 1, got {batch_size}.")
     check_output_folder(out)
@@ -370,8 +392,10 @@ def evaluate(
     _write_csv(
         out / "per_image.csv",
         names,
-        ([int(arrays["index"][i])] + [_fmt(float(arrays[k][i])) for k in names[1:]]
-         for i in range(len(arrays["index"]))),
+        (
+            [int(arrays["index"][i])] + [_fmt(float(arrays[k][i])) for k in names[1:]]
+            for i in range(len(arrays["index"]))
+        ),
     )
     _write_csv(
         out / "per_landmark.csv",

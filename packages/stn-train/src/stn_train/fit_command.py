@@ -43,7 +43,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -53,8 +52,14 @@ from stn_train.errors import TrainError, check_output_folder, make_output_folder
 
 __all__ = ["FitRecord", "fit_images", "fit", "register", "summary_table"]
 
-LANDMARK_SUFFIXES = {".jsonl": "manifest", ".json": "json", ".csv": "csv", ".tsv": "csv",
-                     ".txt": "csv", ".pts": "pts"}
+LANDMARK_SUFFIXES = {
+    ".jsonl": "manifest",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".pts": "pts",
+}
 
 
 @dataclass
@@ -101,8 +106,9 @@ class _Annotation:
 class _Landmarks:
     """Annotations by image, from a folder of .pts files or one file."""
 
-    def __init__(self, source: Path, n_points: int, convention: str, pts_one_based: bool,
-                 n_images: int):
+    def __init__(
+        self, source: Path, n_points: int, convention: str, pts_one_based: bool, n_images: int
+    ):
         from stn_train.data import annotations as ann
 
         self.source = source
@@ -115,16 +121,22 @@ class _Landmarks:
         if self.folder is not None:
             return
         if not source.is_file():
-            raise TrainError(f"landmarks not found: {source}; pass a folder of .pts files or "
-                             "a manifest, CSV or JSON file.")
+            raise TrainError(
+                f"landmarks not found: {source}; pass a folder of .pts files or "
+                "a manifest, CSV or JSON file."
+            )
         kind = LANDMARK_SUFFIXES.get(source.suffix.lower())
         if kind is None:
-            raise TrainError(f"{source}: unknown landmark file type {source.suffix!r}; use .pts, "
-                             ".jsonl (manifest), .csv or .json.")
+            raise TrainError(
+                f"{source}: unknown landmark file type {source.suffix!r}; use .pts, "
+                ".jsonl (manifest), .csv or .json."
+            )
         if kind == "pts":
             if n_images != 1:
-                raise TrainError(f"{source} is one .pts file but {n_images} images were given; "
-                                 "pass a folder of .pts files (one per image) or one CSV/JSON.")
+                raise TrainError(
+                    f"{source} is one .pts file but {n_images} images were given; "
+                    "pass a folder of .pts files (one per image) or one CSV/JSON."
+                )
             pts = ann.read_pts(source, one_based=pts_one_based)
             self.single = _Annotation(pts, np.ones(len(pts)), str(source))
             return
@@ -133,13 +145,18 @@ class _Landmarks:
 
             entries = [(e.image, e.landmarks, e.visible) for e in read_manifest(source)]
         elif kind == "csv":
-            entries = [(e.image, e.landmarks, e.visible)
-                       for e in ann.read_landmark_csv(source, n_points, convention)]
+            entries = [
+                (e.image, e.landmarks, e.visible)
+                for e in ann.read_landmark_csv(source, n_points, convention)
+            ]
         else:
             entries = _read_json(source)
         for image, points, visible in entries:
-            a = _Annotation(np.asarray(points, np.float64).reshape(-1, 2),
-                            np.asarray(visible, np.float64).reshape(-1), str(source))
+            a = _Annotation(
+                np.asarray(points, np.float64).reshape(-1, 2),
+                np.asarray(visible, np.float64).reshape(-1),
+                str(source),
+            )
             key = _Key(str(image), source.parent)
             self.by_key.setdefault("name:" + key.parts[-1], []).append((key, a))
             self.by_key.setdefault("stem:" + key.stem, []).append((key, a))
@@ -171,9 +188,11 @@ class _Landmarks:
                 return top[0][1]
             names = sorted({k.text for k, _ in top})
             shown = ", ".join(names[:4]) + ("" if len(names) <= 4 else ", ...")
-            return (f"ambiguous landmarks: {len(names)} annotations in {self.source} "
-                    f"({shown}) match {key} equally well; name the images there by paths "
-                    "that tell them apart")
+            return (
+                f"ambiguous landmarks: {len(names)} annotations in {self.source} "
+                f"({shown}) match {key} equally well; name the images there by paths "
+                "that tell them apart"
+            )
         return f"no annotation for it in {self.source}"
 
     def _find_pts(self, image: Path) -> _Annotation | str:
@@ -236,15 +255,19 @@ def _read_json(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TrainError(f"{path}: not readable JSON ({e}); write {{\"image\": [[x, y], ...]}} "
-                         "or a list of {\"image\": ..., \"landmarks\": ...}.") from None
+        raise TrainError(
+            f'{path}: not readable JSON ({e}); write {{"image": [[x, y], ...]}} '
+            'or a list of {"image": ..., "landmarks": ...}.'
+        ) from None
     if isinstance(data, dict):
         items = list(data.items())
     elif isinstance(data, list) and all(isinstance(d, dict) and "image" in d for d in data):
         items = [(d["image"], d.get("landmarks")) for d in data]
     else:
-        raise TrainError(f"{path}: expected an object {{image: landmarks}} or a list of "
-                         "{\"image\": ..., \"landmarks\": ...} objects.")
+        raise TrainError(
+            f"{path}: expected an object {{image: landmarks}} or a list of "
+            '{"image": ..., "landmarks": ...} objects.'
+        )
     out = []
     for name, pts in items:
         try:
@@ -252,8 +275,9 @@ def _read_json(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
             if not rows or any(len(r) not in (2, 3) for r in rows):
                 raise ValueError
         except (TypeError, ValueError):
-            raise TrainError(f"{path}: the landmarks of {name!r} must be a list of [x, y] or "
-                             "[x, y, v].") from None
+            raise TrainError(
+                f"{path}: the landmarks of {name!r} must be a list of [x, y] or [x, y, v]."
+            ) from None
         a = np.array([r + [1.0] if len(r) == 2 else r for r in rows], dtype=np.float64)
         out.append((str(name), a[:, :2], a[:, 2]))
     return out
@@ -353,18 +377,21 @@ def fit_images(
     if visibility not in ("normals", "depth"):
         raise TrainError(f"--visibility must be normals or depth, got {visibility!r}.")
     if convention not in ("ours", "one_based", "original"):
-        raise TrainError(f"--convention must be ours, one_based or original, got "
-                         f"{convention!r}.")
+        raise TrainError(f"--convention must be ours, one_based or original, got {convention!r}.")
     model_path, out = Path(model_path), Path(out)
     check_output_folder(out)
     dev = _device(device)
     model = _load_model(model_path, dev)
     if landmark_set not in model.landmarks:
-        raise TrainError(f"{model_path} has no landmark set {landmark_set!r} (it has "
-                         f"{', '.join(sorted(model.landmarks)) or 'none'}); pass --landmark-set.")
+        raise TrainError(
+            f"{model_path} has no landmark set {landmark_set!r} (it has "
+            f"{', '.join(sorted(model.landmarks)) or 'none'}); pass --landmark-set."
+        )
     if not landmarks_only and not model.has_color:
-        raise TrainError(f"{model_path} has no colour model, so only a landmark fit is possible; "
-                         "pass --landmarks-only or a grid model built with colour.")
+        raise TrainError(
+            f"{model_path} has no colour model, so only a landmark fit is possible; "
+            "pass --landmarks-only or a grid model built with colour."
+        )
     n_points = int(model.landmarks[landmark_set].numel())
     source = _Landmarks(Path(landmarks), n_points, convention, pts_one_based, len(paths))
 
@@ -383,8 +410,10 @@ def fit_images(
                 reason = ann
                 note = "ambiguous landmarks" if ann.startswith("ambiguous") else "no landmarks"
             elif ann.points.shape[0] != n_points:
-                reason = (f"{ann.points.shape[0]} landmarks in {ann.source}, but the model's "
-                          f"set {landmark_set} has {n_points}")
+                reason = (
+                    f"{ann.points.shape[0]} landmarks in {ann.source}, but the model's "
+                    f"set {landmark_set} has {n_points}"
+                )
                 note = f"{ann.points.shape[0]} landmarks, not {n_points}"
             else:
                 vis = ann.visible * np.isfinite(ann.points).all(1)
@@ -418,18 +447,40 @@ def fit_images(
             v = torch.as_tensor(np.stack([b[3] for b in batch]), dtype=torch.float32, device=dev)
             t0 = time.perf_counter()
             with torch.no_grad():
-                result = fit_image(model, imgs, q, v, landmark_set, weights=weights,
-                                   landmarks_only=landmarks_only, visibility=visibility,
-                                   cpu_threads=cpu_threads)
+                result = fit_image(
+                    model,
+                    imgs,
+                    q,
+                    v,
+                    landmark_set,
+                    weights=weights,
+                    landmarks_only=landmarks_only,
+                    visibility=visibility,
+                    cpu_threads=cpu_threads,
+                )
             seconds = (time.perf_counter() - t0) / len(batch)
             stage, costs = result.cost_history()
             for j, i in enumerate(idx):
                 folder = out / names[i]
                 folder.mkdir(parents=True, exist_ok=True)
                 rec = _record(paths[i], result, j, seconds, folder, landmarks_only)
-                rec.files = _write_outputs(folder, paths[i], model, model_path, imgs[j], q[j],
-                                           v[j], result, j, stage, costs, landmark_set,
-                                           landmarks_only, weights, pictures)
+                rec.files = _write_outputs(
+                    folder,
+                    paths[i],
+                    model,
+                    model_path,
+                    imgs[j],
+                    q[j],
+                    v[j],
+                    result,
+                    j,
+                    stage,
+                    costs,
+                    landmark_set,
+                    landmarks_only,
+                    weights,
+                    pictures,
+                )
                 records[i] = rec
                 if bar is not None:
                     bar.advance(task, 1)
@@ -448,9 +499,14 @@ def _progress(show: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    return Progress("[progress.description]{task.description}", BarColumn(),
-                    MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def _float(x) -> float | None:
@@ -475,8 +531,23 @@ def _record(path, result, j, seconds, folder, landmarks_only) -> FitRecord:
     )
 
 
-def _write_outputs(folder, image_path, model, model_path, image, q, v, result, j, stage, costs,
-                   landmark_set, landmarks_only, weights, pictures) -> list[str]:
+def _write_outputs(
+    folder,
+    image_path,
+    model,
+    model_path,
+    image,
+    q,
+    v,
+    result,
+    j,
+    stage,
+    costs,
+    landmark_set,
+    landmarks_only,
+    weights,
+    pictures,
+) -> list[str]:
     from stn_core import bilinear_sample, project_theta
     from stn_core.fitting import FitWeights
     from stn_core.renderer import render
@@ -494,9 +565,9 @@ def _write_outputs(folder, image_path, model, model_path, image, q, v, result, j
         "landmark_set": landmark_set,
         "landmarks_only": bool(landmarks_only),
         "conventions": "docs/conventions.md: theta = [r (axis-angle, rad), t (px), log_s, alpha]; "
-                       "pixels x right, y down, (0, 0) the centre of the top-left pixel; "
-                       "sh (9 x 3) as stn_core.shading (rows: 1, y, z, x, xy, yz, 3z^2-1, xz, "
-                       "x^2-y^2; columns R, G, B)",
+        "pixels x right, y down, (0, 0) the centre of the top-left pixel; "
+        "sh (9 x 3) as stn_core.shading (rows: 1, y, z, x, xy, yz, 3z^2-1, xz, "
+        "x^2-y^2; columns R, G, B)",
         "theta": result.theta[j].tolist(),
         "rotation": result.theta[j, :3].tolist(),
         "translation_px": result.theta[j, 3:5].tolist(),
@@ -528,12 +599,20 @@ def _write_outputs(folder, image_path, model, model_path, image, q, v, result, j
         # only, so that the overlay shows the fitted shape rather than a flat silhouette.
         from stn_core.shading import sh_ambient, sh_directional
 
-        sh = (sh_ambient(0.35, dtype=sh.dtype, device=sh.device)
-              + sh_directional(torch.tensor([0.3, 0.4, 1.0], dtype=sh.dtype, device=sh.device),
-                               0.75))[None]
+        sh = (
+            sh_ambient(0.35, dtype=sh.dtype, device=sh.device)
+            + sh_directional(torch.tensor([0.3, 0.4, 1.0], dtype=sh.dtype, device=sh.device), 0.75)
+        )[None]
     drawn = render(model, theta, colors, (int(h), int(w)), sh=sh, background=image[None])
-    fp.save_overlay(folder / "overlay.png", image, drawn.image[0], drawn.mask[0],
-                    q.cpu().numpy(), result.landmarks[j].cpu().numpy(), v.cpu().numpy())
+    fp.save_overlay(
+        folder / "overlay.png",
+        image,
+        drawn.image[0],
+        drawn.mask[0],
+        q.cpu().numpy(),
+        result.landmarks[j].cpu().numpy(),
+        v.cpu().numpy(),
+    )
     points, _ = project_theta(theta, model.mean, model.basis)
     flat = bilinear_sample(image[None], points)[0].T  # (N, 3)
     vis = result.visible[j]
@@ -544,10 +623,20 @@ def _write_outputs(folder, image_path, model, model_path, image, q, v, result, j
     files += ["overlay.png", "flattened.png", "albedo.png", "shading.png"]
     shape = model.shape(theta[0, 6:])
     faces = model.drawn_faces
-    texture = (fp.uv_map(result.albedo[j], res, model.inside) if not landmarks_only
-               else fp.uv_map(flat, res, vis))
-    written = fp.write_textured_obj(folder / "mesh.obj", shape, faces, res, texture,
-                                    normals=vertex_normals(shape, faces), name=image_path.stem)
+    texture = (
+        fp.uv_map(result.albedo[j], res, model.inside)
+        if not landmarks_only
+        else fp.uv_map(flat, res, vis)
+    )
+    written = fp.write_textured_obj(
+        folder / "mesh.obj",
+        shape,
+        faces,
+        res,
+        texture,
+        normals=vertex_normals(shape, faces),
+        name=image_path.stem,
+    )
     files += [x.name for x in written]
     cost = {name: values[:, j].cpu().numpy() for name, values in costs.items()}
     fp.save_cost_plot(folder / "cost.png", stage, cost, title=image_path.name)
@@ -586,10 +675,14 @@ def summary_table(records: Sequence[FitRecord]):
         else:
             note = ""
         table.add_row(
-            name if len(name) <= 40 else "…" + name[-39:], r.status,
+            name if len(name) <= 40 else "…" + name[-39:],
+            r.status,
             num(r.landmark_error_px, ".2f"),
-            num(r.photometric_rms, ".4f"), num(r.n_iter, "d"), num(r.seconds, ".2f"),
-            "-" if r.converged is None else ("yes" if r.converged else "no"), note,
+            num(r.photometric_rms, ".4f"),
+            num(r.n_iter, "d"),
+            num(r.seconds, ".2f"),
+            "-" if r.converged is None else ("yes" if r.converged else "no"),
+            note,
             style=None if r.status == "fitted" else "yellow",
         )
     return table
@@ -616,28 +709,34 @@ def fit(
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     model: Path = typer.Option(..., "--model", help="UV-grid model (.h5, bfm-prep uv-resample)."),
     landmarks: Path = typer.Option(
-        ..., "--landmarks",
-        help="Folder of <stem>.pts, or one manifest .jsonl, landmark .csv or .json file."),
+        ...,
+        "--landmarks",
+        help="Folder of <stem>.pts, or one manifest .jsonl, landmark .csv or .json file.",
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder (one subfolder per image)."),
     landmarks_only: bool = typer.Option(
-        False, "--landmarks-only", help="Fit pose, identity and expression to landmarks only."),
+        False, "--landmarks-only", help="Fit pose, identity and expression to landmarks only."
+    ),
     landmark_set: str = typer.Option("aflw21", help="The model's landmark set of the annotations."),
     convention: str = typer.Option("ours", help="CSV coordinates: ours | one_based | original."),
     pts_zero_based: bool = typer.Option(False, help=".pts files are 0-based (300-W: 1-based)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     batch_size: int = typer.Option(8, help="Same-sized images fitted together."),
     visibility: str = typer.Option("normals", help="normals | depth (also self-occlusion)."),
-    cpu_threads: Optional[int] = typer.Option(
-        None, help="Torch threads on the CPU (default: torch's; 1 when the cores are busy)."),
-    photometric_weight: Optional[float] = typer.Option(
-        None, help="Weight of the photometric term (default: stn_core's FitWeights)."),
+    cpu_threads: int | None = typer.Option(
+        None, help="Torch threads on the CPU (default: torch's; 1 when the cores are busy)."
+    ),
+    photometric_weight: float | None = typer.Option(
+        None, help="Weight of the photometric term (default: stn_core's FitWeights)."
+    ),
     pictures: bool = typer.Option(
-        True, "--pictures/--no-pictures",
-        help="Write the pictures and the mesh (--no-pictures: params.json only)."),
+        True,
+        "--pictures/--no-pictures",
+        help="Write the pictures and the mesh (--no-pictures: params.json only).",
+    ),
 ) -> None:
     """Fit the morphable model to photographs: pose, shape, expression, albedo and lighting."""
     from rich.console import Console
-
     from stn_core import StnError
 
     try:
@@ -650,10 +749,21 @@ def fit(
             except ValueError as e:
                 raise TrainError(f"--photometric-weight: {e}") from None
         records = fit_images(
-            images, model, landmarks, out, landmarks_only, landmark_set=landmark_set,
-            convention=convention, pts_one_based=not pts_zero_based, device=device,
-            batch_size=batch_size, visibility=visibility, weights=weights,
-            pictures=pictures, progress=True, cpu_threads=cpu_threads,
+            images,
+            model,
+            landmarks,
+            out,
+            landmarks_only,
+            landmark_set=landmark_set,
+            convention=convention,
+            pts_one_based=not pts_zero_based,
+            device=device,
+            batch_size=batch_size,
+            visibility=visibility,
+            weights=weights,
+            pictures=pictures,
+            progress=True,
+            cpu_threads=cpu_threads,
         )
     except (TrainError, StnError) as e:
         print(f"stn-train: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -667,8 +777,10 @@ def fit(
         else:
             for r in skipped:
                 print(f"stn-train: skipped {r.image}: {r.reason}.", file=sys.stderr)
-            message = (f"none of the {len(records)} images could be fitted (the reasons are "
-                       "above); fix them and run again.")
+            message = (
+                f"none of the {len(records)} images could be fitted (the reasons are "
+                "above); fix them and run again."
+            )
         print(f"stn-train: error: {' '.join(message.split())}", file=sys.stderr)
         raise typer.Exit(2)
     console = Console()

@@ -43,14 +43,16 @@ def to_pil(image: torch.Tensor | np.ndarray) -> Image.Image:
     return Image.fromarray(np.rint(np.moveaxis(a, 0, -1) * 255).astype(np.uint8), "RGB")
 
 
-def _enlarge(img: Image.Image, min_side: int = MIN_SIDE,
-             resample=Image.Resampling.NEAREST) -> tuple[Image.Image, int]:
+def _enlarge(
+    img: Image.Image, min_side: int = MIN_SIDE, resample=Image.Resampling.NEAREST
+) -> tuple[Image.Image, int]:
     k = max(1, math.ceil(min_side / min(img.size)))
     return (img.resize((img.width * k, img.height * k), resample) if k > 1 else img), k
 
 
-def uv_map(values: torch.Tensor, res: int, mask: torch.Tensor | None = None,
-           normalise: bool = False) -> np.ndarray:
+def uv_map(
+    values: torch.Tensor, res: int, mask: torch.Tensor | None = None, normalise: bool = False
+) -> np.ndarray:
     """Per-vertex colours (N, 3) -> an (R, R, 3) uint8 UV image.
 
     Args:
@@ -71,8 +73,13 @@ def uv_map(values: torch.Tensor, res: int, mask: torch.Tensor | None = None,
     return out
 
 
-def save_uv_map(path: str | Path, values: torch.Tensor, res: int,
-                mask: torch.Tensor | None = None, normalise: bool = False) -> Path:
+def save_uv_map(
+    path: str | Path,
+    values: torch.Tensor,
+    res: int,
+    mask: torch.Tensor | None = None,
+    normalise: bool = False,
+) -> Path:
     """:func:`uv_map` saved as PNG, enlarged (nearest) to at least :data:`MIN_SIDE` pixels."""
     img, _ = _enlarge(Image.fromarray(uv_map(values, res, mask, normalise), "RGB"))
     path = Path(path)
@@ -92,15 +99,25 @@ def _draw_landmarks(img: Image.Image, scale: int, observed, fitted, visible) -> 
             cx, cy = (ox + 0.5) * scale, (oy + 0.5) * scale
             if np.isfinite(fx) and np.isfinite(fy) and v:
                 draw.line([(cx, cy), ((fx + 0.5) * scale, (fy + 0.5) * scale)], fill=FITTED)
-            draw.ellipse([cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1],
-                         outline=OBSERVED if v else HIDDEN, width=max(1, scale // 2))
+            draw.ellipse(
+                [cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1],
+                outline=OBSERVED if v else HIDDEN,
+                width=max(1, scale // 2),
+            )
         if np.isfinite(fx) and np.isfinite(fy):
             cx, cy = (fx + 0.5) * scale, (fy + 0.5) * scale
             draw.ellipse([cx - r / 2, cy - r / 2, cx + r / 2, cy + r / 2], fill=FITTED)
 
 
-def save_overlay(path: str | Path, image: torch.Tensor, rendered: torch.Tensor,
-                 mask: torch.Tensor, observed, fitted, visible) -> Path:
+def save_overlay(
+    path: str | Path,
+    image: torch.Tensor,
+    rendered: torch.Tensor,
+    mask: torch.Tensor,
+    observed,
+    fitted,
+    visible,
+) -> Path:
     """Three panels: the input with the landmarks (observed: green rings, grey when marked
     invisible; fitted: red dots, joined to their observation), the rendered fit drawn over
     the input, and the two blended half and half where the face is drawn.
@@ -120,8 +137,9 @@ def save_overlay(path: str | Path, image: torch.Tensor, rendered: torch.Tensor,
             _draw_landmarks(img, scale, observed, fitted, visible)
         panels.append(img)
     gap = 4
-    out = Image.new("RGB", (sum(p.width for p in panels) + gap * 2, panels[0].height),
-                    (255, 255, 255))
+    out = Image.new(
+        "RGB", (sum(p.width for p in panels) + gap * 2, panels[0].height), (255, 255, 255)
+    )
     x = 0
     for p in panels:
         out.paste(p, (x, 0))
@@ -131,8 +149,9 @@ def save_overlay(path: str | Path, image: torch.Tensor, rendered: torch.Tensor,
     return path
 
 
-def save_cost_plot(path: str | Path, stage: Sequence[str], costs: Mapping[str, np.ndarray],
-                   title: str = "") -> Path:
+def save_cost_plot(
+    path: str | Path, stage: Sequence[str], costs: Mapping[str, np.ndarray], title: str = ""
+) -> Path:
     """The cost per LM iteration (log scale), total and per term, one band per stage.
 
     Args:
@@ -152,8 +171,11 @@ def save_cost_plot(path: str | Path, stage: Sequence[str], costs: Mapping[str, n
             v = np.where(v > 0, v, np.nan)
             if np.all(np.isnan(v)):
                 continue
-            style = dict(color="black", lw=2.2, marker="o", ms=3) if name == "total" else dict(
-                lw=1.2, marker=".", ms=3)
+            style = (
+                dict(color="black", lw=2.2, marker="o", ms=3)
+                if name == "total"
+                else dict(lw=1.2, marker=".", ms=3)
+            )
             ax.plot(t, v, label=name, **style)
         # Stage bands: each stage's first row is its starting cost.
         starts = [i for i in range(len(stage)) if i == 0 or stage[i] != stage[i - 1]]
@@ -161,8 +183,15 @@ def save_cost_plot(path: str | Path, stage: Sequence[str], costs: Mapping[str, n
             s1 = starts[k + 1] if k + 1 < len(starts) else len(stage)
             if k % 2:
                 ax.axvspan(s0 - 0.5, s1 - 0.5, color="0.93", zorder=0)
-            ax.text((s0 + s1 - 1) / 2, 1.01, stage[s0], transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=8)
+            ax.text(
+                (s0 + s1 - 1) / 2,
+                1.01,
+                stage[s0],
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_yscale("log")
         ax.set_xlabel("iteration (row 0 of each stage: its start)")
         ax.set_ylabel("cost")
@@ -178,9 +207,15 @@ def save_cost_plot(path: str | Path, stage: Sequence[str], costs: Mapping[str, n
     return path
 
 
-def write_textured_obj(path: str | Path, vertices: torch.Tensor, faces: torch.Tensor,
-                       res: int, texture: np.ndarray, normals: torch.Tensor | None = None,
-                       name: str = "face") -> list[Path]:
+def write_textured_obj(
+    path: str | Path,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    res: int,
+    texture: np.ndarray,
+    normals: torch.Tensor | None = None,
+    name: str = "face",
+) -> list[Path]:
     """The mesh as Wavefront OBJ with an MTL and a PNG texture beside it.
 
     Args:
@@ -207,13 +242,17 @@ def write_textured_obj(path: str | Path, vertices: torch.Tensor, faces: torch.Te
     k = np.arange(v.shape[0])
     rows, cols = np.divmod(k, res)
     uv = np.stack([(cols + 0.5) / res, 1.0 - (rows + 0.5) / res], 1)
-    lines = [f"# {name}: fitted 3D morphable model (stn-train fit), millimetres\n",
-             f"mtllib {mtl.name}\n", f"o {name}\n"]
+    lines = [
+        f"# {name}: fitted 3D morphable model (stn-train fit), millimetres\n",
+        f"mtllib {mtl.name}\n",
+        f"o {name}\n",
+    ]
     lines += [f"v {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in v]
     lines += [f"vt {a:.6f} {b:.6f}\n" for a, b in uv]
     if normals is not None:
-        lines += [f"vn {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in
-                  normals.detach().cpu().double().numpy()]
+        lines += [
+            f"vn {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in normals.detach().cpu().double().numpy()
+        ]
         lines.append(f"usemtl {name}\n")
         lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}\n" for a, b, c in f]
     else:

@@ -98,7 +98,7 @@ def write_textured_obj(
     _atomic_text(path, "\n".join(lines) + "\n")
     _atomic_text(
         mtl,
-        "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n" f"map_Kd {texture}\n",
+        f"newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {texture}\n",
     )
 
 
@@ -269,8 +269,10 @@ def predict(
         if len(skipped) == 1:
             raise TrainError(f"{skipped[0][1]}.")
         shown = ", ".join(str(f) for f, _ in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        raise TrainError(f"none of the {len(files)} images could be read ({shown}); check the "
-                         "paths, and re-encode unreadable images as JPEG or PNG.")
+        raise TrainError(
+            f"none of the {len(files)} images could be read ({shown}); check the "
+            "paths, and re-encode unreadable images as JPEG or PNG."
+        )
     subjects = sorted(sums)
     if average_by_subject:
         folder = out / "subjects"

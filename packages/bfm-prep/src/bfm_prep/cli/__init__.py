@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import sys
 
-from bfm_prep.cli.app import app
-from bfm_prep.errors import PrepError
-
 # Importing a command module registers its command on ``app``.
 from bfm_prep.cli import (  # noqa: E402,F401  (import order: registration)
-    cmd_synth,
+    cmd_embed,
     cmd_expression,
     cmd_inspect,
-    cmd_embed,
-    cmd_resample,
     cmd_matlab,
     cmd_plot,
+    cmd_resample,
+    cmd_synth,
 )
-
+from bfm_prep.cli.app import app
+from bfm_prep.errors import PrepError
 
 # OSErrors about a path (never h5py's bare OSError about a file's content, nor a bug's).
 PATH_ERRORS = (

@@ -30,44 +30,60 @@ def load_mesh_file(path: Path):
     try:
         m = trimesh.load(path, process=False, force="mesh")
     except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
-        raise PrepError(f"{path}: cannot be read as a mesh ({e}); pass a .ply or .obj file.") from None
+        raise PrepError(
+            f"{path}: cannot be read as a mesh ({e}); pass a .ply or .obj file."
+        ) from None
     return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64)
 
 
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
 _HELP = (
-    'Flatten a face mesh onto the unit square, mirror-symmetrically (u grows with the '
+    "Flatten a face mesh onto the unit square, mirror-symmetrically (u grows with the "
     "model's x, v with its y; the symmetry line on u = 0.5; holes stay open). See "
-    'docs/uv-embedding.md.'
+    "docs/uv-embedding.md."
 )
 
 
 @app.command("uv-embed", help=_HELP)
 def uv_embed(
     model: Path | None = typer.Option(
-        None, "--model", help="A model artifact (bfm-prep build-expression); its mean shape is flattened.",
+        None,
+        "--model",
+        help="A model artifact (bfm-prep build-expression); its mean shape is flattened.",
         show_default=False,
     ),
     mesh: Path | None = typer.Option(
-        None, "--mesh", help="Or a .ply/.obj triangle mesh to flatten (vertex order kept).",
+        None,
+        "--mesh",
+        help="Or a .ply/.obj triangle mesh to flatten (vertex order kept).",
         show_default=False,
     ),
     symmetry: str = typer.Option(
-        "auto", "--symmetry",
+        "auto",
+        "--symmetry",
         help="'auto' (find the mirror pairing from the mesh) or a PAIRS_FILE: one 'i j' per line, "
         "0-based vertex indices of mirror partners; vertices not listed lie on the symmetry plane.",
     ),
     weights: str = typer.Option(
-        "cotangent", "--weights",
+        "cotangent",
+        "--weights",
         help="Edge weights: 'cotangent' (conformal; falls back to mean-value if triangles flip) "
         "or 'mean-value'.",
     ),
-    out: Path = typer.Option(..., "--out", help="The UV embedding artifact to write (HDF5, atomically).",
-                             show_default=False),
-    plot: Path | None = typer.Option(None, "--plot", help="Also draw the UV layout to this PNG.",
-                                     show_default=False),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="The UV embedding artifact to write (HDF5, atomically).",
+        show_default=False,
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also draw the UV layout to this PNG.", show_default=False
+    ),
     save_pairs: Path | None = typer.Option(
-        None, "--save-pairs", help="Also write the mirror pairs found, as a PAIRS_FILE.", show_default=False,
+        None,
+        "--save-pairs",
+        help="Also write the mirror pairs found, as a PAIRS_FILE.",
+        show_default=False,
     ),
 ) -> None:
     """``bfm-prep uv-embed`` (help text: ``_HELP``)."""
@@ -99,7 +115,9 @@ def uv_embed(
             if symmetry != "auto":
                 p = Path(symmetry)
                 if not p.is_file():
-                    raise PrepError(f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or a PAIRS_FILE.")
+                    raise PrepError(
+                        f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or a PAIRS_FILE."
+                    )
                 inputs["symmetry_pairs"] = input_record(p)
                 sym_arg = p
             emb = embed_mesh(v, f, sym_arg, weights=weights, name=name)
@@ -122,22 +140,36 @@ def uv_embed(
     seconds = time.perf_counter() - t0
 
     n_pairs = int((emb.mirror != np.arange(len(emb.mirror))).sum() // 2)
-    holes = (f", {plural(c['n_holes'], 'hole')} (closed by a virtual fan vertex for the solve, open in UV)"
-             if c["n_holes"] else ", no holes")
+    holes = (
+        f", {plural(c['n_holes'], 'hole')} (closed by a virtual fan vertex for the solve, open in UV)"
+        if c["n_holes"]
+        else ", no holes"
+    )
     print(f"Mesh: {c['n_vertices']} vertices, {c['n_faces']} triangles{holes}")
-    print(f"Symmetry ({params['symmetry']}): {plural(n_pairs, 'mirror pair')}, "
-          f"{plural(c['n_line_vertices'], 'vertex', 'vertices')} on "
-          f"the symmetry line; mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
-          f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)")
-    print(f"Weights: {params['weights']} ({plural(c['clamped_weights'], 'non-positive cotangent weight')} raised "
-          "to the floor)")
-    print(f"Checks: flipped triangles {c['flipped_triangles']}; symmetry error {c['symmetry_error']:.3g}; "
-          f"boundary error {c['boundary_error']:.3g}; line error {c['line_error']:.3g}")
+    print(
+        f"Symmetry ({params['symmetry']}): {plural(n_pairs, 'mirror pair')}, "
+        f"{plural(c['n_line_vertices'], 'vertex', 'vertices')} on "
+        f"the symmetry line; mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
+        f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)"
+    )
+    print(
+        f"Weights: {params['weights']} ({plural(c['clamped_weights'], 'non-positive cotangent weight')} raised "
+        "to the floor)"
+    )
+    print(
+        f"Checks: flipped triangles {c['flipped_triangles']}; symmetry error {c['symmetry_error']:.3g}; "
+        f"boundary error {c['boundary_error']:.3g}; line error {c['line_error']:.3g}"
+    )
     if c["flipped_triangles"]:
         n_flip = c["flipped_triangles"]
-        print(f"bfm-prep: warning: {plural(n_flip, 'triangle')} {'is' if n_flip == 1 else 'are'} flipped in UV; see the picture "
-              "(--plot) and docs/uv-embedding.md.", file=sys.stderr)
+        print(
+            f"bfm-prep: warning: {plural(n_flip, 'triangle')} {'is' if n_flip == 1 else 'are'} flipped in UV; see the picture "
+            "(--plot) and docs/uv-embedding.md.",
+            file=sys.stderr,
+        )
     names = [str(path.resolve())] + [str(p) for p in (save_pairs, plot) if p is not None]
     wrote = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    print(f"Wrote {wrote} in {seconds:.1f} s (symmetry {c['time_symmetry_s']:.2f} s, "
-          f"solve {c['time_solve_s']:.2f} s)")
+    print(
+        f"Wrote {wrote} in {seconds:.1f} s (symmetry {c['time_symmetry_s']:.2f} s, "
+        f"solve {c['time_solve_s']:.2f} s)"
+    )

@@ -98,7 +98,9 @@ def build_expression(
         "and only extrapolates the others.",
     ),
     out: Path = typer.Option(
-        ..., "--out", help="The model artifact to write (HDF5, written atomically).",
+        ...,
+        "--out",
+        help="The model artifact to write (HDF5, written atomically).",
         show_default=False,
     ),
 ) -> None:
@@ -133,16 +135,22 @@ def build_expression(
     seconds = time.perf_counter() - t0
 
     p = model.provenance.get("parameters", {})
-    print(f"Model: {model.n_vertices} vertices, {model.faces.shape[0]} triangles, "
-          f"{p.get('bfm_format')} identity model")
-    print(f"Shape components: {model.n_identity} identity + {model.n_expression} expression "
-          f"(source: {p.get('expression_source') or 'none'}), each scaled by its std")
+    print(
+        f"Model: {model.n_vertices} vertices, {model.faces.shape[0]} triangles, "
+        f"{p.get('bfm_format')} identity model"
+    )
+    print(
+        f"Shape components: {model.n_identity} identity + {model.n_expression} expression "
+        f"(source: {p.get('expression_source') or 'none'}), each scaled by its std"
+    )
     if diag:
         w = "inf" if math.isinf(weight) else f"{weight:g}"
-        print(f"Expression transfer: {plural(diag['n_mapped'], 'mapped vertex', 'mapped vertices')}, "
-              f"{diag['n_extrapolated']} extrapolated, lambda = {w}, mapped-vertex deviation "
-              f"max {diag['mapped_max_deviation_mm']:.3g} mm / rms "
-              f"{diag['mapped_rms_deviation_mm']:.3g} mm")
+        print(
+            f"Expression transfer: {plural(diag['n_mapped'], 'mapped vertex', 'mapped vertices')}, "
+            f"{diag['n_extrapolated']} extrapolated, lambda = {w}, mapped-vertex deviation "
+            f"max {diag['mapped_max_deviation_mm']:.3g} mm / rms "
+            f"{diag['mapped_rms_deviation_mm']:.3g} mm"
+        )
     colour = plural(model.color_basis.shape[2], "component") if model.has_color else "none"
     lms = ", ".join(f"{k} ({v.size})" for k, v in sorted(model.landmarks.items())) or "none"
     print(f"Colour model: {colour}; landmarks: {lms}")

@@ -10,35 +10,47 @@ import typer
 from bfm_prep.cli.app import app
 from bfm_prep.cli.options import check_out_path, parse_landmark_options
 
-
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
 _HELP = (
     "Convert the original MATLAB project's resampled model into the UV-grid format, "
-    'so its users can switch without the licensed Basel model. Mean and components '
-    'are taken over exactly (the original stored them pre-scaled: std is recorded as '
-    '1).'
+    "so its users can switch without the licensed Basel model. Mean and components "
+    "are taken over exactly (the original stored them pre-scaled: std is recorded as "
+    "1)."
 )
 
 
 @app.command("import-matlab", help=_HELP)
 def import_matlab(
-    model_mat: Path = typer.Argument(..., help="The original's resampled model, e.g. model_112.mat "
-                                     "(nverts, shapeMU, shapePC, faces).", show_default=False),
-    out: Path = typer.Option(..., "--out", help="The grid artifact to write (HDF5, atomic).",
-                             show_default=False),
+    model_mat: Path = typer.Argument(
+        ...,
+        help="The original's resampled model, e.g. model_112.mat "
+        "(nverts, shapeMU, shapePC, faces).",
+        show_default=False,
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="The grid artifact to write (HDF5, atomic).", show_default=False
+    ),
     n_identity: int | None = typer.Option(
-        None, "--n-identity",
+        None,
+        "--n-identity",
         help="How many of the K components are identity; the rest are expression. (Default: "
         "K / 2, the split of the original's model_112.mat: 5 identity + 5 expression.)",
-        show_default=False),
+        show_default=False,
+    ),
     landmarks: list[str] = typer.Option(
-        [], "--landmarks",
+        [],
+        "--landmarks",
         help="Landmark set NAME=FILE of grid vertex indices (.anl 1-based, e.g. "
-        "aflw21=Landmarks21_112.anl); repeat for more.", show_default=False),
+        "aflw21=Landmarks21_112.anl); repeat for more.",
+        show_default=False,
+    ),
     inside: Path | None = typer.Option(
-        None, "--inside",
+        None,
+        "--inside",
         help="Optional mask of the grid points on the source mesh: .npy or text, R*R values 0/1 "
-        "in grid order. (Default: all inside; the original stores no mask.)", show_default=False),
+        "in grid order. (Default: all inside; the original stores no mask.)",
+        show_default=False,
+    ),
 ) -> None:
     """``bfm-prep import-matlab`` (help text: ``_HELP``)."""
     from bfm_prep.artifact import input_record, write_grid
@@ -62,10 +74,12 @@ def import_matlab(
     path = write_grid(out, grid)
 
     p = m.provenance["parameters"]
-    print(f"Grid: {grid.res} x {grid.res} = {n} vertices, {len(m.faces)} triangles "
-          f"({p['faces']})")
-    print(f"Shape components: {m.n_identity} identity + {m.n_expression} expression "
-          f"({p['scaling']})")
-    print(f"Inside: {int(grid.inside.sum())} of {n}; landmarks: "
-          + (", ".join(f"{k} ({v.size})" for k, v in sorted(m.landmarks.items())) or "none"))
+    print(f"Grid: {grid.res} x {grid.res} = {n} vertices, {len(m.faces)} triangles ({p['faces']})")
+    print(
+        f"Shape components: {m.n_identity} identity + {m.n_expression} expression ({p['scaling']})"
+    )
+    print(
+        f"Inside: {int(grid.inside.sum())} of {n}; landmarks: "
+        + (", ".join(f"{k} ({v.size})" for k, v in sorted(m.landmarks.items())) or "none")
+    )
     print(f"Wrote {path.resolve()} in {time.perf_counter() - t0:.1f} s")

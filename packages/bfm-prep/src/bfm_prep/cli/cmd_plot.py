@@ -10,27 +10,33 @@ import typer
 from bfm_prep.cli.app import app
 from bfm_prep.cli.options import check_outputs, plural
 
-
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
 _HELP = (
-    'Pictures: the UV layout (embedding), the inside mask with landmarks, the '
-    'geometry image and the mean colour in UV (grid), and shaded front renders of the '
-    'mean and random samples.'
+    "Pictures: the UV layout (embedding), the inside mask with landmarks, the "
+    "geometry image and the mean colour in UV (grid), and shaded front renders of the "
+    "mean and random samples."
 )
 
 
 @app.command("plot", help=_HELP)
 def plot(
-    file: Path = typer.Argument(..., help="A model, UV-embedding or UV-grid artifact (.h5).",
-                                show_default=False),
-    out: Path = typer.Option(..., "--out", help="Folder for the pictures (created if missing).",
-                             show_default=False),
+    file: Path = typer.Argument(
+        ..., help="A model, UV-embedding or UV-grid artifact (.h5).", show_default=False
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the pictures (created if missing).", show_default=False
+    ),
     export_mesh: bool = typer.Option(
-        False, "--export-mesh",
+        False,
+        "--export-mesh",
         help="Also write the mean and the samples as PLY and OBJ (grid: with UV coordinates; the "
-        "mean's OBJ carries the mean colour as a texture)."),
-    samples: int = typer.Option(4, "--samples", help="Random model samples to render, 0 to 64 "
-                                                     "(N(0, 1) coefficients for every component)."),
+        "mean's OBJ carries the mean colour as a texture).",
+    ),
+    samples: int = typer.Option(
+        4,
+        "--samples",
+        help="Random model samples to render, 0 to 64 (N(0, 1) coefficients for every component).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the random samples."),
 ) -> None:
     """``bfm-prep plot`` (help text: ``_HELP``)."""
@@ -41,4 +47,6 @@ def plot(
     written = plot_artifact(file, out, n_samples=samples, seed=seed, export_mesh=export_mesh)
     for p in written:
         print(p)
-    print(f"Wrote {plural(len(written), 'file')} to {out.resolve()} in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"Wrote {plural(len(written), 'file')} to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
+    )

@@ -11,7 +11,6 @@ from bfm_prep.cli.app import app
 from bfm_prep.cli.options import check_out_path, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
 
-
 # Help text: one paragraph, no line breaks inside it (typer rewraps it to the terminal).
 _HELP = (
     "Resample a model onto an R x R grid in its UV flattening.\n\n"
@@ -25,23 +24,31 @@ _HELP = (
 @app.command("uv-resample", help=_HELP)
 def uv_resample(
     model: Path = typer.Option(
-        ..., "--model", help="The model artifact (bfm-prep build-expression).",
-        show_default=False),
+        ..., "--model", help="The model artifact (bfm-prep build-expression).", show_default=False
+    ),
     uv: Path | None = typer.Option(
-        None, "--uv",
+        None,
+        "--uv",
         help="The UV of the model's vertices: a uv.h5 from bfm-prep uv-embed, or the original's "
         "BFM_UV.mat (Basel 2009 mesh). Without it the embedding is computed here (automatic "
         "symmetry).",
-        show_default=False),
-    res: int = typer.Option(112, "--res", help="Grid size R (R x R vertices), 8 to 4096; 112 "
-                                                "and 224 are the usual sizes."),
+        show_default=False,
+    ),
+    res: int = typer.Option(
+        112,
+        "--res",
+        help="Grid size R (R x R vertices), 8 to 4096; 112 and 224 are the usual sizes.",
+    ),
     landmarks: list[str] = typer.Option(
-        [], "--landmarks",
+        [],
+        "--landmarks",
         help="Extra landmark set NAME=FILE of source-mesh vertex indices (.anl 1-based, or an "
         "index list); repeat for more. The model's own landmarks are always carried.",
-        show_default=False),
-    out: Path = typer.Option(..., "--out", help="The grid artifact to write (HDF5, atomic).",
-                             show_default=False),
+        show_default=False,
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="The grid artifact to write (HDF5, atomic).", show_default=False
+    ),
 ) -> None:
     """``bfm-prep uv-resample`` (help text: ``_HELP``)."""
     from bfm_prep.artifact import input_record, read_model, write_grid
@@ -77,15 +84,21 @@ def uv_resample(
     t1 = time.perf_counter()
 
     c = params["checks"]
-    print(f"Source: {src.n_vertices} vertices, {len(src.faces)} triangles, "
-          f"{src.n_identity} identity + {src.n_expression} expression components"
-          + (f", {plural(src.color_basis.shape[2], 'colour component')}" if src.has_color else ""))
+    print(
+        f"Source: {src.n_vertices} vertices, {len(src.faces)} triangles, "
+        f"{src.n_identity} identity + {src.n_expression} expression components"
+        + (f", {plural(src.color_basis.shape[2], 'colour component')}" if src.has_color else "")
+    )
     print(f"UV: {uv_source} ({t_uv - t0:.1f} s)")
-    print(f"Grid: {res} x {res} = {res * res} vertices, {len(m.faces)} triangles; "
-          f"{plural(c['n_outside'], 'grid point')} outside the mesh (filled from the nearest mesh point, "
-          f"at most {c['max_fill_distance_cells']:.2f} grid cells away)")
-    print(f"Orientation: {100 * c['orientation_agreement']:.2f}% of grid triangles agree with the "
-          f"source normal; {plural(c['source_flipped_uv'], 'source triangle')} flipped in UV")
+    print(
+        f"Grid: {res} x {res} = {res * res} vertices, {len(m.faces)} triangles; "
+        f"{plural(c['n_outside'], 'grid point')} outside the mesh (filled from the nearest mesh point, "
+        f"at most {c['max_fill_distance_cells']:.2f} grid cells away)"
+    )
+    print(
+        f"Orientation: {100 * c['orientation_agreement']:.2f}% of grid triangles agree with the "
+        f"source normal; {plural(c['source_flipped_uv'], 'source triangle')} flipped in UV"
+    )
     lms = ", ".join(f"{k} ({v.size})" for k, v in sorted(m.landmarks.items())) or "none"
     print(f"Landmarks: {lms}")
     print(f"Wrote {path.resolve()} in {t1 - t0:.1f} s (resampling {t1 - t_uv:.1f} s)")
@@ -107,13 +120,19 @@ def _load_uv(uv: Path | None, model) -> tuple:
     if fmt == FORMAT_UV:
         emb = read_uv(uv)
         if len(emb.uv) != model.n_vertices:
-            raise PrepError(f"--uv {uv}: the embedding has {len(emb.uv)} vertices but the model "
-                            f"has {model.n_vertices}; pass the embedding of this model's mesh.")
+            raise PrepError(
+                f"--uv {uv}: the embedding has {len(emb.uv)} vertices but the model "
+                f"has {model.n_vertices}; pass the embedding of this model's mesh."
+            )
         if emb.faces.shape != model.faces.shape or not (emb.faces == model.faces).all():
-            raise PrepError(f"--uv {uv}: the embedding's triangles differ from the model's; pass "
-                            "the embedding computed from this model (bfm-prep uv-embed --model).")
+            raise PrepError(
+                f"--uv {uv}: the embedding's triangles differ from the model's; pass "
+                "the embedding computed from this model (bfm-prep uv-embed --model)."
+            )
         return emb.uv, f"{uv} (stn-uv-embedding)", emb.checks
     if fmt is not None:
-        raise PrepError(f"--uv {uv}: an HDF5 file of format {fmt!r}; pass a uv.h5 from "
-                        "bfm-prep uv-embed or BFM_UV.mat.")
+        raise PrepError(
+            f"--uv {uv}: an HDF5 file of format {fmt!r}; pass a uv.h5 from "
+            "bfm-prep uv-embed or BFM_UV.mat."
+        )
     return load_bfm_uv(uv, n_vertices=model.n_vertices), f"{uv} (BFM_UV.mat, as is)", {}

@@ -36,7 +36,8 @@ _HELP = (
 @app.command("synth", help=_HELP)
 def synth(
     outdir: Path = typer.Argument(
-        ..., help="Folder to write into (created if missing; existing files are replaced).",
+        ...,
+        help="Folder to write into (created if missing; existing files are replaced).",
         show_default=False,
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the components (>= 0)."),
@@ -52,10 +53,13 @@ def synth(
 ) -> None:
     t0 = time.perf_counter()
     check_outputs(("OUTDIR", outdir), folders=("OUTDIR",))
-    paths = write_synthetic(outdir, seed=seed, n_vertices=vertices, n_shape=n_shape,
-                            n_color=n_color, n_exp=n_exp)
+    paths = write_synthetic(
+        outdir, seed=seed, n_vertices=vertices, n_shape=n_shape, n_color=n_color, n_exp=n_exp
+    )
     dt = time.perf_counter() - t0
-    typer.echo(f"Synthetic face model (seed {seed}, {vertices} vertices) written in {dt:.1f} s to "
-               f"{Path(outdir).resolve()}:")
+    typer.echo(
+        f"Synthetic face model (seed {seed}, {vertices} vertices) written in {dt:.1f} s to "
+        f"{Path(outdir).resolve()}:"
+    )
     for path in paths.values():
         typer.echo(f"  {path}")

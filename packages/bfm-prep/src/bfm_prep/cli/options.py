@@ -15,8 +15,9 @@ def parse_landmark_options(items: list[str]) -> dict[str, Path]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise PrepError(f"--landmarks {item!r}: expected NAME=FILE, e.g. "
-                            "aflw21=Landmarks21_BFM.anl.")
+            raise PrepError(
+                f"--landmarks {item!r}: expected NAME=FILE, e.g. aflw21=Landmarks21_BFM.anl."
+            )
         if name in out:
             raise PrepError(f"--landmarks: the name {name!r} is given twice.")
         out[name] = Path(path)
@@ -43,8 +44,9 @@ def _nearest_existing(path: Path) -> Path:
 def _check_one(option: str, path: Path, folder: bool) -> None:
     if path.exists():
         if folder and not path.is_dir():
-            raise PrepError(f"{option} {path}: exists and is not a folder; pass a folder to write "
-                            "into.")
+            raise PrepError(
+                f"{option} {path}: exists and is not a folder; pass a folder to write into."
+            )
         if not folder and path.is_dir():
             raise PrepError(f"{option} {path}: is a folder; give the path of the file to write.")
     # The folder the file (or the new folder) goes in: it exists, or its nearest existing
@@ -52,14 +54,18 @@ def _check_one(option: str, path: Path, folder: bool) -> None:
     where = path if folder and path.is_dir() else (path.parent if str(path.parent) else Path("."))
     base = _nearest_existing(where)
     if not base.is_dir():
-        raise PrepError(f"{option} {path}: {base} is a file, not a folder; pass a path in a folder.")
+        raise PrepError(
+            f"{option} {path}: {base} is a file, not a folder; pass a path in a folder."
+        )
     try:  # os.access is unreliable (root, read-only mounts, /proc): try for real
         with tempfile.TemporaryFile(dir=base, prefix=".bfm-prep-check."):
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise PrepError(f"{option} {path}: cannot write in the folder {base} ({reason}); pass a "
-                        "path in a folder you can write to.") from None
+        raise PrepError(
+            f"{option} {path}: cannot write in the folder {base} ({reason}); pass a "
+            "path in a folder you can write to."
+        ) from None
 
 
 def check_outputs(*outputs: tuple[str, Path | None], folders: tuple[str, ...] = ()) -> None:
@@ -82,8 +88,10 @@ def check_outputs(*outputs: tuple[str, Path | None], folders: tuple[str, ...] = 
         _check_one(option, path, option in folders)
         key = Path(os.path.abspath(path))
         if key in seen:
-            raise PrepError(f"{option} {path}: is also given as {seen[key]}; pass different "
-                            "paths for the two outputs.")
+            raise PrepError(
+                f"{option} {path}: is also given as {seen[key]}; pass different "
+                "paths for the two outputs."
+            )
         seen[key] = option
 
 

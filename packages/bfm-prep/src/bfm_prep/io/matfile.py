@@ -223,9 +223,11 @@ def _h5_reason(text: str) -> str:
     """h5py's "Unable to open file (truncated file: ...)" -> "truncated file: ..." (no
     brackets: callers put the reason in brackets themselves)."""
     text = text.strip().split("\n")[0]
-    text = text.replace("Unable to open file ", "").replace(
-        "Unable to synchronously open file ", ""
-    ).strip()
+    text = (
+        text.replace("Unable to open file ", "")
+        .replace("Unable to synchronously open file ", "")
+        .strip()
+    )
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
     return text

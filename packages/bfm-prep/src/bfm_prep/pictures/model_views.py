@@ -93,15 +93,22 @@ def shade_faces(
     return polygons, face_rgb, order
 
 
-def draw_render(ax, vertices, faces, colors=None, title: str | None = None,
-                limits: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def draw_render(
+    ax,
+    vertices,
+    faces,
+    colors=None,
+    title: str | None = None,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
     """Draw a shaded front view into a matplotlib axes (no ticks, equal aspect)."""
     from matplotlib.collections import PolyCollection
 
     polygons, rgb, _ = shade_faces(vertices, faces, colors)
     # Edges in the face colour close the hairline gaps antialiasing leaves between triangles.
-    ax.add_collection(PolyCollection(polygons, facecolors=rgb, edgecolors=rgb, linewidths=0.3,
-                                     antialiased=True))
+    ax.add_collection(
+        PolyCollection(polygons, facecolors=rgb, edgecolors=rgb, linewidths=0.3, antialiased=True)
+    )
     if limits is None:
         used = np.asarray(vertices)[np.unique(np.asarray(faces))]
         limits = used[:, :2].min(axis=0), used[:, :2].max(axis=0)
@@ -118,8 +125,9 @@ def draw_render(ax, vertices, faces, colors=None, title: str | None = None,
         ax.set_title(title, fontsize=10)
 
 
-def render_image(vertices, faces, colors=None, title=None, limits=None,
-                 size_px: int = RENDER_PX) -> np.ndarray:
+def render_image(
+    vertices, faces, colors=None, title=None, limits=None, size_px: int = RENDER_PX
+) -> np.ndarray:
     """One shaded front view as an (H, W, 3) uint8 image (``size_px`` square)."""
     fig = _figure(size_px / 100, size_px / 100)
     ax = fig.add_axes([0.02, 0.02, 0.96, 0.92])
@@ -179,15 +187,17 @@ def color_image(grid: UVGridModel) -> np.ndarray | None:
     return rgb.reshape(grid.res, grid.res, 3)
 
 
-def _image_figure(image: np.ndarray, title: str, grid: UVGridModel | None = None,
-                  landmarks: bool = False):
+def _image_figure(
+    image: np.ndarray, title: str, grid: UVGridModel | None = None, landmarks: bool = False
+):
     fig = _figure(6.0, 6.4)
     ax = fig.add_axes([0.09, 0.08, 0.86, 0.82])
     r = image.shape[0]
     # Pixel centres at the grid's UV: u = col / (R - 1), v = 1 - row / (R - 1).
     half = 0.5 / (r - 1)
-    ax.imshow(image, interpolation="nearest", extent=(-half, 1 + half, -half, 1 + half),
-              origin="upper")
+    ax.imshow(
+        image, interpolation="nearest", extent=(-half, 1 + half, -half, 1 + half), origin="upper"
+    )
     ax.set_xlabel("u = col / (R-1)   (model x: towards the viewer's right)")
     ax.set_ylabel("v = 1 - row / (R-1)   (model y: up)")
     ax.set_title(title, fontsize=10)
@@ -203,12 +213,26 @@ def _draw_landmarks(ax, grid: UVGridModel) -> None:
     for i, (name, idx) in enumerate(sorted(grid.model.landmarks.items())):
         marker, colour = _LANDMARK_STYLE.get(name, ("x", f"C{i % 10}"))
         uv = grid.uv[idx]
-        ax.scatter(uv[:, 0], uv[:, 1], s=14, marker=marker, c=colour, linewidths=1.0,
-                   label=f"{name} ({idx.size})", zorder=3)
+        ax.scatter(
+            uv[:, 0],
+            uv[:, 1],
+            s=14,
+            marker=marker,
+            c=colour,
+            linewidths=1.0,
+            label=f"{name} ({idx.size})",
+            zorder=3,
+        )
         if idx.size <= 30:
             for j, (u, v) in enumerate(uv, start=1):
-                ax.annotate(str(j), (u, v), xytext=(3, 2), textcoords="offset points",
-                            fontsize=6, color=colour)
+                ax.annotate(
+                    str(j),
+                    (u, v),
+                    xytext=(3, 2),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color=colour,
+                )
     if grid.model.landmarks:
         ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
 
@@ -217,8 +241,10 @@ def plot_grid_mask(grid: UVGridModel, path) -> Path:
     """The grid's inside mask with its landmarks."""
     img = np.where(grid.inside[:, None], np.array([0.93, 0.93, 0.88]), np.array([0.35, 0.35, 0.4]))
     n_in = int(grid.inside.sum())
-    title = (f"UV grid {grid.res} x {grid.res}: {n_in} inside (light), "
-             f"{grid.inside.size - n_in} outside (dark)")
+    title = (
+        f"UV grid {grid.res} x {grid.res}: {n_in} inside (light), "
+        f"{grid.inside.size - n_in} outside (dark)"
+    )
     fig = _image_figure(img.reshape(grid.res, grid.res, 3), title, grid, landmarks=True)
     return _save(fig, path)
 
@@ -249,16 +275,25 @@ def _samples(model: MorphableModel, n: int, seed: int):
     return out
 
 
-def _render_set(model: MorphableModel, faces: np.ndarray, outdir: Path, n_samples: int,
-                seed: int, export_mesh: bool, uv=None, texture=None) -> list[Path]:
+def _render_set(
+    model: MorphableModel,
+    faces: np.ndarray,
+    outdir: Path,
+    n_samples: int,
+    seed: int,
+    export_mesh: bool,
+    uv=None,
+    texture=None,
+) -> list[Path]:
     """Mean and sample renders (and meshes), all at one scale so they compare."""
     from bfm_prep.mesh_export import export_mesh as write_mesh
 
     written = []
     shapes = [("mean", model.shape(), model.color() if model.has_color else None)]
     for i, (alpha, beta) in enumerate(_samples(model, n_samples, seed), start=1):
-        shapes.append((f"sample_{i:02d}", model.shape(alpha),
-                       model.color(beta) if model.has_color else None))
+        shapes.append(
+            (f"sample_{i:02d}", model.shape(alpha), model.color(beta) if model.has_color else None)
+        )
     used = np.unique(faces)
     mean_xy = shapes[0][1][used, :2]
     limits = (mean_xy.min(axis=0), mean_xy.max(axis=0))
@@ -271,16 +306,27 @@ def _render_set(model: MorphableModel, faces: np.ndarray, outdir: Path, n_sample
         written.append(save_image(outdir / f"render_{name}.png", images[-1]))
         if export_mesh:
             for ext in ("ply", "obj"):
-                written += write_mesh(outdir / f"{name}.{ext}", xyz, faces, uv=uv,
-                                      colors=rgb, texture=texture if name == "mean" else None)
+                written += write_mesh(
+                    outdir / f"{name}.{ext}",
+                    xyz,
+                    faces,
+                    uv=uv,
+                    colors=rgb,
+                    texture=texture if name == "mean" else None,
+                )
     # One overview: the mean and the samples side by side.
     strip = np.concatenate(images, axis=1)
     written.append(save_image(outdir / "renders.png", strip))
     return written
 
 
-def plot_artifact(path: str | os.PathLike, outdir: str | os.PathLike, n_samples: int = 4,
-                  seed: int = 0, export_mesh: bool = False) -> list[Path]:
+def plot_artifact(
+    path: str | os.PathLike,
+    outdir: str | os.PathLike,
+    n_samples: int = 4,
+    seed: int = 0,
+    export_mesh: bool = False,
+) -> list[Path]:
     """Write the pictures of a model, UV-embedding or grid artifact into ``outdir``.
 
     - model: ``render_mean.png``, ``render_sample_XX.png``, ``renders.png``;
@@ -294,15 +340,18 @@ def plot_artifact(path: str | os.PathLike, outdir: str | os.PathLike, n_samples:
     """
     path, outdir = Path(path), Path(outdir)
     if n_samples < 0 or n_samples > MAX_SAMPLES:
-        raise PrepError(f"--samples {n_samples}: expected 0 to {MAX_SAMPLES} random samples "
-                        "(each one is rendered to its own picture).")
+        raise PrepError(
+            f"--samples {n_samples}: expected 0 to {MAX_SAMPLES} random samples "
+            "(each one is rendered to its own picture)."
+        )
     fmt = read_format(path)
     if not path.is_file():
         raise PrepError(f"{path}: no such file; check the path.")
     if fmt not in (FORMAT_MODEL, FORMAT_UV, FORMAT_GRID):
         what = "an HDF5 file of format " + repr(fmt) if fmt else "not a bfm-prep HDF5 artifact"
-        raise PrepError(f"{path}: {what}; pass a model, UV embedding or UV-grid .h5 written by "
-                        "bfm-prep.")
+        raise PrepError(
+            f"{path}: {what}; pass a model, UV embedding or UV-grid .h5 written by bfm-prep."
+        )
     if outdir.exists() and not outdir.is_dir():
         raise PrepError(f"--out {outdir}: exists and is not a folder.")
     written: list[Path] = []
@@ -318,19 +367,24 @@ def plot_artifact(path: str | os.PathLike, outdir: str | os.PathLike, n_samples:
     m = grid.model
     written.append(plot_grid_mask(grid, outdir / "grid_mask.png"))
     n_out = int((~grid.inside).sum())
-    fig = _image_figure(geometry_image(grid),
-                        f"Geometry image of the mean ({grid.res} x {grid.res}): R, G, B = x, y, z"
-                        + (f"\n{n_out} outside grid points grey" if n_out else ""))
+    fig = _image_figure(
+        geometry_image(grid),
+        f"Geometry image of the mean ({grid.res} x {grid.res}): R, G, B = x, y, z"
+        + (f"\n{n_out} outside grid points grey" if n_out else ""),
+    )
     written.append(_save(fig, outdir / "geometry_image.png"))
     col = color_image(grid)
     if col is not None:
-        fig = _image_figure(col, f"Mean colour in UV ({grid.res} x {grid.res})"
-                            + (f"\n{n_out} outside grid points grey" if n_out else ""))
+        fig = _image_figure(
+            col,
+            f"Mean colour in UV ({grid.res} x {grid.res})"
+            + (f"\n{n_out} outside grid points grey" if n_out else ""),
+        )
         written.append(_save(fig, outdir / "color_uv.png"))
     faces = m.faces[grid.inside[m.faces].all(axis=1)]
     if faces.size == 0:
-        raise PrepError(f"{path}: no grid triangle has all three vertices inside; nothing to "
-                        "render.")
-    written += _render_set(m, faces, outdir, n_samples, seed, export_mesh, uv=grid.uv,
-                           texture=col)
+        raise PrepError(
+            f"{path}: no grid triangle has all three vertices inside; nothing to render."
+        )
+    written += _render_set(m, faces, outdir, n_samples, seed, export_mesh, uv=grid.uv, texture=col)
     return written

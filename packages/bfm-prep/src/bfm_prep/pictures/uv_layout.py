@@ -12,8 +12,14 @@ import numpy as np
 from bfm_prep.artifact import UVEmbedding, atomic_write_bytes
 
 
-def plot_uv_layout(emb: UVEmbedding, path, vertices: np.ndarray | None = None, *,
-                   title: str | None = None, size_px: int = 1400) -> Path:
+def plot_uv_layout(
+    emb: UVEmbedding,
+    path,
+    vertices: np.ndarray | None = None,
+    *,
+    title: str | None = None,
+    size_px: int = 1400,
+) -> Path:
     """Draw the UV layout of an embedding to a PNG file, atomically; returns the path.
 
     Thin grey lines are the triangle edges; the symmetry line is red, the outer boundary blue,
@@ -52,13 +58,20 @@ def plot_uv_layout(emb: UVEmbedding, path, vertices: np.ndarray | None = None, *
 
     if vertices is not None:
         v = np.asarray(vertices, dtype=np.float64)
-        a3 = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+        a3 = 0.5 * np.linalg.norm(
+            np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1
+        )
         ratio = np.abs(area) * 0.5 / np.maximum(a3, 1e-300)
         good = (ratio > 0) & (a3 > 0)
         logr = np.zeros(len(f))
         logr[good] = np.log2(ratio[good] / np.median(ratio[good]))
-        pc = PolyCollection(tri, array=np.clip(logr, -2, 2), cmap="coolwarm", edgecolors="none",
-                            antialiaseds=len(f) <= 20000)
+        pc = PolyCollection(
+            tri,
+            array=np.clip(logr, -2, 2),
+            cmap="coolwarm",
+            edgecolors="none",
+            antialiaseds=len(f) <= 20000,
+        )
         pc.set_clim(-2, 2)
         ax.add_collection(pc)
         cb = fig.colorbar(pc, ax=ax, fraction=0.03, pad=0.01)
@@ -68,8 +81,14 @@ def plot_uv_layout(emb: UVEmbedding, path, vertices: np.ndarray | None = None, *
     edges = np.unique(np.sort(edges, axis=1), axis=0)
     lw = max(0.1, min(0.5, 60.0 / np.sqrt(len(f))))
     big = len(f) > 20000  # aliased drawing keeps a Basel-size mesh to a few seconds
-    ax.add_collection(LineCollection(uv[edges], colors=[(0.3, 0.3, 0.3, 0.18 if big else 1.0)],
-                                     linewidths=lw, antialiaseds=not big))
+    ax.add_collection(
+        LineCollection(
+            uv[edges],
+            colors=[(0.3, 0.3, 0.3, 0.18 if big else 1.0)],
+            linewidths=lw,
+            antialiaseds=not big,
+        )
+    )
 
     # boundary loops: half-edges without a twin
     from bfm_prep.mesh_checks import HalfEdges
@@ -79,10 +98,18 @@ def plot_uv_layout(emb: UVEmbedding, path, vertices: np.ndarray | None = None, *
     bs, bd = he.src[bmask], he.dst[bmask]
     outer = _outer_component(bs, bd, uv)
     segs = np.stack([uv[bs], uv[bd]], axis=1)
-    ax.add_collection(LineCollection(segs[outer], colors="tab:blue", linewidths=2.0, label="outer boundary"))
+    ax.add_collection(
+        LineCollection(segs[outer], colors="tab:blue", linewidths=2.0, label="outer boundary")
+    )
     if (~outer).any():
-        ax.add_collection(LineCollection(segs[~outer], colors="tab:green", linewidths=1.5,
-                                         label="holes (closed for the solve)"))
+        ax.add_collection(
+            LineCollection(
+                segs[~outer],
+                colors="tab:green",
+                linewidths=1.5,
+                label="holes (closed for the solve)",
+            )
+        )
 
     line = np.asarray(emb.symmetry_line, dtype=np.int64)
     if line.size:
@@ -90,23 +117,36 @@ def plot_uv_layout(emb: UVEmbedding, path, vertices: np.ndarray | None = None, *
         a_, b_ = line[:-1], line[1:]
         joined = (he.find(a_, b_) >= 0) | (he.find(b_, a_) >= 0)
         lsegs = np.stack([uv[a_], uv[b_]], axis=1)
-        ax.add_collection(LineCollection(lsegs[joined], colors="tab:red", linewidths=1.8,
-                                         label="symmetry line"))
+        ax.add_collection(
+            LineCollection(lsegs[joined], colors="tab:red", linewidths=1.8, label="symmetry line")
+        )
         if (~joined).any():
-            ax.add_collection(LineCollection(lsegs[~joined], colors="tab:red", linewidths=0.8,
-                                             linestyles="dashed"))
+            ax.add_collection(
+                LineCollection(
+                    lsegs[~joined], colors="tab:red", linewidths=0.8, linestyles="dashed"
+                )
+            )
         ax.plot(uv[line, 0], uv[line, 1], "o", color="tab:red", ms=2.0)
     if flipped.any():
-        ax.add_collection(PolyCollection(tri[flipped], facecolors="orange", edgecolors="red", linewidths=1.0,
-                                         label=f"flipped ({int(flipped.sum())})"))
+        ax.add_collection(
+            PolyCollection(
+                tri[flipped],
+                facecolors="orange",
+                edgecolors="red",
+                linewidths=1.0,
+                label=f"flipped ({int(flipped.sum())})",
+            )
+        )
     ax.plot([0, 1, 1, 0, 0], [0, 0, 1, 1, 0], ":", color="k", lw=0.8)
     ax.legend(loc="upper right", fontsize=9, framealpha=0.85)
 
     ck = emb.checks or {}
     head = title or "UV layout (symmetric Tutte embedding)"
-    sub = (f"{len(uv)} vertices, {len(f)} triangles; flipped {int(flipped.sum())}; "
-           f"symmetry error {ck.get('symmetry_error', float('nan')):.2g}; "
-           f"boundary error {ck.get('boundary_error', float('nan')):.2g}")
+    sub = (
+        f"{len(uv)} vertices, {len(f)} triangles; flipped {int(flipped.sum())}; "
+        f"symmetry error {ck.get('symmetry_error', float('nan')):.2g}; "
+        f"boundary error {ck.get('boundary_error', float('nan')):.2g}"
+    )
     fig.suptitle(head + "\n" + sub, fontsize=11)
 
     buf = io.BytesIO()

@@ -359,8 +359,9 @@ def _ring(faces: torch.Tensor, n: int) -> _Ring:
     sources[target[order], rank] = order
     weight[target[order], rank] = True
     incident, incident_weight = _bags(faces.reshape(-1), n)
-    return _Ring(index, pair_slot, slot[inverse[9 * nf :]], sources, weight, incident,
-                 incident_weight)
+    return _Ring(
+        index, pair_slot, slot[inverse[9 * nf :]], sources, weight, incident, incident_weight
+    )
 
 
 def _bags(target: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,15 +410,22 @@ def _face_blocks(vertices, faces, angles, unit, twice_area) -> torch.Tensor:
         b_ = p[:, :, (c + 2) % 3] - p[:, :, c]
         ga.append(-_cross_t(u, a_) / (a_ * a_).sum(1, keepdim=True).clamp_min(tiny))
         gb.append(_cross_t(u, b_) / (b_ * b_).sum(1, keepdim=True).clamp_min(tiny))
-    out = torch.empty(b, 3, 3, 3, 3, faces.shape[0], dtype=vertices.dtype,
-                      device=vertices.device)  # (B, c, j, x, y, F)
+    out = torch.empty(
+        b, 3, 3, 3, 3, faces.shape[0], dtype=vertices.dtype, device=vertices.device
+    )  # (B, c, j, x, y, F)
     for j in range(3):
         # d unit / d v_j = ([d]_x - u (u x d)^T) / |n|, d = p_{j+2} - p_{j+1}.
         d = p[:, :, (j + 2) % 3] - p[:, :, (j + 1) % 3]
         dx, dy, dz = d.unbind(1)
         zero = torch.zeros_like(dx)
-        sk = torch.stack([torch.stack([zero, -dz, dy], 1), torch.stack([dz, zero, -dx], 1),
-                          torch.stack([-dy, dx, zero], 1)], 1)  # (B, 3, 3, F)
+        sk = torch.stack(
+            [
+                torch.stack([zero, -dz, dy], 1),
+                torch.stack([dz, zero, -dx], 1),
+                torch.stack([-dy, dx, zero], 1),
+            ],
+            1,
+        )  # (B, 3, 3, F)
         du = (sk - u[:, :, None] * _cross_t(u, d)[:, None]) * inv_area[:, None, None]
         for c in range(3):
             # d angle_c / d v_j: v_c gets -(ga + gb), v_{c+1} ga, v_{c+2} gb.
@@ -429,8 +437,13 @@ def _face_blocks(vertices, faces, angles, unit, twice_area) -> torch.Tensor:
     return out.permute(0, 5, 1, 2, 3, 4).reshape(-1, 9)
 
 
-def normals_and_jacobian(vertices: torch.Tensor, faces: torch.Tensor, ring: _Ring | None = None,
-                         jacobian: bool = True, rows: torch.Tensor | None = None):
+def normals_and_jacobian(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    ring: _Ring | None = None,
+    jacobian: bool = True,
+    rows: torch.Tensor | None = None,
+):
     """Unit angle-weighted vertex normals and their exact derivative in the vertex positions.
 
     Args:
@@ -467,12 +480,18 @@ def normals_and_jacobian(vertices: torch.Tensor, faces: torch.Tensor, ring: _Rin
         ring = _ring(f, n)
     # Sum of angle * unit face normal over each vertex's corners: an embedding_bag over the
     # face normals with the corner angles as weights (one pass, no scatter).
-    idx = (torch.div(ring.incident, 3, rounding_mode="floor")[None]
-           + (f.shape[0] * torch.arange(b, device=f.device))[:, None, None])
+    idx = (
+        torch.div(ring.incident, 3, rounding_mode="floor")[None]
+        + (f.shape[0] * torch.arange(b, device=f.device))[:, None, None]
+    )
     wts = torch.stack(angles, -1).reshape(b, -1)[:, ring.incident]  # flat (f, c) -> (B, N, V)
     wts = wts * ring.incident_weight
-    acc = F.embedding_bag(idx.reshape(b * n, -1), unit.reshape(-1, 3), mode="sum",
-                          per_sample_weights=wts.reshape(b * n, -1)).reshape(b, n, 3)
+    acc = F.embedding_bag(
+        idx.reshape(b * n, -1),
+        unit.reshape(-1, 3),
+        mode="sum",
+        per_sample_weights=wts.reshape(b * n, -1),
+    ).reshape(b, n, 3)
     norm = acc.norm(dim=-1, keepdim=True)
     normals = acc / norm.clamp_min(tiny)
     if not jacobian:
@@ -487,8 +506,9 @@ def normals_and_jacobian(vertices: torch.Tensor, faces: torch.Tensor, ring: _Rin
     m = src.shape[0]
     src = src.reshape(1, m * s, -1) + nf9 * torch.arange(b, device=src.device)[:, None, None]
     wt = wt.reshape(1, m * s, -1).expand(b, -1, -1).to(g.dtype)
-    dm = F.embedding_bag(src.reshape(b * m * s, -1), g, mode="sum",
-                         per_sample_weights=wt.reshape(b * m * s, -1)).reshape(b, m, s, 3, 3)
+    dm = F.embedding_bag(
+        src.reshape(b * m * s, -1), g, mode="sum", per_sample_weights=wt.reshape(b * m * s, -1)
+    ).reshape(b, m, s, 3, 3)
     # Through the normalisation: (I - n n^T) dm / |m|, elementwise.
     nr = normals if rows is None else normals[:, rows]
     inv = 1.0 / (norm if rows is None else norm[:, rows]).clamp_min(tiny)  # (B, M, 1)
@@ -538,9 +558,18 @@ class ImageFitProblem:
         chunk_elements: bound on the elements of one chunk of Jacobian rows.
     """
 
-    def __init__(self, model, images, landmarks, landmark_weight, indices, s0,
-                 weights: FitWeights, visibility: str = "normals",
-                 chunk_elements: int | None = None):
+    def __init__(
+        self,
+        model,
+        images,
+        landmarks,
+        landmark_weight,
+        indices,
+        s0,
+        weights: FitWeights,
+        visibility: str = "normals",
+        chunk_elements: int | None = None,
+    ):
         dt = images.dtype
         dev = images.device
         self.dtype, self.device = dt, dev
@@ -607,8 +636,11 @@ class ImageFitProblem:
         """Fit the photometric term on every stride-th grid row and column (inside only)."""
         r = int(round(math.sqrt(self.n)))
         k = torch.arange(self.n, device=self.device)
-        on = ((k // r) % stride == 0) & ((k % r) % stride == 0) if r * r == self.n else (
-            k % stride == 0)
+        on = (
+            ((k // r) % stride == 0) & ((k % r) % stride == 0)
+            if r * r == self.n
+            else (k % stride == 0)
+        )
         self.vertices = torch.nonzero(on & self.inside).flatten()
         self.n_ref = max(1, int(self.vertices.numel()))
         # The colour rows of the fitted vertices, gathered once per stage (chunks slice them).
@@ -620,10 +652,10 @@ class ImageFitProblem:
         s = self.ring.size
         idx = self.ring.index[v]  # (M, S)
         real = (idx != v[:, None]) | (
-            torch.arange(s, device=self.device)[None] == self.ring.self_slot[v][:, None])
+            torch.arange(s, device=self.device)[None] == self.ring.self_slot[v][:, None]
+        )
         real = real[:, None, :, None].expand(-1, 3, s, 3)
-        cols = (3 * idx[:, None, :, None] + torch.arange(3, device=self.device)).expand(
-            -1, 3, s, 3)
+        cols = (3 * idx[:, None, :, None] + torch.arange(3, device=self.device)).expand(-1, 3, s, 3)
         self.csr_cols = cols[real]
         self.csr_value_index = torch.nonzero(real.reshape(-1)).flatten()
         per_row = real.reshape(v.numel() * 3, s * 3).sum(1)
@@ -647,9 +679,13 @@ class ImageFitProblem:
         rot = axis_angle_to_matrix(r)
         x = self.mean + (alpha @ self.basis.reshape(self.n * 3, self.k).T).reshape(-1, self.n, 3)
         # The normal Jacobian only at the fitted vertices (a quarter of them when coarse).
-        n_model, dn = normals_and_jacobian(x, self.faces, self.ring, jacobian,
-                                           rows=None if self.vertices.numel() == self.n
-                                           else self.vertices)
+        n_model, dn = normals_and_jacobian(
+            x,
+            self.faces,
+            self.ring,
+            jacobian,
+            rows=None if self.vertices.numel() == self.n else self.vertices,
+        )
         y = x @ rot.transpose(1, 2)
         normals = n_model @ rot.transpose(1, 2)
         s = torch.exp(log_s)
@@ -670,7 +706,8 @@ class ImageFitProblem:
         """Albedo (B, N, 3), SH basis (B, N, 9) and shading (B, N, 3)."""
         if self.kc:
             alb = self.cmean + (beta @ self.cbasis.reshape(self.n * 3, self.kc).T).reshape(
-                -1, self.n, 3)
+                -1, self.n, 3
+            )
         else:
             alb = self.cmean.expand(normals.shape[0], self.n, 3)
         ysh = sh_basis(normals)
@@ -684,8 +721,9 @@ class ImageFitProblem:
         # Chunks of images bound the per-face temporaries of the normal Jacobian.
         per_image = self.faces.shape[0] * 81 * 4 + self.n * self.ring.size * 9 * 2
         bc = max(1, min(bsz, self.chunk_elements // max(1, per_image)))
-        parts = [self._normal_equations(x[i : i + bc], free, slice(i, i + bc))
-                 for i in range(0, bsz, bc)]
+        parts = [
+            self._normal_equations(x[i : i + bc], free, slice(i, i + bc)) for i in range(0, bsz, bc)
+        ]
         if len(parts) == 1:
             return parts[0]
         return NormalEquations(
@@ -736,13 +774,20 @@ class ImageFitProblem:
         """Landmark residuals (B, 2 L) and their Jacobian (B, 2 L, 6 + K) or None; ``batch``
         selects the images x belongs to."""
         nl = self.lm_index.numel()
-        r_lm, j_lm = landmark_residuals(x[:, : 6 + self.k], self.lm_mean, self.lm_basis,
-                                        self.q[batch], self.lm_sqrt_w[batch], 0.0,
-                                        jacobian=jacobian)
+        r_lm, j_lm = landmark_residuals(
+            x[:, : 6 + self.k],
+            self.lm_mean,
+            self.lm_basis,
+            self.q[batch],
+            self.lm_sqrt_w[batch],
+            0.0,
+            jacobian=jacobian,
+        )
         return r_lm[:, : 2 * nl], None if j_lm is None else j_lm[:, : 2 * nl]
 
-    def _photometric_rows(self, x: torch.Tensor, free: str = "all", vis=None,
-                          batch: slice = slice(None)):
+    def _photometric_rows(
+        self, x: torch.Tensor, free: str = "all", vis=None, batch: slice = slice(None)
+    ):
         """Yield, per chunk of the fitted vertices, the photometric residuals (B, 3 m) and
         their Jacobian rows (B, 3 m, P), rows ordered (vertex, channel); with ``free=
         "appearance"`` only the albedo and lighting columns (B, 3 m, Kc + 27). ``vis`` (B, N)
@@ -789,7 +834,8 @@ class ImageFitProblem:
                 gn = -a[..., None] * torch.einsum("bmkx,bkc->bmcx", _sh_basis_grad(nrm), sh)
                 # Pose: d p / d r = s sign (-[Y]_x J_l)[:2]; d n / d r = -[n]_x J_l.
                 dp_dr = -(skew(geo["y"][:, v]) @ jl[:, None])[:, :, :2, :] * (
-                    geo["s"][:, None, None, None] * sign[:, None])
+                    geo["s"][:, None, None, None] * sign[:, None]
+                )
                 dn_dr = -skew(nrm) @ jl[:, None]
                 torch.mul(grad @ dp_dr + gn @ dn_dr, w_row, out=jac[..., 0:3])
                 torch.mul(grad, w_row, out=jac[..., 3:5])
@@ -806,14 +852,16 @@ class ImageFitProblem:
                 torch.mul(j_a, w_row, out=jac[..., 6 : 6 + k])
             o = 6 + k - q0
             if kc:
-                torch.mul(self.sub_cbasis[rows][None], -sc[..., None] * w_row,
-                          out=jac[..., o : o + kc])
+                torch.mul(
+                    self.sub_cbasis[rows][None], -sc[..., None] * w_row, out=jac[..., o : o + kc]
+                )
             j_sh = jac[..., o + kc :].view(bsz, m, 3, 9, 3)
             j_sh.zero_()
             y9 = ysh[:, v]
             for ch in range(3):
-                torch.mul(y9, -(a[:, :, ch] * w_row[:, :, ch, 0])[..., None],
-                          out=j_sh[:, :, ch, :, ch])
+                torch.mul(
+                    y9, -(a[:, :, ch] * w_row[:, :, ch, 0])[..., None], out=j_sh[:, :, ch, :, ch]
+                )
             yield res.reshape(bsz, 3 * m), jac.view(bsz, 3 * m, jac.shape[-1])
 
     def _ring_product(self, hring: torch.Tensor, c0: int, m: int) -> torch.Tensor:
@@ -829,13 +877,23 @@ class ImageFitProblem:
         values = hring.reshape(bsz, m * per_vertex)[:, vidx].reshape(-1)
         rows = self.csr_row_end[r0:r1] - start  # (3 m,) row ends within the chunk
         offsets = nnz * torch.arange(bsz, device=self.device)
-        crow = torch.cat([torch.zeros(1, dtype=rows.dtype, device=self.device),
-                          (rows[None, :] + offsets[:, None]).reshape(-1)])
+        crow = torch.cat(
+            [
+                torch.zeros(1, dtype=rows.dtype, device=self.device),
+                (rows[None, :] + offsets[:, None]).reshape(-1),
+            ]
+        )
         cols = self.csr_cols[start:end].repeat(bsz)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": it is used plainly
             warnings.simplefilter("ignore", UserWarning)
-            a = torch.sparse_csr_tensor(crow, cols, values, (bsz * 3 * m, 3 * self.n),
-                                        dtype=values.dtype, device=self.device)
+            a = torch.sparse_csr_tensor(
+                crow,
+                cols,
+                values,
+                (bsz * 3 * m, 3 * self.n),
+                dtype=values.dtype,
+                device=self.device,
+            )
             return (a @ self.basis_flat).view(bsz, m, 3, self.k)
 
     def residuals(self, x: torch.Tensor, vis: torch.Tensor | None = None) -> torch.Tensor:
@@ -914,22 +972,45 @@ def fit_image(
     stages = DEFAULT_STAGES if stages is None else tuple(stages)
     _check_inputs(model, images, landmarks, landmark_visibility, visibility, landmarks_only)
     old_threads = torch.get_num_threads()
-    scoped = (cpu_threads is not None and images.device.type == "cpu"
-              and int(cpu_threads) != old_threads)
+    scoped = (
+        cpu_threads is not None and images.device.type == "cpu" and int(cpu_threads) != old_threads
+    )
     if scoped:
         torch.set_num_threads(int(cpu_threads))
     try:
-        return _fit_image(model, images, landmarks, landmark_visibility, landmark_set, weights,
-                          stages, landmarks_only, landmark_iter, visibility, init_theta,
-                          chunk_elements)
+        return _fit_image(
+            model,
+            images,
+            landmarks,
+            landmark_visibility,
+            landmark_set,
+            weights,
+            stages,
+            landmarks_only,
+            landmark_iter,
+            visibility,
+            init_theta,
+            chunk_elements,
+        )
     finally:
         if scoped:
             torch.set_num_threads(old_threads)
 
 
-def _fit_image(model, images, landmarks, landmark_visibility, landmark_set, weights, stages,
-               landmarks_only, landmark_iter, visibility, init_theta,
-               chunk_elements) -> ImageFitResult:
+def _fit_image(
+    model,
+    images,
+    landmarks,
+    landmark_visibility,
+    landmark_set,
+    weights,
+    stages,
+    landmarks_only,
+    landmark_iter,
+    visibility,
+    init_theta,
+    chunk_elements,
+) -> ImageFitResult:
     dt, dev = images.dtype, images.device
     bsz, _, h, w = images.shape
     idx = resolve_landmark_indices(model, landmark_set).to(dev)
@@ -945,13 +1026,22 @@ def _fit_image(model, images, landmarks, landmark_visibility, landmark_set, weig
     q = torch.where(finite[..., None], q, torch.zeros_like(q))
 
     with torch.no_grad():
-        lm = fit_landmarks(model, q, lw, idx, prior_weight=weights.identity, n_iter=landmark_iter,
-                           init=init_theta, image_size=(h, w))
+        lm = fit_landmarks(
+            model,
+            q,
+            lw,
+            idx,
+            prior_weight=weights.identity,
+            n_iter=landmark_iter,
+            init=init_theta,
+            image_size=(h, w),
+        )
         usable = (lw > 0).sum(1) >= 2
         theta = lm.theta.to(dt)
         s0 = torch.exp(theta[:, 5]).clamp_min(1e-12)
-        problem = ImageFitProblem(model, images, q, lw, idx, s0, weights, visibility,
-                                  chunk_elements)
+        problem = ImageFitProblem(
+            model, images, q, lw, idx, s0, weights, visibility, chunk_elements
+        )
         beta = torch.zeros(bsz, problem.kc, dtype=dt, device=dev)
         sh = _initial_sh(problem, theta, beta, usable)
         x = problem.pack(theta, beta, sh).to(torch.float64)
@@ -973,8 +1063,9 @@ def _fit_image(model, images, landmarks, landmark_visibility, landmark_set, weig
                 def lin(xx, _free=stage.free):
                     return problem.normal_equations(xx, _free)
 
-                res = levenberg_marquardt(x, lin, n_iter=stage.n_iter, ftol=stage.ftol,
-                                          fixed=fixed, active=usable)
+                res = levenberg_marquardt(
+                    x, lin, n_iter=stage.n_iter, ftol=stage.ftol, fixed=fixed, active=usable
+                )
                 x = res.x
                 history[stage.name] = res.history
                 reasons = res.reasons()
@@ -1038,8 +1129,9 @@ def _initial_sh(problem: ImageFitProblem, theta, beta, usable) -> torch.Tensor:
         ata = a.transpose(1, 2) @ a
         atb = (a.transpose(1, 2) @ (val[..., c] * wv)[..., None])[..., 0]
         ridge = 1e-6 * torch.diagonal(ata, dim1=1, dim2=2).sum(-1).clamp_min(1e-12)
-        sol = torch.linalg.solve(ata + ridge[:, None, None] * torch.eye(9, dtype=dt, device=dev),
-                                 atb)
+        sol = torch.linalg.solve(
+            ata + ridge[:, None, None] * torch.eye(9, dtype=dt, device=dev), atb
+        )
         ok = (vis.sum(1) >= 9) & torch.isfinite(sol).all(1)
         out[:, :, c] = torch.where(ok[:, None], sol, ambient[:, :, c])
     return out
@@ -1048,20 +1140,29 @@ def _initial_sh(problem: ImageFitProblem, theta, beta, usable) -> torch.Tensor:
 def _check_inputs(model, images, landmarks, vis, visibility, landmarks_only) -> None:
     if not (isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[1] == 3):
         raise ValueError(
-            f"images must be a (B, 3, H, W) tensor, got {tuple(getattr(images, 'shape', ()))}.")
+            f"images must be a (B, 3, H, W) tensor, got {tuple(getattr(images, 'shape', ()))}."
+        )
     if images.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"images must be float32 or float64 in [0, 1], got {images.dtype}.")
     b = images.shape[0]
-    if not (isinstance(landmarks, torch.Tensor) and landmarks.dim() == 3
-            and landmarks.shape[0] == b and landmarks.shape[2] == 2):
-        raise ValueError(f"landmarks must be a ({b}, L, 2) tensor of pixels, got "
-                         f"{tuple(getattr(landmarks, 'shape', ()))}.")
+    if not (
+        isinstance(landmarks, torch.Tensor)
+        and landmarks.dim() == 3
+        and landmarks.shape[0] == b
+        and landmarks.shape[2] == 2
+    ):
+        raise ValueError(
+            f"landmarks must be a ({b}, L, 2) tensor of pixels, got "
+            f"{tuple(getattr(landmarks, 'shape', ()))}."
+        )
     if vis is not None and tuple(vis.shape) != tuple(landmarks.shape[:2]):
-        raise ValueError(f"landmark_visibility must be {tuple(landmarks.shape[:2])}, got "
-                         f"{tuple(vis.shape)}.")
+        raise ValueError(
+            f"landmark_visibility must be {tuple(landmarks.shape[:2])}, got {tuple(vis.shape)}."
+        )
     if visibility not in ("normals", "depth"):
         raise ValueError(f"visibility must be 'normals' or 'depth', got {visibility!r}.")
     if not landmarks_only and not model.has_color:
-        raise ValueError("the model has no colour model, so only a landmark fit is possible; "
-                         "pass landmarks_only=True or a grid model built with colour.")
-
+        raise ValueError(
+            "the model has no colour model, so only a landmark fit is possible; "
+            "pass landmarks_only=True or a grid model built with colour."
+        )

@@ -114,8 +114,11 @@ def landmark_residuals(
         x = lm_mean.expand(bsz, nl, 3)
     y = x @ rot.transpose(1, 2)  # (B, L, 3)
     s = torch.exp(log_s)[:, None, None]
-    sign = _SIGN[theta.dtype].to(theta.device) if theta.dtype in _SIGN else torch.tensor(
-        [1.0, -1.0], dtype=theta.dtype, device=theta.device)
+    sign = (
+        _SIGN[theta.dtype].to(theta.device)
+        if theta.dtype in _SIGN
+        else torch.tensor([1.0, -1.0], dtype=theta.dtype, device=theta.device)
+    )
     sy = s * y[..., :2] * sign  # (B, L, 2): (s Y_x, -s Y_y)
     p = sy + t[:, None, :]
     sw = sqrt_weight[..., None]
@@ -144,8 +147,9 @@ def _weighted_mean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (v * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-30)
 
 
-def _pose_theta(rot: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, q: torch.Tensor,
-                w: torch.Tensor) -> torch.Tensor:
+def _pose_theta(
+    rot: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, q: torch.Tensor, w: torch.Tensor
+) -> torch.Tensor:
     """theta[:, :6] for rotation (B, 3, 3) and scale (B,), with the translation that best
     aligns the projected x (L, 3) with q (B, L, 2) under weights w."""
     y = x @ rot.transpose(1, 2)
@@ -271,15 +275,37 @@ def fit_landmarks(
         torch.set_num_threads(int(cpu_threads))
     try:
         with torch.no_grad():
-            return _fit_landmarks(model, points, visibility, landmarks, prior_weight, n_iter, init,
-                                  image_size, ftol, fix_shape, multi_start)
+            return _fit_landmarks(
+                model,
+                points,
+                visibility,
+                landmarks,
+                prior_weight,
+                n_iter,
+                init,
+                image_size,
+                ftol,
+                fix_shape,
+                multi_start,
+            )
     finally:
         if scoped:
             torch.set_num_threads(old_threads)
 
 
-def _fit_landmarks(model, points, visibility, landmarks, prior_weight, n_iter, init, image_size,
-                   ftol, fix_shape, multi_start) -> FitResult:
+def _fit_landmarks(
+    model,
+    points,
+    visibility,
+    landmarks,
+    prior_weight,
+    n_iter,
+    init,
+    image_size,
+    ftol,
+    fix_shape,
+    multi_start,
+) -> FitResult:
     out_dtype = points.dtype if points.is_floating_point() else torch.float32
     dev = points.device
     dt = torch.float64
@@ -369,7 +395,12 @@ def _fit_landmarks(model, points, visibility, landmarks, prior_weight, n_iter, i
         fixed = torch.zeros(6 + k, dtype=torch.bool, device=dev)
         fixed[6:] = True
     res = levenberg_marquardt(
-        theta_in, lin, n_iter=n_iter, ftol=ftol, fixed=fixed, active=good,
+        theta_in,
+        lin,
+        n_iter=n_iter,
+        ftol=ftol,
+        fixed=fixed,
+        active=good,
         terms={"landmarks": slice(0, 2 * nl), "prior": slice(2 * nl, 2 * nl + k)},
     )
     # Per image, the start that reached the lowest cost.
@@ -378,12 +409,20 @@ def _fit_landmarks(model, points, visibility, landmarks, prior_weight, n_iter, i
     theta = torch.where(usable[:, None], res.x[pick], fallback)
     hist = res.history
     history = LMHistory(
-        cost=hist.cost[:, pick], lam=hist.lam[:, pick], accepted=hist.accepted[:, pick],
+        cost=hist.cost[:, pick],
+        lam=hist.lam[:, pick],
+        accepted=hist.accepted[:, pick],
         terms={name: v[:, pick] for name, v in hist.terms.items()},
     )
-    p, _ = landmark_residuals(torch.where(usable[:, None], theta, torch.zeros_like(theta)),
-                              lm_mean, lm_basis, torch.zeros_like(q), torch.ones_like(w), 0.0,
-                              jacobian=False)
+    p, _ = landmark_residuals(
+        torch.where(usable[:, None], theta, torch.zeros_like(theta)),
+        lm_mean,
+        lm_basis,
+        torch.zeros_like(q),
+        torch.ones_like(w),
+        0.0,
+        jacobian=False,
+    )
     fitted = p[:, : 2 * nl].reshape(bsz, nl, 2)
     fitted = torch.where(usable[:, None, None], fitted, torch.full_like(fitted, float("nan")))
     dist = (fitted - q).norm(dim=-1)
@@ -409,8 +448,9 @@ def _better_start(a: torch.Tensor, b: torch.Tensor, lm_mean, lm_basis, q, w) -> 
     zeros = torch.zeros(q.shape[0], lm_basis.shape[2], dtype=q.dtype, device=q.device)
     costs = []
     for pose in (a, b):
-        r, _ = landmark_residuals(torch.cat([pose, zeros], 1), lm_mean, lm_basis, q, w.sqrt(),
-                                  0.0, jacobian=False)
+        r, _ = landmark_residuals(
+            torch.cat([pose, zeros], 1), lm_mean, lm_basis, q, w.sqrt(), 0.0, jacobian=False
+        )
         c = (r * r).sum(1)
         costs.append(torch.where(torch.isfinite(c), c, torch.full_like(c, float("inf"))))
     return torch.where((costs[0] <= costs[1])[:, None], a, b)

@@ -293,8 +293,9 @@ def levenberg_marquardt(
 
         xn = x + dx
         ne_n = _normal_equations(jacobian_fn(xn), terms)
-        cost_n = torch.where(torch.isfinite(ne_n.cost), ne_n.cost.detach(),
-                             torch.full_like(cost, float("inf")))
+        cost_n = torch.where(
+            torch.isfinite(ne_n.cost), ne_n.cost.detach(), torch.full_like(cost, float("inf"))
+        )
         accept = running & ok & (cost_n < cost)
 
         # Convergence tests (on the state before the update).
@@ -314,8 +315,11 @@ def levenberg_marquardt(
             tcost[k] = torch.where(accept, ne_n.terms[k].detach(), tcost[k])
 
         # Nielsen's damping update from the gain ratio.
-        rho = torch.where(pred > 0, (cost_old - cost_n) / pred.clamp_min(torch.finfo(dt).tiny),
-                          torch.zeros_like(cost))
+        rho = torch.where(
+            pred > 0,
+            (cost_old - cost_n) / pred.clamp_min(torch.finfo(dt).tiny),
+            torch.zeros_like(cost),
+        )
         shrink = torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=1.0 / 3.0)
         lam_acc = torch.clamp(lam * shrink, lambda_min, lambda_max)
         lam_rej = lam * nu
@@ -348,5 +352,6 @@ def levenberg_marquardt(
         accepted=torch.stack(h_acc) if h_acc else torch.zeros(0, b, dtype=torch.bool, device=dev),
         terms={k: torch.stack(v) for k, v in h_terms.items()},
     )
-    return LMResult(x=x, cost=cost, converged=converged, status=status, n_iter=iters,
-                    history=history)
+    return LMResult(
+        x=x, cost=cost, converged=converged, status=status, n_iter=iters, history=history
+    )

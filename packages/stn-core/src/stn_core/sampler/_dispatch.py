@@ -71,8 +71,10 @@ def _triton_unusable(images, theta, mean, basis, mask) -> str | None:
     if theta.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return f"theta is {theta.dtype}; the kernel takes float32 (or bfloat16, float16)"
     if any(_functorch_wrapped(t) for t in tensors):
-        return ("a torch.func transform (grad, vjp, jvp, vmap) is active, and the kernel reads "
-                "raw device memory; the reference computes the same function")
+        return (
+            "a torch.func transform (grad, vjp, jvp, vmap) is active, and the kernel reads "
+            "raw device memory; the reference computes the same function"
+        )
     if mean.requires_grad or basis.requires_grad:
         return "mean or basis requires grad, and the kernel gives no gradient to the model arrays"
     return None
@@ -106,8 +108,10 @@ def select_backend(
         return "reference" if _triton_unusable(images, theta, mean, basis, mask) else "triton"
     reason = _triton_unusable(images, theta, mean, basis, mask)
     if reason is None and torch.are_deterministic_algorithms_enabled() and images.requires_grad:
-        reason = ("deterministic algorithms are enabled and the images require grad, which the "
-                  "kernel accumulates with atomic adds")
+        reason = (
+            "deterministic algorithms are enabled and the images require grad, which the "
+            "kernel accumulates with atomic adds"
+        )
     if reason is not None:
         raise StnError(f"backend='triton' cannot run this call: {reason}; use backend='auto'.")
     return "triton"
@@ -154,11 +158,14 @@ def stn_flatten(
         and supports no double backward.
     """
     check_images(images)
-    check_theta(theta, basis.shape[2] if isinstance(basis, torch.Tensor) and basis.dim() == 3
-                else None)
+    check_theta(
+        theta, basis.shape[2] if isinstance(basis, torch.Tensor) and basis.dim() == 3 else None
+    )
     check_model_arrays(mean, basis)
-    expect(theta.shape[0] == images.shape[0],
-           f"theta has batch size {theta.shape[0]} but images have {images.shape[0]}.")
+    expect(
+        theta.shape[0] == images.shape[0],
+        f"theta has batch size {theta.shape[0]} but images have {images.shape[0]}.",
+    )
     check_mask(mask, images.shape[0], mean.shape[0])
     if select_backend(images, theta, mean, basis, mask, backend) == "reference":
         return stn_flatten_reference(images, theta, mean, basis, mask)

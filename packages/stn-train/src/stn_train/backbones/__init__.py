@@ -89,8 +89,11 @@ def build_backbone(
 def _load_plain_state_dict(module: nn.Module, weights: str | Path, name: str) -> None:
     path = Path(weights)
     state = read_state_dict(
-        path, name, f"the path of a saved {name} backbone state dict, or no weights for a "
-        "random start", f"a {name} backbone state dict")
+        path,
+        name,
+        f"the path of a saved {name} backbone state dict, or no weights for a random start",
+        f"a {name} backbone state dict",
+    )
     own = module.state_dict()
     bad = sorted(set(own) ^ set(state)) + [
         k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape

@@ -34,6 +34,7 @@ def read_state_dict(path: str | Path, what: str, missing_hint: str, format_hint:
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
-        raise TrainError(f"{path} holds a {type(state).__name__}, not a state dict; pass "
-                         f"{format_hint}.")
+        raise TrainError(
+            f"{path} holds a {type(state).__name__}, not a state dict; pass {format_hint}."
+        )
     return state

@@ -270,9 +270,12 @@ def load_vgg_state_dict(path: str | Path, dropout: float = 0.5) -> VGGFace:
     """
     path = Path(path)
     state = read_state_dict(
-        path, "VGG", "the path of vgg-face.mat or of a converted state dict (.pt), or no "
-        "weights for a random initialisation", "a file written by "
-        "torch.save(model.state_dict(), path) or the MatConvNet vgg-face.mat")
+        path,
+        "VGG",
+        "the path of vgg-face.mat or of a converted state dict (.pt), or no "
+        "weights for a random initialisation",
+        "a file written by torch.save(model.state_dict(), path) or the MatConvNet vgg-face.mat",
+    )
     state = vgg_state_dict_from_any(state, str(path))
     module = VGGFace(width_divisor=_infer_divisor(state, str(path)), dropout=dropout)
     return load_state_into_vgg(module, state, str(path))

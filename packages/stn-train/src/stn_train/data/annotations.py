@@ -158,8 +158,9 @@ def read_landmark_csv(
             visibility other than 0 / 1.
     """
     if convention not in CSV_CONVENTIONS:
-        raise TrainError(f"convention must be one of {', '.join(CSV_CONVENTIONS)}; got "
-                         f"{convention!r}.")
+        raise TrainError(
+            f"convention must be one of {', '.join(CSV_CONVENTIONS)}; got {convention!r}."
+        )
     path = Path(path)
     if not path.is_file():
         raise TrainError(f"annotation file not found: {path}.")
@@ -187,21 +188,24 @@ def read_landmark_csv(
         image = image if image.is_absolute() else folder / image
         points = _convert(values[:, :2], convention, image, where)
         subject = (row[-1].strip() or None) if len(row) == 2 + 3 * n_points else None
-        entries.append(ManifestEntry(image=image, landmarks=points, visible=vis,
-                                     subject=subject, line=line))
+        entries.append(
+            ManifestEntry(image=image, landmarks=points, visible=vis, subject=subject, line=line)
+        )
     if not entries:
         raise TrainError(f"{path} has no landmark rows.")
     return entries
 
 
-def read_aflw21(path: str | Path, convention: str = "ours",
-                images_dir: str | Path | None = None) -> list[ManifestEntry]:
+def read_aflw21(
+    path: str | Path, convention: str = "ours", images_dir: str | Path | None = None
+) -> list[ManifestEntry]:
     """An AFLW-style 21-landmark CSV (``read_landmark_csv`` with ``n_points=21``)."""
     return read_landmark_csv(path, 21, convention, images_dir)
 
 
-def write_landmark_csv(entries: Sequence[ManifestEntry], path: str | Path,
-                       images_dir: str | Path | None = None) -> Path:
+def write_landmark_csv(
+    entries: Sequence[ManifestEntry], path: str | Path, images_dir: str | Path | None = None
+) -> Path:
     """Write entries as a landmark CSV with a header, coordinates in our convention."""
     path = Path(path)
     folder = Path(images_dir) if images_dir is not None else path.parent
@@ -218,8 +222,11 @@ def write_landmark_csv(entries: Sequence[ManifestEntry], path: str | Path,
                 name = str(e.image)
             row = [name]
             for (x, y), v in zip(e.landmarks.tolist(), e.visible.tolist()):
-                row += ["" if math.isnan(x) else repr(x), "" if math.isnan(y) else repr(y),
-                        str(int(v))]
+                row += [
+                    "" if math.isnan(x) else repr(x),
+                    "" if math.isnan(y) else repr(y),
+                    str(int(v)),
+                ]
             w.writerow(row + ([e.subject or ""] if with_subject else []))
     return path
 
@@ -242,8 +249,9 @@ def import_demodata(mat_path: str | Path, out_dir: str | Path) -> Path:
         d = sio.loadmat(mat_path)
         images, labels = d["Images"], d["Labels"]
     except (ValueError, KeyError, NotImplementedError, OSError) as exc:
-        raise TrainError(f"{mat_path} is not the original's demodata.mat "
-                         f"(Images and Labels): {exc}.") from None
+        raise TrainError(
+            f"{mat_path} is not the original's demodata.mat (Images and Labels): {exc}."
+        ) from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     height = images.shape[0]
@@ -252,8 +260,9 @@ def import_demodata(mat_path: str | Path, out_dir: str | Path) -> Path:
     for k in range(images.shape[3]):
         name = out_dir / f"demo_{k + 1}.png"
         Image.fromarray(np.clip(np.rint(images[..., k]), 0, 255).astype(np.uint8)).save(name)
-        entries.append(ManifestEntry(image=name, landmarks=points[k],
-                                     visible=np.ones(points.shape[1])))
+        entries.append(
+            ManifestEntry(image=name, landmarks=points[k], visible=np.ones(points.shape[1]))
+        )
     return write_manifest(entries, out_dir / "manifest.jsonl")
 
 
@@ -323,8 +332,9 @@ def build_manifest(
                 missing.append(pts)
                 continue
             points = read_pts(pts, one_based=pts_one_based)
-            entries.append(ManifestEntry(image=image, landmarks=points,
-                                         visible=np.ones(len(points))))
+            entries.append(
+                ManifestEntry(image=image, landmarks=points, visible=np.ones(len(points)))
+            )
         if missing:
             raise TrainError(
                 f"{len(missing)} of {len(pts_files)} .pts files have no image of the same name "

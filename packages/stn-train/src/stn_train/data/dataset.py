@@ -110,8 +110,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(state[0])
 
 
-def check_entry(entry: ManifestEntry, n_landmarks: int, crop: str = "landmarks",
-                check_file: bool = True) -> tuple[str, str] | None:
+def check_entry(
+    entry: ManifestEntry, n_landmarks: int, crop: str = "landmarks", check_file: bool = True
+) -> tuple[str, str] | None:
     """The cheap checks of one entry: None if it passes, else (kind, reason sentence)."""
     n = entry.landmarks.shape[0]
     if n != n_landmarks:
@@ -191,8 +192,10 @@ class ManifestDataset(torch.utils.data.Dataset):
             if not self.entries:
                 raise TrainError("the dataset has no entries; pass a non-empty manifest.")
         if landmarks not in FLIP_PERMUTATIONS:
-            raise TrainError(f"unknown landmark set {landmarks!r}; use one of "
-                             f"{', '.join(sorted(FLIP_PERMUTATIONS))}.")
+            raise TrainError(
+                f"unknown landmark set {landmarks!r}; use one of "
+                f"{', '.join(sorted(FLIP_PERMUTATIONS))}."
+            )
         if crop not in ("landmarks", "image"):
             raise TrainError(f"crop must be 'landmarks' or 'image', got {crop!r}.")
         if non_rgb not in ("convert", "skip"):
@@ -217,8 +220,10 @@ class ManifestDataset(torch.utils.data.Dataset):
         names = sorted({e.subject for e in self.entries if e.subject is not None})
         self.subject_names: list[str] = names
         number = {name: k for k, name in enumerate(names)}
-        self.subjects = np.array([number.get(e.subject, -1) if e.subject is not None else -1
-                                  for e in self.entries], dtype=np.int64)
+        self.subjects = np.array(
+            [number.get(e.subject, -1) if e.subject is not None else -1 for e in self.entries],
+            dtype=np.int64,
+        )
 
         self.bad_samples: list[BadSample] = []
         self.bad_indices: set[int] = set()
@@ -231,10 +236,15 @@ class ManifestDataset(torch.utils.data.Dataset):
                 self._record(i, *found, warn=False)
         if self.bad_samples:
             if len(self.bad_samples) == len(self.entries):
-                raise TrainError(f"no usable sample in {self._source()}: "
-                                 f"{self.summary()} First: {self._message(self.bad_samples[0])}")
-            warnings.warn(f"{self._source()}: {self.summary()} First: "
-                          f"{self._message(self.bad_samples[0])}", DataWarning, stacklevel=2)
+                raise TrainError(
+                    f"no usable sample in {self._source()}: "
+                    f"{self.summary()} First: {self._message(self.bad_samples[0])}"
+                )
+            warnings.warn(
+                f"{self._source()}: {self.summary()} First: {self._message(self.bad_samples[0])}",
+                DataWarning,
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -242,8 +252,11 @@ class ManifestDataset(torch.utils.data.Dataset):
         return str(self.manifest_path) if self.manifest_path is not None else "the entries"
 
     def _message(self, bad: BadSample) -> str:
-        where = (f"{self.manifest_path}, line {bad.line}" if self.manifest_path is not None
-                 and bad.line is not None else f"entry {bad.index}")
+        where = (
+            f"{self.manifest_path}, line {bad.line}"
+            if self.manifest_path is not None and bad.line is not None
+            else f"entry {bad.index}"
+        )
         return f"{where} ({bad.image}): {bad.reason}."
 
     def _warn(self, message: str) -> None:
@@ -251,8 +264,12 @@ class ManifestDataset(torch.utils.data.Dataset):
         if self._warnings <= _MAX_WARNINGS:
             warnings.warn(message, DataWarning, stacklevel=3)
         elif self._warnings == _MAX_WARNINGS + 1:
-            warnings.warn("further skipped or converted samples are not warned about "
-                          "individually; see dataset.summary().", DataWarning, stacklevel=3)
+            warnings.warn(
+                "further skipped or converted samples are not warned about "
+                "individually; see dataset.summary().",
+                DataWarning,
+                stacklevel=3,
+            )
 
     def _record(self, index: int, kind: str, reason: str, warn: bool = True) -> None:
         entry = self.entries[index]
@@ -267,10 +284,13 @@ class ManifestDataset(torch.utils.data.Dataset):
 
     def summary(self) -> str:
         """One line: how many entries were skipped, by cause, and how many converted."""
-        parts = [f"{n} {kind.replace('_', ' ')}"
-                 for kind, n in sorted(Counter(b.kind for b in self.bad_samples).items())]
-        text = (f"{len(self.bad_samples)} of {len(self.entries)} samples skipped"
-                + (f" ({', '.join(parts)})." if parts else "."))
+        parts = [
+            f"{n} {kind.replace('_', ' ')}"
+            for kind, n in sorted(Counter(b.kind for b in self.bad_samples).items())
+        ]
+        text = f"{len(self.bad_samples)} of {len(self.entries)} samples skipped" + (
+            f" ({', '.join(parts)})." if parts else "."
+        )
         if self.converted:
             text += f" {len(self.converted)} images converted to RGB."
         return text
@@ -278,8 +298,9 @@ class ManifestDataset(torch.utils.data.Dataset):
     @property
     def good_indices(self) -> np.ndarray:
         """Indices of the entries not (yet) known to be bad."""
-        return np.array([i for i in range(len(self.entries)) if i not in self.bad_indices],
-                        dtype=np.int64)
+        return np.array(
+            [i for i in range(len(self.entries)) if i not in self.bad_indices], dtype=np.int64
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation of this epoch (sample_seed)."""
@@ -301,8 +322,9 @@ class ManifestDataset(torch.utils.data.Dataset):
     def _read(self, index: int):
         """The entry's RGB image, or None (recorded as bad)."""
         try:
-            img, note = read_rgb(self.entries[index].image,
-                                 "error" if self.non_rgb == "skip" else "convert")
+            img, note = read_rgb(
+                self.entries[index].image, "error" if self.non_rgb == "skip" else "convert"
+            )
         except ImageReadError as exc:
             self._record(index, exc.kind, str(exc))
             return None
@@ -317,8 +339,9 @@ class ManifestDataset(torch.utils.data.Dataset):
         None when it is bad (recorded; in strict mode ``TrainError`` is raised)."""
         if index in self.bad_indices:
             if self.strict:
-                raise TrainError(self._message(next(b for b in self.bad_samples
-                                                    if b.index == index)))
+                raise TrainError(
+                    self._message(next(b for b in self.bad_samples if b.index == index))
+                )
             return None
         img = self._read(index)
         if img is None:
@@ -331,11 +354,18 @@ class ManifestDataset(torch.utils.data.Dataset):
         points = torch.from_numpy(entry.landmarks).to(torch.float32)
         points = torch.nan_to_num(points, nan=0.0, posinf=0.0, neginf=0.0)  # v = 0 ones only
         visible = torch.from_numpy(entry.visible).to(torch.float32)
-        window = crop_window(points, visible, (img.height, img.width), self.margin, self.crop,
-                             self.jitter.scale, self.jitter.shift, g)
+        window = crop_window(
+            points,
+            visible,
+            (img.height, img.width),
+            self.margin,
+            self.crop,
+            self.jitter.scale,
+            self.jitter.shift,
+            g,
+        )
         # crop in PIL (uint8, zeros outside the image), then resize in torch
-        patch = img.crop((window.x0, window.y0, window.x0 + window.side,
-                          window.y0 + window.side))
+        patch = img.crop((window.x0, window.y0, window.x0 + window.side, window.y0 + window.side))
         sample = {
             "image": resize_square(to_tensor(patch), self.image_size),
             "landmarks": crop_points(points, window, self.image_size),
@@ -348,8 +378,13 @@ class ManifestDataset(torch.utils.data.Dataset):
             if float(torch.rand(1, generator=g)) < self.flip_prob:
                 sample = hflip(sample, self.landmarks)
             if self.jitter.any_colour:
-                sample = color_jitter(sample, self.jitter.brightness, self.jitter.contrast,
-                                      self.jitter.saturation, generator=g)
+                sample = color_jitter(
+                    sample,
+                    self.jitter.brightness,
+                    self.jitter.contrast,
+                    self.jitter.saturation,
+                    generator=g,
+                )
         return sample
 
     def __getitem__(self, index: int) -> dict:
@@ -377,6 +412,7 @@ def collate_samples(samples: Sequence[dict | None]) -> dict:
     """
     kept = [s for s in samples if s is not None]
     if not kept:
-        raise TrainError(f"all {len(samples)} samples of a batch were bad; check the data "
-                         "(dataset.summary()).")
+        raise TrainError(
+            f"all {len(samples)} samples of a batch were bad; check the data (dataset.summary())."
+        )
     return torch.utils.data.default_collate(kept)

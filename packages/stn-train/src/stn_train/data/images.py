@@ -26,7 +26,12 @@ from PIL import Image, UnidentifiedImageError
 from stn_train.errors import TrainError
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ImageReadError", "read_rgb", "image_size", "to_tensor", "load_image",
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "read_rgb",
+    "image_size",
+    "to_tensor",
+    "load_image",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -48,18 +53,30 @@ _CONVERTIBLE = {"P", "CMYK", "YCbCr", "LAB", "HSV"}
 
 def _open(path: Path, from_manifest: bool = True) -> Image.Image:
     if not path.is_file():
-        hint = ("check the path in the manifest (relative paths are relative to the manifest's "
-                "folder)." if from_manifest else "check the path.")
+        hint = (
+            "check the path in the manifest (relative paths are relative to the manifest's folder)."
+            if from_manifest
+            else "check the path."
+        )
         raise ImageReadError(f"image not found: {path}; {hint}", "missing")
     try:
         img = Image.open(path)
         img.load()  # decode now: truncated and corrupt files fail here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise ImageReadError(
             f"cannot read image {path} ({type(exc).__name__}: {exc}); re-encode it as JPEG or "
-            + ("PNG, or remove its line from the manifest." if from_manifest
-               else "PNG, or leave it out."), "unreadable"
+            + (
+                "PNG, or remove its line from the manifest."
+                if from_manifest
+                else "PNG, or leave it out."
+            ),
+            "unreadable",
         ) from None
     return img
 
@@ -78,8 +95,9 @@ def _over_black(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mode="RGB")
 
 
-def read_rgb(path: str | Path, non_rgb: str = "convert", *,
-             from_manifest: bool = True) -> tuple[Image.Image, str | None]:
+def read_rgb(
+    path: str | Path, non_rgb: str = "convert", *, from_manifest: bool = True
+) -> tuple[Image.Image, str | None]:
     """An image file as a decoded PIL image in mode ``RGB``.
 
     Args:
@@ -113,13 +131,14 @@ def read_rgb(path: str | Path, non_rgb: str = "convert", *,
         kind = "a palette image" if mode == "P" else f"a {mode} image"
     else:
         raise ImageReadError(
-            f"image {path} has unsupported pixel mode {mode}; save it as 8-bit RGB (JPEG or "
-            "PNG).", "non_rgb"
+            f"image {path} has unsupported pixel mode {mode}; save it as 8-bit RGB (JPEG or PNG).",
+            "non_rgb",
         )
     if non_rgb == "error":
         raise ImageReadError(
             f"image {path} is {kind} (mode {mode}), not RGB; convert it to RGB or let the "
-            "dataset convert it (non_rgb='convert').", "non_rgb"
+            "dataset convert it (non_rgb='convert').",
+            "non_rgb",
         )
     if mode in _GREY:
         out, how = _grey_to_rgb(img), "grey copied to R, G and B"
@@ -156,8 +175,9 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
-def load_image(path: str | Path, non_rgb: str = "convert", *,
-               from_manifest: bool = True) -> tuple[torch.Tensor, str | None]:
+def load_image(
+    path: str | Path, non_rgb: str = "convert", *, from_manifest: bool = True
+) -> tuple[torch.Tensor, str | None]:
     """``read_rgb`` then ``to_tensor``: (3, H, W) float32 in [0, 1], and the conversion note
     (``from_manifest=False``: the messages do not point at a manifest)."""
     img, note = read_rgb(path, non_rgb, from_manifest=from_manifest)

@@ -97,14 +97,16 @@ def _parse_line(text: str, path: Path, line: int) -> ManifestEntry:
     except json.JSONDecodeError as exc:
         raise TrainError(f"{where} is not valid JSON ({exc.msg}); write one JSON object per line.")
     if not isinstance(obj, dict):
-        raise TrainError(f"{where} is not a JSON object; write {{\"image\": ..., "
-                         "\"landmarks\": [[x, y, v], ...]}}.")
+        raise TrainError(
+            f'{where} is not a JSON object; write {{"image": ..., '
+            '"landmarks": [[x, y, v], ...]}}.'
+        )
     image = obj.pop("image", None)
     if not isinstance(image, str) or not image:
-        raise TrainError(f"{where} has no \"image\" path; every line needs one.")
+        raise TrainError(f'{where} has no "image" path; every line needs one.')
     points = obj.pop("landmarks", None)
     if not isinstance(points, list):
-        raise TrainError(f"{where} has no \"landmarks\" list; write [[x, y, v], ...].")
+        raise TrainError(f'{where} has no "landmarks" list; write [[x, y, v], ...].')
     parsed = [_parse_point(p, where, k) for k, p in enumerate(points)]
     arr = np.array(parsed, dtype=np.float64).reshape(-1, 3)
     subject = obj.pop("subject", None)
@@ -113,8 +115,14 @@ def _parse_line(text: str, path: Path, line: int) -> ManifestEntry:
     image_path = Path(image).expanduser()
     if not image_path.is_absolute():
         image_path = path.parent / image_path
-    return ManifestEntry(image=image_path, landmarks=arr[:, :2], visible=arr[:, 2],
-                         subject=subject, line=line, extra=obj)
+    return ManifestEntry(
+        image=image_path,
+        landmarks=arr[:, :2],
+        visible=arr[:, 2],
+        subject=subject,
+        line=line,
+        extra=obj,
+    )
 
 
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
@@ -135,11 +143,14 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
                 if text and not text.startswith("#"):
                     entries.append(_parse_line(text, path, line))
     except UnicodeDecodeError:
-        raise TrainError(f"{path} is not a text manifest (line {line + 1} is not UTF-8 text); "
-                         "pass a .jsonl file with one JSON line per image.") from None
+        raise TrainError(
+            f"{path} is not a text manifest (line {line + 1} is not UTF-8 text); "
+            "pass a .jsonl file with one JSON line per image."
+        ) from None
     except OSError as e:
-        raise TrainError(f"manifest {path} cannot be read ({e.strerror or e}); check its "
-                         "path and permissions.") from None
+        raise TrainError(
+            f"manifest {path} cannot be read ({e.strerror or e}); check its path and permissions."
+        ) from None
     if not entries:
         raise TrainError(f"manifest {path} has no entries; add one JSON line per image.")
     return entries

@@ -37,8 +37,9 @@ class SiamesePairs(torch.utils.data.Dataset):
     mirrored.
     """
 
-    def __init__(self, dataset, mode: str = "auto", seed: int | None = None,
-                 landmarks: str | None = None):
+    def __init__(
+        self, dataset, mode: str = "auto", seed: int | None = None, landmarks: str | None = None
+    ):
         if mode not in _MODES:
             raise TrainError(f"pair mode must be one of {', '.join(_MODES)}, got {mode!r}.")
         self.dataset = dataset
@@ -46,17 +47,24 @@ class SiamesePairs(torch.utils.data.Dataset):
         self.seed = int(seed if seed is not None else getattr(dataset, "seed", 0))
         name = landmarks if landmarks is not None else getattr(dataset, "landmarks", None)
         if not isinstance(name, str):
-            raise TrainError("SiamesePairs needs the landmark set to mirror images; pass "
-                             "landmarks='aflw21' or 'ibug68'.")
+            raise TrainError(
+                "SiamesePairs needs the landmark set to mirror images; pass "
+                "landmarks='aflw21' or 'ibug68'."
+            )
         flip_permutation(name)  # refuses an unknown name now rather than at the first item
         self.landmarks = name
         self.epoch = 0
         subjects = getattr(dataset, "subjects", None)
-        subjects = (np.asarray(subjects, dtype=np.int64) if subjects is not None
-                    else np.full(len(dataset), -1, dtype=np.int64))
+        subjects = (
+            np.asarray(subjects, dtype=np.int64)
+            if subjects is not None
+            else np.full(len(dataset), -1, dtype=np.int64)
+        )
         if mode == "subject" and not (subjects >= 0).any():
-            raise TrainError("pair mode 'subject' needs subject ids in the manifest; add "
-                             "\"subject\" to its lines or use mode 'auto' or 'mirror'.")
+            raise TrainError(
+                "pair mode 'subject' needs subject ids in the manifest; add "
+                "\"subject\" to its lines or use mode 'auto' or 'mirror'."
+            )
         self.subjects = subjects
         self._groups: dict[int, np.ndarray] = {}
         if mode != "mirror":

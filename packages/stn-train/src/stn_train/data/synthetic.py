@@ -186,8 +186,9 @@ class SyntheticFaces(torch.utils.data.Dataset):
         )
         self.features = None if m.has_color else _feature_maps(m)
         self.upsample = tuple(
-            torch.cat([_upsampling_matrix(r, size, mode) for r, mode in _BG_LAYERS.values()], 1)
-            .to(self.device)
+            torch.cat([_upsampling_matrix(r, size, mode) for r, mode in _BG_LAYERS.values()], 1).to(
+                self.device
+            )
             for size in (h, w)
         )
         g = torch.Generator().manual_seed(self.seed)
@@ -224,9 +225,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         # Generator(PCG64(...)) is default_rng(...) without its argument checks.
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, index])))
         subject = index // self.images_per_subject
-        srng = np.random.Generator(
-            np.random.PCG64(np.random.SeedSequence([self.seed, subject, 1]))
-        )
+        srng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, subject, 1])))
         h, w = self.image_size
         deg = math.pi / 180.0
         yaw, pitch, roll = rng.uniform(-1, 1, 3) * np.array([self.yaw, self.pitch, self.roll])
@@ -277,10 +276,22 @@ class SyntheticFaces(torch.utils.data.Dataset):
             int(rng.integers(_NOISE_PAD)),
             rng.uniform(0.0, self.noise),
         )
-        return dict(rotation=rot, r=r, t=t, log_s=log_s, alpha=alpha,
-                    color=color, skin=skin, gain=gain, feature_colors=feature_colors,
-                    ambient=ambient, light_dir=light_dir, light=light, background=background,
-                    noise=noise)
+        return dict(
+            rotation=rot,
+            r=r,
+            t=t,
+            log_s=log_s,
+            alpha=alpha,
+            color=color,
+            skin=skin,
+            gain=gain,
+            feature_colors=feature_colors,
+            ambient=ambient,
+            light_dir=light_dir,
+            light=light,
+            background=background,
+            noise=noise,
+        )
 
     @torch.no_grad()
     def render_batch(self, indices: Sequence[int]) -> dict:
@@ -296,8 +307,9 @@ class SyntheticFaces(torch.utils.data.Dataset):
         n = self.n_vertices
 
         def stack(key):
-            return torch.as_tensor(np.stack([d[key] for d in draws]), dtype=torch.float32,
-                                   device=dev)
+            return torch.as_tensor(
+                np.stack([d[key] for d in draws]), dtype=torch.float32, device=dev
+            )
 
         alpha = stack("alpha")
         rot = stack("rotation")  # (B, 3, 3)
@@ -320,9 +332,18 @@ class SyntheticFaces(torch.utils.data.Dataset):
         sh = sh + sh_directional(stack("light_dir"), stack("light"))
         background = self._background(draws)
         lm = self.landmark_index
-        out = render_mesh(points, rotated, self.faces, albedo, (h, w), sh=sh,
-                          background=background, inside=m.inside, pixels_per_mm=s,
-                          visible_for=lm)
+        out = render_mesh(
+            points,
+            rotated,
+            self.faces,
+            albedo,
+            (h, w),
+            sh=sh,
+            background=background,
+            inside=m.inside,
+            pixels_per_mm=s,
+            visible_for=lm,
+        )
         image = out.image
         if self.noise > 0:
             image = self._add_noise(image, draws).clamp_(0.0, 1.0)
@@ -346,19 +367,25 @@ class SyntheticFaces(torch.utils.data.Dataset):
         """(B, N, 3) per-vertex albedo in [0, 1]."""
         m = self.model
         n = self.n_vertices
-        gain = torch.as_tensor(np.stack([d["gain"] for d in draws]), dtype=torch.float32,
-                               device=self.device)[:, None, :]
+        gain = torch.as_tensor(
+            np.stack([d["gain"] for d in draws]), dtype=torch.float32, device=self.device
+        )[:, None, :]
         if self.color_basis is not None:
-            beta = torch.as_tensor(np.stack([d["color"] for d in draws]), dtype=torch.float32,
-                                   device=self.device)
+            beta = torch.as_tensor(
+                np.stack([d["color"] for d in draws]), dtype=torch.float32, device=self.device
+            )
             # A plain batched product: its last bits may depend on the batch, which only
             # changes the shading by a rounding error (the geometry is exact, see above).
             albedo = m.color_mean + (beta @ self.color_basis).view(b, n, 3)
         else:
-            skin = torch.as_tensor(np.stack([d["skin"] for d in draws]), dtype=torch.float32,
-                                   device=self.device)
-            cols = torch.as_tensor(np.stack([d["feature_colors"] for d in draws]),
-                                   dtype=torch.float32, device=self.device)  # (B, 4, 3)
+            skin = torch.as_tensor(
+                np.stack([d["skin"] for d in draws]), dtype=torch.float32, device=self.device
+            )
+            cols = torch.as_tensor(
+                np.stack([d["feature_colors"] for d in draws]),
+                dtype=torch.float32,
+                device=self.device,
+            )  # (B, 4, 3)
             weights, shade = self.features  # (4, N), (N,)
             base = skin[:, None, :] * shade[None, :, None]
             # Blend each feature's colour in turn by its weight (later features on top).
@@ -377,10 +404,13 @@ class SyntheticFaces(torch.utils.data.Dataset):
         x = torch.zeros(b, 3, u_h.shape[1], u_w.shape[1], device=self.device)
         at = 0
         for key in _BG_LAYERS:
-            layer = torch.as_tensor(np.stack([d["background"][key] for d in draws]),
-                                    dtype=torch.float32, device=self.device)
+            layer = torch.as_tensor(
+                np.stack([d["background"][key] for d in draws]),
+                dtype=torch.float32,
+                device=self.device,
+            )
             r = layer.shape[-1]
-            x[..., at:at + r, at:at + r] = layer
+            x[..., at : at + r, at : at + r] = layer
             at += r
         return (u_h @ x @ u_w.T).clamp_(0.0, 1.0)
 
@@ -389,7 +419,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         scaled (image by image, so no (B, 3, H, W) noise batch is built)."""
         h, w = self.image_size
         for i, (k, dy, dx, sigma) in enumerate(d["noise"] for d in draws):
-            image[i].add_(self.noise_bank[k, :, dy:dy + h, dx:dx + w] * float(sigma))
+            image[i].add_(self.noise_bank[k, :, dy : dy + h, dx : dx + w] * float(sigma))
         return image
 
 
@@ -487,17 +517,16 @@ def _feature_maps(model: UVGridModel) -> tuple[torch.Tensor, torch.Tensor] | Non
         e = ellipse(uv, centre, half, 0.38 * np.linalg.norm(half))
         sclera = np.maximum(sclera, smooth(e, 1.0 * unit))
         r_iris = 0.42 * np.linalg.norm(half)
-        iris = np.maximum(iris, smooth(np.linalg.norm(uv - centre, axis=1) - r_iris, unit)
-                          * sclera)
+        iris = np.maximum(iris, smooth(np.linalg.norm(uv - centre, axis=1) - r_iris, unit) * sclera)
     half = (lm[19] - lm[17]) / 2.0
     centre = lm[18]
-    lips = 0.8 * smooth(ellipse(uv, centre, half * 1.05, 0.42 * np.linalg.norm(half)),
-                        1.5 * unit)
+    lips = 0.8 * smooth(ellipse(uv, centre, half * 1.05, 0.42 * np.linalg.norm(half)), 1.5 * unit)
     nostrils = np.zeros(len(uv))
     for k in (13, 15):
         p = lm[k] + (lm[14] - lm[k]) * 0.25
-        nostrils = np.maximum(nostrils, smooth(np.linalg.norm(uv - p, axis=1) - 2.0 * unit,
-                                               2.0 * unit))
+        nostrils = np.maximum(
+            nostrils, smooth(np.linalg.norm(uv - p, axis=1) - 2.0 * unit, 2.0 * unit)
+        )
     weights = np.stack([brow, sclera, iris, lips])
     shade = 1.0 - 0.55 * nostrils
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=dev)  # noqa: E731

@@ -68,8 +68,10 @@ def flip_permutation(landmarks: str | Sequence[int]) -> torch.Tensor:
     """
     if isinstance(landmarks, str):
         if landmarks not in FLIP_PERMUTATIONS:
-            raise TrainError(f"unknown landmark set {landmarks!r}; use one of "
-                             f"{', '.join(sorted(FLIP_PERMUTATIONS))}.")
+            raise TrainError(
+                f"unknown landmark set {landmarks!r}; use one of "
+                f"{', '.join(sorted(FLIP_PERMUTATIONS))}."
+            )
         return torch.tensor(FLIP_PERMUTATIONS[landmarks], dtype=torch.int64)
     perm = torch.as_tensor(list(landmarks), dtype=torch.int64)
     if not torch.equal(perm.sort().values, torch.arange(len(perm))):
@@ -97,8 +99,10 @@ def hflip(sample: dict, landmarks: str | Sequence[int] = "aflw21") -> dict:
     perm = flip_permutation(landmarks)
     n = sample["landmarks"].shape[-2]
     if n != len(perm):
-        raise TrainError(f"the sample has {n} landmarks but the flip permutation has "
-                         f"{len(perm)}; pass the matching landmark set.")
+        raise TrainError(
+            f"the sample has {n} landmarks but the flip permutation has "
+            f"{len(perm)}; pass the matching landmark set."
+        )
     out = {k: v for k, v in sample.items() if k != "theta"}
     out["image"] = sample["image"].flip(-1)
     out["landmarks"] = hflip_points(sample["landmarks"], sample["image"].shape[-1], perm)
@@ -127,8 +131,10 @@ def color_jitter(
     depend on which strengths are zero): the same generator state gives the same result.
     """
     u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
-    factors = [max(0.0, 1.0 - a) + ui * (1.0 + a - max(0.0, 1.0 - a))
-               for a, ui in zip((brightness, contrast, saturation), u)]
+    factors = [
+        max(0.0, 1.0 - a) + ui * (1.0 + a - max(0.0, 1.0 - a))
+        for a, ui in zip((brightness, contrast, saturation), u)
+    ]
     image = sample["image"]
     image = (image * factors[0]).clamp_(0.0, 1.0)
     mean = _grey(image).mean()
@@ -183,8 +189,9 @@ def crop_window(
         lo, hi = pts.min(0).values, pts.max(0).values
         size = float((hi - lo).max())
         if not size > 0:
-            raise TrainError("the visible landmarks are all at one point: no face box to crop "
-                             "around.")
+            raise TrainError(
+                "the visible landmarks are all at one point: no face box to crop around."
+            )
         cx, cy = ((lo + hi) / 2).tolist()
         side = size * (1.0 + 2.0 * margin)
     elif box == "image":
@@ -198,8 +205,9 @@ def crop_window(
         cy += shift_jitter * side * u[2]
     n = max(1, int(round(side)))
     # window pixels x0 .. x0 + n - 1 have their centre (x0 + (n - 1) / 2) at cx
-    return CropWindow(int(math.floor(cx - (n - 1) / 2.0 + 0.5)),
-                      int(math.floor(cy - (n - 1) / 2.0 + 0.5)), n)
+    return CropWindow(
+        int(math.floor(cx - (n - 1) / 2.0 + 0.5)), int(math.floor(cy - (n - 1) / 2.0 + 0.5)), n
+    )
 
 
 def crop_points(points: torch.Tensor, window: CropWindow, size: int) -> torch.Tensor:
@@ -234,8 +242,9 @@ def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
     """
     if image.shape[-1] == size and image.shape[-2] == size:
         return image
-    out = F.interpolate(image[None].float(), size=(size, size), mode="bilinear",
-                        align_corners=False, antialias=True)[0]
+    out = F.interpolate(
+        image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )[0]
     return out.clamp_(0.0, 1.0).to(image.dtype)  # bilinear keeps the range; rounding may not
 
 
@@ -251,8 +260,16 @@ def crop_resize(
     """Crop a square around the face (``crop_window``) and resize it to ``size`` x ``size``;
     the landmarks follow (``crop_points``). Evaluation: no jitter (the default)."""
     image = sample["image"]
-    window = crop_window(sample["landmarks"], sample["visible"], tuple(image.shape[-2:]),
-                         margin, box, scale_jitter, shift_jitter, generator)
+    window = crop_window(
+        sample["landmarks"],
+        sample["visible"],
+        tuple(image.shape[-2:]),
+        margin,
+        box,
+        scale_jitter,
+        shift_jitter,
+        generator,
+    )
     out = dict(sample)
     out["image"] = resize_square(crop_image(image, window), size)
     out["landmarks"] = crop_points(sample["landmarks"], window, size)

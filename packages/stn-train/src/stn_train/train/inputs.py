@@ -23,8 +23,15 @@ from stn_train.config import RunConfig
 from stn_train.data import ManifestDataset, SiamesePairs, collate_samples, hflip
 from stn_train.errors import TrainError
 
-__all__ = ["RunData", "VAL_SEED_OFFSET", "DEFAULT_VAL_SYNTHETIC", "build_data", "collate",
-           "synthetic_faces", "take_batch"]
+__all__ = [
+    "RunData",
+    "VAL_SEED_OFFSET",
+    "DEFAULT_VAL_SYNTHETIC",
+    "build_data",
+    "collate",
+    "synthetic_faces",
+    "take_batch",
+]
 
 # Validation faces are drawn with seed + this offset: a stream disjoint from training's.
 VAL_SEED_OFFSET = 1_000_003

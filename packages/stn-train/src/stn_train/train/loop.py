@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 from stn_core import STN, UVGridModel
-from stn_core.geometry import initial_log_scale
 from stn_core._validate import StnError
+from stn_core.geometry import initial_log_scale
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -354,8 +354,14 @@ class _Trainer:
                 record = None
                 if data.val is not None:
                     record = evaluate_localiser(
-                        net, self.stn, data.val, self.indices, cfg.landmarks, self.model,
-                        batch_size=max(1, sampler.per_rank), device=device,
+                        net,
+                        self.stn,
+                        data.val,
+                        self.indices,
+                        cfg.landmarks,
+                        self.model,
+                        batch_size=max(1, sampler.per_rank),
+                        device=device,
                         multipliers=multipliers,
                     )
                 if record is not None:
@@ -399,8 +405,15 @@ class _Trainer:
                     theta = theta.float()
                     out = self.stn(images.float(), theta)
                     terms = training_objective(
-                        out, theta, flat["landmarks"], flat["visible"], self.indices,
-                        multipliers, n_pairs, all_reduce, mirrored,
+                        out,
+                        theta,
+                        flat["landmarks"],
+                        flat["visible"],
+                        self.indices,
+                        multipliers,
+                        n_pairs,
+                        all_reduce,
+                        mirrored,
                     )
                     bad = ctx.any_true(not bool(torch.isfinite(terms.total)))
                     grad_norm = math.nan
@@ -521,8 +534,7 @@ class _Trainer:
                 predicted=out.points[:, self.indices].cpu(),
                 visible=samples["visible"],
                 title=(
-                    f"{self.run_dir.name}: {tag.replace('_', ' ')} "
-                    "(green: target, red: predicted)"
+                    f"{self.run_dir.name}: {tag.replace('_', ' ')} (green: target, red: predicted)"
                 ),
             )
         write_loss_curves(self.log.records, pictures / "curves.png", title=str(self.run_dir.name))
