@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
 from stn_core import UVGridModel
+from stn_train import checkpoint as ck
 from stn_train.errors import TrainError
-from stn_train.train import checkpoint as ck
 
 
 def tiny_model(res: int = 6, k: int = 3, seed: int = 0, landmarks=None) -> UVGridModel:
@@ -47,7 +48,7 @@ class TestFingerprint:
         msg = str(e.value)
         assert "run/last.pt" in msg and "grid model" in msg and "\n" not in msg
         if change == "components":
-            assert "9 parameters" in msg and "--model has 10" in msg
+            assert "9 parameters" in msg and "--model has 10" in e.value.for_cli()
 
 
 class TestAtomicSave:
@@ -120,8 +121,9 @@ class TestRefusals:
         restored, _ = ck.restore_localiser(tmp_path / "c.pt", model)
         x = torch.rand(2, 3, 64, 64)
         torch.testing.assert_close(restored(x), net.eval()(x))
-        with pytest.raises(TrainError, match="9 parameters .* --model has 10"):
+        with pytest.raises(TrainError, match="9 parameters .* model has 10") as e:
             ck.restore_localiser(tmp_path / "c.pt", tiny_model(k=4))
+        assert re.search("9 parameters .* --model has 10", e.value.for_cli())
 
 
 def test_rng_round_trip():

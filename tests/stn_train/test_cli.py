@@ -407,12 +407,12 @@ class TestSafetyNet:
     keeps its traceback."""
 
     def _raise(self, monkeypatch, exc):
-        import stn_train.evaluate
+        import stn_train.cli.cmd_eval
 
         def boom(*args, **kwargs):
             raise exc
 
-        monkeypatch.setattr(stn_train.evaluate, "evaluate", boom)
+        monkeypatch.setattr(stn_train.cli.cmd_eval, "evaluate", boom)
         return ["eval", "--checkpoint", "c.pt", "--model", "m.h5", "--synthetic", "2", "--out", "o"]
 
     @pytest.mark.parametrize(
@@ -440,8 +440,8 @@ class TestSafetyNet:
 
 class TestWording:
     def test_checkpoint_of_another_grid_size_says_the_sizes(self, tmp_path):
+        from stn_train.checkpoint import check_same_model
         from stn_train.errors import TrainError
-        from stn_train.train.checkpoint import check_same_model
 
         saved = {"n_params": 40, "res": 48, "hash": "a", "source": "grid48.h5"}
         current = {"n_params": 40, "res": 32, "hash": "b"}

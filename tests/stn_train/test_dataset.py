@@ -16,6 +16,7 @@ from stn_train.data.dataset import (
     Jitter,
     ManifestDataset,
     collate_samples,
+    sample_seed,
 )
 from stn_train.data.images import load_image
 from stn_train.data.manifest import ManifestEntry, write_manifest
@@ -339,3 +340,7 @@ class TestCollate:
         assert batch["image"].shape == (2, 3, 16, 16) and batch["index"].tolist() == [0, 2]
         with pytest.raises(TrainError, match="all 2 samples of a batch were bad"):
             collate_samples([None, None])
+
+
+def test_sample_seeds_are_independent_streams():
+    assert sample_seed(0, 1, 2) != sample_seed(0, 2, 1)

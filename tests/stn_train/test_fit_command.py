@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from stn_core import UVGridModel, project_theta
 from stn_core.renderer import render
 from stn_core.shading import sh_ambient, sh_directional
+from stn_train.cli import app
+from stn_train.cli.cmd_fit import summary_table
 from stn_train.data.annotations import write_pts
 from stn_train.data.manifest import ManifestEntry, write_manifest
 from stn_train.errors import TrainError
-from stn_train.fit_command import fit_images, register, summary_table
-from stn_train.fit_pictures import uv_map
+from stn_train.fit import fit_images
+from stn_train.pictures.fitting import uv_map
 from typer.testing import CliRunner
 
 RES, K_ID, K_EXP, K_COLOR = 32, 6, 3, 6
@@ -275,8 +277,9 @@ def test_landmarks_only_needs_no_colour_and_photometric_does(grid, faces, tmp_pa
         for name in src:
             if name != "color":
                 src.copy(name, dst)
-    with pytest.raises(TrainError, match="no colour model.*--landmarks-only"):
+    with pytest.raises(TrainError, match="no colour model.*landmarks_only=True") as e:
         fit_images(paths[:1], grey, folder, tmp_path / "a", device="cpu")
+    assert re.search("no colour model.*--landmarks-only", e.value.for_cli())
     (r,) = fit_images(paths[:1], grey, folder, tmp_path / "b", landmarks_only=True, device="cpu")
     assert r.status == "fitted" and r.photometric_rms is None
     assert r.landmark_error_px < 2 * LANDMARK_PX
@@ -306,23 +309,12 @@ def test_user_errors(grid, faces, tmp_path):
         fit_images(paths, path, bad, tmp_path)
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command()
-    def other() -> None:  # a second command, so that "fit" is a subcommand as in stn-train
-        pass
-
-    return app
-
-
 def test_command_prints_the_table_and_exits_0(grid, faces, tmp_path):
     path, _ = grid
     folder, paths, _ = faces
     missing = folder / "missing.png"
     result = CliRunner().invoke(
-        _app(),
+        app,
         [
             "fit",
             str(paths[0]),
@@ -350,7 +342,7 @@ def test_command_user_error_exits_2_without_traceback(grid, faces, tmp_path):
     _, _ = grid
     folder, paths, _ = faces
     result = CliRunner().invoke(
-        _app(),
+        app,
         [
             "fit",
             str(paths[0]),
@@ -402,8 +394,9 @@ def test_repeated_file_names_match_the_longest_unique_path_suffix(grid, faces, t
 def test_convention_is_validated(grid, faces, tmp_path):
     path, _ = grid
     folder, paths, _ = faces
-    with pytest.raises(TrainError, match="--convention must be ours, one_based or original"):
+    with pytest.raises(TrainError, match="convention must be ours, one_based or original") as e:
         fit_images(paths[:1], path, folder, tmp_path / "out", convention="foo", device="cpu")
+    assert e.value.for_cli().startswith("--convention must be ours, one_based or original")
     assert not (tmp_path / "out").exists()
 
 
@@ -429,7 +422,7 @@ def test_command_exits_2_and_writes_nothing_when_nothing_was_fitted(grid, faces,
             images.append(str(tmp_path / sub / "v0.png"))
         landmarks = marks
     result = CliRunner().invoke(
-        _app(),
+        app,
         [
             "fit",
             *images,

@@ -10,10 +10,10 @@ import warnings
 import pytest
 import torch
 from PIL import Image
+from stn_train.checkpoint import load_checkpoint
 from stn_train.errors import TrainError
 from stn_train.train import train
-from stn_train.train.checkpoint import load_checkpoint
-from stn_train.train.metrics import read_metrics
+from stn_train.train.run_log import read_run_log
 
 from tests.stn_train.train_helpers import (
     load_model,
@@ -24,7 +24,7 @@ from tests.stn_train.train_helpers import (
 
 
 def train_records(run_dir) -> list[dict]:
-    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    return [r for r in read_run_log(run_dir / "metrics.jsonl") if r["kind"] == "train"]
 
 
 def test_overfits_two_images(tmp_path):
@@ -64,11 +64,23 @@ def test_short_synthetic_run_halves_held_out_error(tmp_path):
         log_every=25,
     )
     train(cfg)
-    val = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "val"]
+    val = [r for r in read_run_log(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "val"]
     assert [r["step"] for r in val] == [0, 300]
     start, end = val
     assert end["nme_box"] <= 0.5 * start["nme_box"], (start["nme_box"], end["nme_box"])
     assert end["pose_error_deg"] < 0.8 * start["pose_error_deg"]
+
+
+class Killed(Exception):
+    """What the test's step callback raises: the run ends there, as a killed process would."""
+
+
+def kill_after(last_step: int):
+    def on_step(step: int) -> None:
+        if step >= last_step:
+            raise Killed(step)
+
+    return on_step
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -85,7 +97,8 @@ def test_resume_continues_exactly(tmp_path):
     full = small_run_config(out=str(tmp_path / "full"), **common)
     train(full)
     cut = small_run_config(out=str(tmp_path / "cut"), **common)
-    train(cut, crash_at_step=10)
+    with pytest.raises(Killed):
+        train(cut, on_step=kill_after(10))
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 8
     assert [r["step"] for r in train_records(tmp_path / "cut")][-1] == 10
     resumed = small_run_config(out=str(tmp_path / "cut"), resume=True)
@@ -98,7 +111,7 @@ def test_resume_continues_exactly(tmp_path):
     wb = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["localiser"]
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
-    events = [r for r in read_metrics(tmp_path / "cut" / "metrics.jsonl") if r["kind"] == "event"]
+    events = [r for r in read_run_log(tmp_path / "cut" / "metrics.jsonl") if r["kind"] == "event"]
     assert any("resumed from step 8" in e["message"] for e in events)
 
 
@@ -107,14 +120,16 @@ def test_run_folder_is_not_overwritten(tmp_path):
         data=str(render_manifest()), out=str(tmp_path / "r"), steps=1, val_every=10_000
     )
     train(cfg)
-    with pytest.raises(TrainError, match="already holds a run; pass --resume"):
+    with pytest.raises(TrainError, match="already holds a run; pass resume") as e:
         train(cfg)
+    assert "already holds a run; pass --resume" in e.value.for_cli()
 
 
 def test_resume_without_checkpoint(tmp_path):
     cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "none"), resume=True)
-    with pytest.raises(TrainError, match="last.pt does not exist; drop --resume"):
+    with pytest.raises(TrainError, match="last.pt does not exist; drop resume") as e:
         train(cfg)
+    assert "last.pt does not exist; drop --resume" in e.value.for_cli()
 
 
 def test_resume_with_other_model_content(tmp_path, monkeypatch):
@@ -197,8 +212,11 @@ def test_landmark_set_mismatch_is_refused(tmp_path):
 
 def test_unknown_landmark_set_of_the_model(tmp_path):
     cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "r"), landmarks="mine")
-    with pytest.raises(TrainError, match="--landmarks: landmark set 'mine' is not in this model"):
+    with pytest.raises(
+        TrainError, match="landmarks: landmark set 'mine' is not in this model"
+    ) as e:
         train(cfg)
+    assert e.value.for_cli().startswith("--landmarks: landmark set 'mine' is not in this model")
 
 
 def test_missing_model_file(tmp_path):
@@ -236,7 +254,7 @@ class TestNonFiniteGuard:
         )
         result = train(cfg)
         assert result.skipped_steps == 1 and math.isfinite(result.last_loss)
-        events = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "event"]
+        events = [r for r in read_run_log(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "event"]
         assert [e["step"] for e in events] == [3]
 
     def test_several_in_a_row_stop_the_run(self, tmp_path, monkeypatch):
@@ -251,7 +269,7 @@ class TestNonFiniteGuard:
         )
         with pytest.raises(TrainError) as e:
             train(cfg)
-        msg = str(e.value)
+        msg = e.value.for_cli()
         assert "not finite for 3 steps in a row (up to step 4)" in msg and "--lr" in msg
 
 
@@ -278,7 +296,7 @@ def test_outputs_of_a_run(tmp_path):
     assert {p.name for p in (d / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     assert any((d / "tensorboard").iterdir())
     assert (d / "config.toml").is_file() and (d / "summary.json").is_file()
-    val = [r for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "val"]
+    val = [r for r in read_run_log(d / "metrics.jsonl") if r["kind"] == "val"]
     assert [r["step"] for r in val] == [0, 2, 4, 6, 8]
     assert [r["epoch"] for r in val] == [0, 0, 1, 2, 3]
     best = load_checkpoint(d / "checkpoints" / "best.pt")
@@ -298,9 +316,9 @@ class TestSchedules:
         ],
     )
     def test_learning_rate_factor(self, schedule, warmup, expect):
-        from stn_train.train.loop import _lr_factor
+        from stn_train.train.optim import lr_factor
 
-        f = _lr_factor(schedule, warmup, 100)
+        f = lr_factor(schedule, warmup, 100)
         for step, value in expect.items():
             assert f(step) == pytest.approx(value, abs=1e-12), step
 
@@ -309,7 +327,7 @@ class TestSchedules:
         [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)],
     )
     def test_optimizers(self, name, kind):
-        from stn_train.train.loop import make_optimizer
+        from stn_train.train.optim import make_optimizer
 
         cfg = small_run_config(optimizer=name, lr=0.5)
         opt = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])

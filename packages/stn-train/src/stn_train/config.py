@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from stn_train.errors import TrainError
+from stn_train.outputs import write_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,7 +45,7 @@ __all__ = [
     "CHOICES",
     "PATH_KEYS",
     "RESUME_OVERRIDABLE",
-    "option_name",
+    "toml_key",
     "read_config_file",
     "resolve_run_config",
     "merge_for_resume",
@@ -134,38 +135,40 @@ class RunConfig:
         """Check the values; returns self. Raises :class:`TrainError` (one sentence)."""
         if not self.model:
             raise TrainError(
-                "no grid model: pass --model grid.h5 (written by bfm-prep uv-resample)."
+                "no grid model: pass {0} grid.h5 (written by bfm-prep uv-resample).", ("model",)
             )
         if not self.out:
-            raise TrainError("no run folder: pass --out RUN_DIR.")
+            raise TrainError("no run folder: pass {0} RUN_DIR.", ("out",))
         if (self.data is None) == (self.synthetic is None):
             raise TrainError(
-                "pass exactly one of --data manifest.jsonl and --synthetic N (rendered faces)."
+                "pass exactly one of {0} manifest.jsonl and {1} N (rendered faces).",
+                ("data", "synthetic"),
             )
         if self.val is not None and self.val_synthetic is not None:
-            raise TrainError("pass at most one of --val and --val-synthetic.")
+            raise TrainError("pass at most one of {0} and {1}.", ("val", "val_synthetic"))
         for key, choices in CHOICES.items():
             if getattr(self, key) not in choices:
                 raise TrainError(
-                    f"--{option_name(key)} {getattr(self, key)!r} is not one of "
-                    f"{', '.join(choices)}."
+                    f"{{0}} {getattr(self, key)!r} is not one of {', '.join(choices)}.", (key,)
                 )
         if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise TrainError(f"--device {self.device!r} is not cpu, cuda or cuda:N.")
+            raise TrainError(f"{{0}} {self.device!r} is not cpu, cuda or cuda:N.", ("device",))
         positive = ["image_size", "batch_size", "epochs", "max_bad_steps", "log_every"]
         for key in positive:
             if getattr(self, key) < 1:
                 value = getattr(self, key)
-                raise TrainError(f"--{option_name(key)} must be at least 1, got {value}.")
+                raise TrainError(f"{{0}} must be at least 1, got {value}.", (key,))
         for key in ("synthetic", "val_synthetic", "steps"):
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise TrainError(f"--{option_name(key)} must be at least 1, got {value}.")
+                raise TrainError(f"{{0}} must be at least 1, got {value}.", (key,))
         if self.image_size < 32:
-            raise TrainError(f"--image-size must be at least 32 pixels, got {self.image_size}.")
+            raise TrainError(
+                f"{{0}} must be at least 32 pixels, got {self.image_size}.", ("image_size",)
+            )
         for key in ("checkpoint_every", "val_every", "pictures", "workers", "warmup_steps"):
             if getattr(self, key) < 0:
-                raise TrainError(f"--{option_name(key)} must not be negative.")
+                raise TrainError("{0} must not be negative.", (key,))
         for key in (
             "lr",
             "weight_decay",
@@ -178,13 +181,14 @@ class RunConfig:
         ):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
-                raise TrainError(f"--{option_name(key)} must be finite and >= 0, got {value}.")
+                raise TrainError(f"{{0}} must be finite and >= 0, got {value}.", (key,))
         if self.lr == 0:
-            raise TrainError("--lr must be positive.")
+            raise TrainError("{0} must be positive.", ("lr",))
         if self.pairs and self.batch_size % 2:
             raise TrainError(
-                f"--batch-size {self.batch_size} is odd, but with pairs each step holds whole "
-                "pairs; pass an even batch size or --no-pairs."
+                f"{{0}} {self.batch_size} is odd, but with pairs each step holds whole "
+                "pairs; pass an even batch size or {1}.",
+                ("batch_size", ("pairs=False", "--no-pairs")),
             )
         return self
 
@@ -192,8 +196,9 @@ class RunConfig:
 _FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
-def option_name(key: str) -> str:
-    """``"batch_size"`` -> ``"batch-size"`` (the command-line spelling, without dashes)."""
+def toml_key(key: str) -> str:
+    """``"batch_size"`` -> ``"batch-size"``: a setting's key in a TOML config file (the
+    option's name without the dashes)."""
     return key.replace("_", "-")
 
 
@@ -223,7 +228,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if isinstance(value, (str, os.PathLike)):
             return str(value)
     raise TrainError(
-        f"{where}: {option_name(key)} = {value!r} is not a{'n' if kind is int else ''} "
+        f"{where}: {toml_key(key)} = {value!r} is not a{'n' if kind is int else ''} "
         f"{kind.__name__}."
     )
 
@@ -250,7 +255,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
                 "(no sections)."
             )
         if key not in _FIELDS or key == "resume":
-            known = ", ".join(option_name(k) for k in _FIELDS if k != "resume")
+            known = ", ".join(toml_key(k) for k in _FIELDS if k != "resume")
             raise TrainError(
                 f"config file {path}: unknown key {name!r}; the keys are the options of "
                 f"stn-train run: {known}."
@@ -295,13 +300,15 @@ def merge_for_resume(saved: dict[str, Any], current: RunConfig, explicit: set[st
         elif key in PATH_KEYS and value is not None and merged.get(key) is not None:
             if Path(value).resolve() != Path(merged[key]).resolve():
                 raise TrainError(
-                    f"--{option_name(key)} {value} differs from the resumed run's "
-                    f"{merged[key]}; drop it, or start a new run in another --out."
+                    f"{{0}} {value} differs from the resumed run's {merged[key]}; drop it, or "
+                    "start a new run in another {1}.",
+                    (key, "out"),
                 )
         elif merged.get(key) != value:
             raise TrainError(
-                f"--{option_name(key)} {value} differs from the resumed run's "
-                f"{merged.get(key)}; drop it to resume, or start a new run in another --out."
+                f"{{0}} {value} differs from the resumed run's {merged.get(key)}; drop it to "
+                "resume, or start a new run in another {1}.",
+                (key, "out"),
             )
     merged["resume"] = True
     return RunConfig(**merged)
@@ -327,7 +334,7 @@ def config_to_toml(config: RunConfig) -> str:
         if key in PATH_KEYS and value is not None:
             value = os.path.abspath(os.path.expanduser(str(value)))
         if value is not None and key != "resume":
-            lines.append(f"{option_name(key)} = {_toml_value(value)}")
+            lines.append(f"{toml_key(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -335,6 +342,4 @@ def write_config(config: RunConfig, path: str | os.PathLike) -> None:
     """Write :func:`config_to_toml` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(config_to_toml(config), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, config_to_toml(config))

@@ -1,52 +1,42 @@
 """The one exception type for errors a user can cause (bad files, bad arguments, bad data)."""
 
+from __future__ import annotations
+
+__all__ = ["TrainError", "option_name"]
+
+
+def option_name(setting: str) -> str:
+    """The command-line spelling of a setting: ``"batch_size"`` -> ``"--batch-size"``."""
+    return "--" + setting.replace("_", "-")
+
 
 class TrainError(Exception):
     """A user-caused error, said in one sentence: what, which file or argument, what to do.
 
+    A message that names settings (arguments such as ``batch_size``) writes them as ``{0}``,
+    ``{1}``, ... (in an f-string: ``{{0}}``) and passes their names in ``settings``:
+    ``str(error)`` spells them as the library's parameter names (``batch_size``),
+    :meth:`for_cli` as the command line's options (``--batch-size``). So library code never
+    speaks in flags, and the CLI never rewords a message.
+
     The CLI prints the message on one line and exits with status 2, without a traceback.
     """
 
+    def __init__(self, message: str, settings: tuple[str | tuple[str, str], ...] = ()):
+        self.template = message
+        # A setting is a name (``"batch_size"``), or a pair (library, command line) where the
+        # two spell it differently (``("pairs=False", "--no-pairs")``).
+        self.settings = tuple(s if isinstance(s, tuple) else (s, option_name(s)) for s in settings)
+        super().__init__(self._spell(tuple(lib for lib, _ in self.settings)))
 
-def check_output_folder(path, option: str = "--out") -> None:
-    """Refuse an output folder that cannot be created or written, before any work is done.
+    def for_cli(self) -> str:
+        """The message with each setting spelled as its command-line option."""
+        return self._spell(tuple(cli for _, cli in self.settings))
 
-    Raises:
-        TrainError: ``path`` is an existing file, lies below a file, or its nearest existing
-            folder is not writable.
-    """
-    import os
-    from pathlib import Path
-
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise TrainError(
-            f"{option} {p} is an existing file, not a folder; choose another {option}."
-        )
-    anc = p
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-        if str(anc) == "":
-            anc = Path(".")
-    if anc.exists() and not anc.is_dir():
-        raise TrainError(f"{option} {p}: {anc} is a file, not a folder; choose another {option}.")
-    if anc.is_dir() and not os.access(anc, os.W_OK | os.X_OK):
-        raise TrainError(
-            f"{option} {p}: cannot write in {anc} (permission denied); choose another {option}."
-        )
-
-
-def make_output_folder(path, option: str = "--out"):
-    """Create the output folder ``path`` (and its parents); a :class:`TrainError` if it cannot
-    be. Returns it as a Path."""
-    from pathlib import Path
-
-    p = Path(path)
-    check_output_folder(p, option)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrainError(
-            f"{option} {p}: cannot create the folder ({e.strerror or e}); choose another {option}."
-        ) from None
-    return p
+    def _spell(self, names: tuple[str, ...]) -> str:
+        # Plain replacement, not str.format: the rest of the message (paths, file contents)
+        # may hold braces of its own.
+        text = self.template
+        for i, name in enumerate(names):
+            text = text.replace(f"{{{i}}}", name)
+        return text

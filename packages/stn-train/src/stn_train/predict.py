@@ -28,10 +28,9 @@ over the images in which that pixel is visible (black where none sees it), with
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +38,20 @@ import numpy as np
 import torch
 from stn_core import STN
 
-from stn_train.errors import TrainError, check_output_folder, make_output_folder
+from stn_train.checkpoint import restore_localiser
+from stn_train.data.images import IMAGE_EXTENSIONS, ImageReadError, load_image
+from stn_train.data.transforms import crop_image, crop_window, resize_square
+from stn_train.errors import TrainError
+from stn_train.outputs import (
+    check_output_folder,
+    make_output_folder,
+    write_json,
+    write_png,
+    write_textured_obj,
+)
+from stn_train.runtime import load_grid_model, resolve_device
 
-__all__ = ["PredictResult", "predict", "write_png", "write_textured_obj", "square_input"]
+__all__ = ["PredictResult", "predict", "square_input"]
 
 
 @dataclass
@@ -56,60 +66,12 @@ class PredictResult:
     """(image, reason) of each image that could not be read (the others were predicted)."""
 
 
-def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """(H, W, 3) / (H, W) float in [0, 1] -> 8-bit PNG, written atomically."""
-    from PIL import Image
-
-    path = Path(path)
-    a = np.clip(np.rint(np.asarray(array, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(a).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_textured_obj(
-    path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, res: int, texture: str
-) -> None:
-    """Write ``path`` (.obj) and its .mtl: grid vertices with texture coordinates at the
-    texture's pixel centres (module docstring), faces 1-based ``v/vt``."""
-    path = Path(path)
-    mtl = path.with_suffix(".mtl")
-    rows, cols = np.divmod(np.arange(res * res), res)
-    vt = np.stack([(cols + 0.5) / res, 1.0 - (rows + 0.5) / res], 1)
-    lines = [
-        "# stn-train predict: fitted 3DMM shape (model frame, mm), textured by the flattened face",
-        f"mtllib {mtl.name}",
-        "usemtl face",
-    ]
-    lines += [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in vertices]
-    lines += [f"vt {u:.6f} {v:.6f}" for u, v in vt]
-    lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in (faces + 1)]
-    _atomic_text(path, "\n".join(lines) + "\n")
-    _atomic_text(
-        mtl,
-        f"newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {texture}\n",
-    )
-
-
 def square_input(image: torch.Tensor, size: int) -> tuple[torch.Tensor, dict]:
     """Pad an image (3, H, W) to a centred square and resize it to ``size``.
 
     Returns the (3, size, size) input and ``to_image`` {"scale", "offset": [x, y]}: network
     pixel x maps to image pixel ``scale * (x + 0.5) - 0.5 + offset``.
     """
-    from stn_train.data.transforms import crop_image, crop_window, resize_square
-
     h, w = image.shape[-2:]
     window = crop_window(torch.zeros(0, 2), torch.zeros(0), (h, w), box="image")
     out = resize_square(crop_image(image, window), size)
@@ -117,8 +79,6 @@ def square_input(image: torch.Tensor, size: int) -> tuple[torch.Tensor, dict]:
 
 
 def _expand(images: list[Path]) -> list[Path]:
-    from stn_train.data.images import IMAGE_EXTENSIONS
-
     files: list[Path] = []
     for p in images:
         p = Path(p)
@@ -173,27 +133,34 @@ def predict(
     out: str | os.PathLike,
     batch_size: int = 16,
     average_by_subject: bool = False,
-    device: str | None = None,
-    progress: bool = False,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """Apply a checkpoint to images and write the files of the module docstring.
 
     A missing or unreadable image is skipped (listed in ``PredictResult.skipped``); the
     output folder is created with the first image's files.
 
+    Args:
+        images: image files or folders of images.
+        checkpoint: ``RUN_DIR/checkpoints/best.pt`` or ``last.pt``.
+        model_path: the grid model it was trained with.
+        out: the output folder.
+        batch_size: images per forward pass.
+        average_by_subject: also write each subject's mean flattened face.
+        device: where to run (None or ``"auto"``: CUDA when available, as
+            :func:`stn_train.runtime.resolve_device`).
+        progress: ``progress(done, total)``, called as images are done (a progress bar).
+
     Raises:
         TrainError: no image could be read (named), a bad checkpoint or model, an unusable
             ``out``.
     """
-    from stn_train.data.images import ImageReadError, load_image
-    from stn_train.train.checkpoint import restore_localiser
-    from stn_train.train.loop import load_grid_model
-
     if batch_size < 1:
-        raise TrainError(f"--batch-size must be at least 1, got {batch_size}.")
+        raise TrainError(f"{{0}} must be at least 1, got {batch_size}.", ("batch_size",))
     check_output_folder(out)
     files = _expand([Path(p) for p in images])
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     model = load_grid_model(model_path, dev)
     net, ckpt = restore_localiser(checkpoint, model, dev)
     stn = STN(model, ckpt.get("visibility_mode", "normals")).to(dev)
@@ -209,33 +176,21 @@ def predict(
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     totals: dict[str, int] = defaultdict(int)
-
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        bar = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn())
-        bar.start()
-        task = bar.add_task("predict", total=len(files))
-    try:
-        for start in range(0, len(files), batch_size):
-            inputs, maps, chunk, idx = [], [], [], []
-            for k in range(start, min(start + batch_size, len(files))):
-                f = files[k]
-                try:
-                    image, _ = load_image(f, from_manifest=False)
-                except ImageReadError as e:
-                    skipped.append((f, str(e).rstrip(".")))
-                    continue
-                x, to_image = square_input(image, size)
-                inputs.append(x)
-                maps.append(to_image)
-                chunk.append(f)
-                idx.append(k)
-            if not inputs:
-                if bar is not None:
-                    bar.update(task, advance=min(batch_size, len(files) - start))
+    for start in range(0, len(files), batch_size):
+        inputs, maps, chunk, idx = [], [], [], []
+        for k in range(start, min(start + batch_size, len(files))):
+            f = files[k]
+            try:
+                image, _ = load_image(f, from_manifest=False)
+            except ImageReadError as e:
+                skipped.append((f, str(e).rstrip(".")))
                 continue
+            x, to_image = square_input(image, size)
+            inputs.append(x)
+            maps.append(to_image)
+            chunk.append(f)
+            idx.append(k)
+        if inputs:
             if not made:
                 out = make_output_folder(out)
                 made = True
@@ -249,10 +204,19 @@ def predict(
             for i, f in enumerate(chunk):
                 name = names[idx[i]]
                 record = _theta_record(theta[i].cpu(), size, maps[i], f, step)
-                _atomic_text(out / f"{name}.theta.json", json.dumps(record, indent=1) + "\n")
-                write_png(flat[i], out / f"{name}.flat.png")
-                write_png(vis[i], out / f"{name}.mask.png")
-                write_textured_obj(out / f"{name}.obj", shapes[i], faces, res, f"{name}.flat.png")
+                write_json(out / f"{name}.theta.json", record, indent=1)
+                write_png(out / f"{name}.flat.png", flat[i])
+                write_png(out / f"{name}.mask.png", vis[i])
+                write_textured_obj(
+                    out / f"{name}.obj",
+                    shapes[i],
+                    faces,
+                    res,
+                    f"{name}.flat.png",
+                    name=name,
+                    comment="fitted 3DMM shape (stn-train predict; model frame, mm), "
+                    "textured by the flattened face",
+                )
                 if average_by_subject:
                     subject = f.parent.name or "_"
                     sums.setdefault(subject, np.zeros((res, res, 3)))
@@ -260,11 +224,8 @@ def predict(
                     sums[subject] += flat[i] * vis[i][..., None]
                     counts[subject] += vis[i]
                     totals[subject] += 1
-            if bar is not None:
-                bar.update(task, advance=min(batch_size, len(files) - start))
-    finally:
-        if bar is not None:
-            bar.stop()
+        if progress is not None:
+            progress(min(start + batch_size, len(files)), len(files))
     if n_done == 0:
         if len(skipped) == 1:
             raise TrainError(f"{skipped[0][1]}.")
@@ -280,6 +241,6 @@ def predict(
         for s in subjects:
             c = counts[s]
             mean = sums[s] / np.maximum(c, 1)[..., None]
-            write_png(mean, folder / f"{s}.png")
-            write_png(c / max(totals[s], 1), folder / f"{s}.count.png")
+            write_png(folder / f"{s}.png", mean)
+            write_png(folder / f"{s}.count.png", c / max(totals[s], 1))
     return PredictResult(out, n_done, names, subjects, skipped)

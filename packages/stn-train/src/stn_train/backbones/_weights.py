@@ -29,7 +29,8 @@ def read_state_dict(path: str | Path, what: str, missing_hint: str, format_hint:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise TrainError(
-            f"{path} is not a readable PyTorch state dict ({type(exc).__name__}); pass {format_hint}."
+            f"{path} is not a readable PyTorch state dict ({type(exc).__name__}); "
+            f"pass {format_hint}."
         ) from exc
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.io import loadmat
+from scipy.io.matlab import mat_struct
 
 from stn_train.backbones.vgg import (
     VGG16_CONV_NAMES,
@@ -37,6 +39,7 @@ from stn_train.backbones.vgg import (
     load_state_into_vgg,
 )
 from stn_train.errors import TrainError
+from stn_train.outputs import save_torch
 
 __all__ = [
     "MatLayer",
@@ -113,9 +116,6 @@ def read_simplenn(path: str | Path) -> SimpleNN:
         TrainError: the file is missing, is not a MAT-file, is MATLAB v7.3, or has no
             ``layers`` cell array of structs.
     """
-    from scipy.io import loadmat
-    from scipy.io.matlab import mat_struct
-
     path = Path(path)
     if not path.is_file():
         raise TrainError(
@@ -308,8 +308,4 @@ def convert_matconvnet_vggface(mat_path: str | Path, out_path: str | Path) -> Pa
     instead of 1 GB since fc8 is dropped), written atomically; read it back with
     :func:`stn_train.backbones.vgg.load_vgg_state_dict`."""
     module = load_matconvnet_vggface(mat_path)
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save(module.state_dict(), tmp)
-    tmp.replace(out_path)
-    return out_path
+    return save_torch(module.state_dict(), out_path)

@@ -29,6 +29,8 @@ RESNET_DEPTHS = {"resnet18": 512, "resnet50": 2048}
 
 
 def _torchvision_models():
+    # lazy: torchvision is an optional extra (stn-train[torchvision]), and does not import
+    # beside every torch build.
     try:
         import torchvision.models as models
     except ImportError as exc:

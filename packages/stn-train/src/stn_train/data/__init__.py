@@ -15,6 +15,7 @@ from stn_train.data.dataset import (
     DataWarning,
     Jitter,
     ManifestDataset,
+    collate_batch,
     collate_samples,
     sample_seed,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ManifestEntry",
     "SiamesePairs",
     "build_manifest",
+    "collate_batch",
     "collate_samples",
     "color_jitter",
     "crop_resize",

@@ -21,10 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.io as sio
+from stn_core.conventions import labels_from_original
 
 from stn_train.data.images import IMAGE_EXTENSIONS, image_size
 from stn_train.data.manifest import ManifestEntry, write_manifest
 from stn_train.errors import TrainError
+from stn_train.outputs import atomic_write, write_png, write_text
 
 __all__ = [
     "CSV_CONVENTIONS",
@@ -103,7 +106,7 @@ def write_pts(path: str | Path, points, one_based: bool = True) -> Path:
     path = Path(path)
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) + (1.0 if one_based else 0.0)
     body = "".join(f"{x:.6f} {y:.6f}\n" for x, y in pts)
-    path.write_text(f"version: 1\nn_points:  {len(pts)}\n{{\n{body}}}\n", encoding="utf-8")
+    write_text(path, f"version: 1\nn_points:  {len(pts)}\n{{\n{body}}}\n")
     return path
 
 
@@ -126,8 +129,6 @@ def _convert(points: np.ndarray, convention: str, image: Path, where: str) -> np
     if convention == "one_based":
         return points - 1.0
     # the original's labels: y up, 1-based (stn_core.conventions.labels_from_original)
-    from stn_core.conventions import labels_from_original
-
     try:
         _, height = image_size(image)
     except TrainError as exc:
@@ -212,7 +213,7 @@ def write_landmark_csv(
     n = entries[0].landmarks.shape[0]
     with_subject = any(e.subject is not None for e in entries)
     header = ["image"] + [f"{a}{k + 1}" for k in range(n) for a in "xyv"]
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         w = csv.writer(f)
         w.writerow(header + (["subject"] if with_subject else []))
         for e in entries:
@@ -221,7 +222,7 @@ def write_landmark_csv(
             except ValueError:
                 name = str(e.image)
             row = [name]
-            for (x, y), v in zip(e.landmarks.tolist(), e.visible.tolist()):
+            for (x, y), v in zip(e.landmarks.tolist(), e.visible.tolist(), strict=True):
                 row += [
                     "" if math.isnan(x) else repr(x),
                     "" if math.isnan(y) else repr(y),
@@ -238,10 +239,6 @@ def import_demodata(mat_path: str | Path, out_dir: str | Path) -> Path:
     """The original's ``demodata.mat`` (six 224 x 224 photographs with 21 AFLW labels, y up,
     1-based) -> PNG files and ``manifest.jsonl`` in ``out_dir``; returns the manifest's path.
     """
-    import scipy.io as sio
-    from PIL import Image
-    from stn_core.conventions import labels_from_original
-
     mat_path = Path(mat_path)
     if not mat_path.is_file():
         raise TrainError(f"demodata file not found: {mat_path}.")
@@ -259,7 +256,7 @@ def import_demodata(mat_path: str | Path, out_dir: str | Path) -> Path:
     entries = []
     for k in range(images.shape[3]):
         name = out_dir / f"demo_{k + 1}.png"
-        Image.fromarray(np.clip(np.rint(images[..., k]), 0, 255).astype(np.uint8)).save(name)
+        write_png(name, np.clip(np.rint(images[..., k]), 0, 255).astype(np.uint8))
         entries.append(
             ManifestEntry(image=name, landmarks=points[k], visible=np.ones(points.shape[1]))
         )

@@ -57,6 +57,7 @@ __all__ = [
     "check_entry",
     "ManifestDataset",
     "collate_samples",
+    "collate_batch",
 ]
 
 # Individual warnings per dataset copy (each DataLoader worker has one); then one summary line.
@@ -416,3 +417,16 @@ def collate_samples(samples: Sequence[dict | None]) -> dict:
             f"all {len(samples)} samples of a batch were bad; check the data (dataset.summary())."
         )
     return torch.utils.data.default_collate(kept)
+
+
+def collate_batch(samples: Sequence[dict | None]) -> dict:
+    """:func:`collate_samples`, with the number of bad entries passed over summed into
+    ``"bad_samples"`` (the samples' ``"skipped"`` counts, from every loader worker): the
+    DataLoader's ``collate_fn`` of training and evaluation."""
+    batch = collate_samples(samples)
+    skipped = 0
+    for part in (batch, batch.get("a"), batch.get("b")):
+        if isinstance(part, dict) and "skipped" in part:
+            skipped += int(part.pop("skipped").sum())
+    batch["bad_samples"] = skipped
+    return batch

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from stn_train.errors import TrainError
+from stn_train.outputs import write_text
 
 __all__ = ["ManifestEntry", "read_manifest", "write_manifest"]
 
@@ -95,7 +95,9 @@ def _parse_line(text: str, path: Path, line: int) -> ManifestEntry:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TrainError(f"{where} is not valid JSON ({exc.msg}); write one JSON object per line.")
+        raise TrainError(
+            f"{where} is not valid JSON ({exc.msg}); write one JSON object per line."
+        ) from None
     if not isinstance(obj, dict):
         raise TrainError(
             f'{where} is not a JSON object; write {{"image": ..., '
@@ -166,7 +168,7 @@ def _image_text(image: Path, folder: Path) -> str:
 
 def _entry_json(entry: ManifestEntry, folder: Path) -> str:
     points = []
-    for (x, y), v in zip(entry.landmarks.tolist(), entry.visible.tolist()):
+    for (x, y), v in zip(entry.landmarks.tolist(), entry.visible.tolist(), strict=True):
         points.append([None if math.isnan(x) else x, None if math.isnan(y) else y, int(v > 0)])
     obj = {"image": _image_text(entry.image, folder), "landmarks": points}
     if entry.subject is not None:
@@ -183,13 +185,5 @@ def write_manifest(entries: Iterable[ManifestEntry], path: str | Path) -> Path:
     """
     path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [_entry_json(e, path.parent) + "\n" for e in entries]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, "".join(_entry_json(e, path.parent) + "\n" for e in entries))
     return path

@@ -70,7 +70,7 @@ class SiamesePairs(torch.utils.data.Dataset):
         if mode != "mirror":
             order = np.argsort(subjects, kind="stable")
             ids, starts = np.unique(subjects[order], return_index=True)
-            for sid, group in zip(ids.tolist(), np.split(order, starts[1:])):
+            for sid, group in zip(ids.tolist(), np.split(order, starts[1:]), strict=True):
                 if sid >= 0 and len(group) > 1:
                     self._groups[sid] = group
 
@@ -106,3 +106,15 @@ class SiamesePairs(torch.utils.data.Dataset):
             if int(b["subject"]) == int(a["subject"]) and int(b["index"]) != int(a["index"]):
                 return {"a": a, "b": b, "mirrored": torch.tensor(False)}
         return {"a": a, "b": hflip(a, self.landmarks), "mirrored": torch.tensor(True)}
+
+    def __getitems__(self, indices):
+        """Items ``indices`` at once: a batch of mirror pairs comes from one batched fetch
+        when the dataset has one (``SyntheticFaces.__getitems__`` renders a whole batch), so
+        that the DataLoader fetches whole batches."""
+        base = getattr(self.dataset, "__getitems__", None)
+        if base is None or self._groups:
+            return [self[i] for i in indices]
+        return [
+            {"a": a, "b": hflip(a, self.landmarks), "mirrored": torch.tensor(True)}
+            for a in base(list(indices))
+        ]

@@ -72,7 +72,11 @@ from stn_core.shading import sh_ambient, sh_directional
 
 from stn_train.errors import TrainError
 
-__all__ = ["SyntheticFaces"]
+__all__ = ["SyntheticFaces", "synthetic_faces", "VAL_SEED_OFFSET"]
+
+# Validation faces are drawn with seed + this offset: a stream disjoint from training's
+# (``stn-train run --val-synthetic`` validates on them, ``stn-train eval --synthetic`` too).
+VAL_SEED_OFFSET = 1_000_003
 
 # Skin tones (linear RGB albedo) between which a model without colour picks its base colour.
 _SKIN_LIGHT = np.array([0.93, 0.76, 0.66])
@@ -531,3 +535,9 @@ def _feature_maps(model: UVGridModel) -> tuple[torch.Tensor, torch.Tensor] | Non
     shade = 1.0 - 0.55 * nostrils
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=dev)  # noqa: E731
     return as_t(weights), as_t(shade)
+
+
+def synthetic_faces(model, n: int, image_size: int, seed: int, landmarks: str) -> SyntheticFaces:
+    """``n`` rendered faces of ``image_size`` on a CPU copy of the model (they are rendered in
+    the DataLoader's worker processes)."""
+    return SyntheticFaces(model.to("cpu"), n, image_size, seed=seed, landmarks=landmarks)

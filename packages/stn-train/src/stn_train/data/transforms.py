@@ -38,7 +38,7 @@ def _ibug68_mirror() -> tuple[int, ...]:
     p = list(range(68))
 
     def swap(a: Sequence[int], b: Sequence[int]) -> None:
-        for i, j in zip(a, b):
+        for i, j in zip(a, b, strict=True):
             p[i], p[j] = j, i
 
     swap(range(0, 8), range(16, 8, -1))  # jaw contour 0..16, 8 the chin
@@ -133,7 +133,7 @@ def color_jitter(
     u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
     factors = [
         max(0.0, 1.0 - a) + ui * (1.0 + a - max(0.0, 1.0 - a))
-        for a, ui in zip((brightness, contrast, saturation), u)
+        for a, ui in zip((brightness, contrast, saturation), u, strict=True)
     ]
     image = sample["image"]
     image = (image * factors[0]).clamp_(0.0, 1.0)

@@ -1,4 +1,4 @@
-"""Training: the loop, its objective, checkpoints, processes, metrics and pictures."""
+"""Training: the loop, its objective, optimiser, data, processes and run log."""
 
 from stn_train.train.loop import RunResult, train
 from stn_train.train.losses import LossWeights, training_objective

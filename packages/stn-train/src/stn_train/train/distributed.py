@@ -9,8 +9,8 @@ Same result for any number of processes (up to floating-point order): the global
 fixed (``--batch-size`` is the global one, split evenly over the processes), the order of the
 samples is one permutation per epoch drawn from ``(seed, epoch)`` and cut into consecutive
 global batches (:class:`GlobalBatchSampler`), per-sample randomness comes from
-``(seed, epoch, index)`` (:func:`sample_seed`), and the losses divide by the global batch's
-counts (:mod:`stn_train.train.losses`).
+``(seed, epoch, index)`` (:func:`stn_train.data.dataset.sample_seed`), and the losses divide
+by the global batch's counts (:mod:`stn_train.train.losses`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from stn_train.errors import TrainError
+from stn_train.runtime import resolve_device
 
 __all__ = [
     "DistContext",
     "init_distributed",
     "GlobalBatchSampler",
-    "sample_seed",
     "epoch_seed",
 ]
 
@@ -39,14 +39,6 @@ __all__ = [
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed for the sample order of ``epoch`` (independent streams per (seed, epoch))."""
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed for the random choices made for sample ``index`` in ``epoch``."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index), 1]).generate_state(
-        2, np.uint64
-    )
-    return int(state[0] >> 1)
 
 
 @dataclass
@@ -130,19 +122,16 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
     Raises:
         TrainError: CUDA asked for but absent, or more local processes than GPUs.
     """
-    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("--device cuda was asked for but no CUDA device is available.")
+    dev = resolve_device(device)
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if world <= 1:
-        dev = torch.device("cpu")
-        if want.startswith("cuda"):
-            dev = torch.device(want if want != "cuda" else "cuda:0")
+        if dev.type == "cuda":
+            dev = dev if dev.index is not None else torch.device("cuda", 0)
             torch.cuda.set_device(dev)
         return DistContext(device=dev)
-    if want.startswith("cuda"):
+    if dev.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise TrainError(
                 f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible); "

@@ -1,5 +1,5 @@
 """The data of a training run, built from its settings: training set (pairs or samples),
-validation set, the fixed images drawn every epoch, and the collate function.
+validation set and the fixed images drawn every epoch.
 
 - ``--data manifest.jsonl``: :class:`stn_train.data.ManifestDataset` (augmented when
   ``--augment``: crop jitter, flips, colour; per-sample randomness from (seed, epoch, index));
@@ -16,25 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
 from stn_train.config import RunConfig
-from stn_train.data import ManifestDataset, SiamesePairs, collate_samples, hflip
+from stn_train.data import ManifestDataset, SiamesePairs, collate_batch
+from stn_train.data.synthetic import VAL_SEED_OFFSET, synthetic_faces
 from stn_train.errors import TrainError
 
-__all__ = [
-    "RunData",
-    "VAL_SEED_OFFSET",
-    "DEFAULT_VAL_SYNTHETIC",
-    "build_data",
-    "collate",
-    "synthetic_faces",
-    "take_batch",
-]
+__all__ = ["RunData", "DEFAULT_VAL_SYNTHETIC", "build_data", "take_batch"]
 
-# Validation faces are drawn with seed + this offset: a stream disjoint from training's.
-VAL_SEED_OFFSET = 1_000_003
 DEFAULT_VAL_SYNTHETIC = 64
 
 
@@ -54,45 +44,12 @@ class RunData:
             self.train.set_epoch(epoch)
 
 
-def collate(samples) -> dict:
-    """Collate samples or pairs; the number of bad entries passed over is summed into
-    ``"bad_samples"`` (the samples' ``"skipped"`` counts, from every loader worker)."""
-    batch = collate_samples(samples)
-    skipped = 0
-    for part in (batch, batch.get("a"), batch.get("b")):
-        if isinstance(part, dict) and "skipped" in part:
-            skipped += int(part.pop("skipped").sum())
-    batch["bad_samples"] = skipped
-    return batch
-
-
-class _Pairs(SiamesePairs):
-    """SiamesePairs that renders a batch of mirror pairs in one call when the dataset can
-    (``SyntheticFaces.__getitems__``): the DataLoader then fetches whole batches."""
-
-    def __getitems__(self, indices):
-        base = getattr(self.dataset, "__getitems__", None)
-        if base is None or self._groups:
-            return [self[i] for i in indices]
-        return [
-            {"a": a, "b": hflip(a, self.landmarks), "mirrored": torch.tensor(True)}
-            for a in base(list(indices))
-        ]
-
-
-def synthetic_faces(model, n: int, image_size: int, seed: int, landmarks: str):
-    """``SyntheticFaces`` on a CPU copy of the model (rendered in the loader's workers)."""
-    from stn_train.data.synthetic import SyntheticFaces
-
-    return SyntheticFaces(model.to("cpu"), n, image_size, seed=seed, landmarks=landmarks)
-
-
 def take_batch(dataset: Dataset, n: int) -> dict | None:
     """The first ``n`` items of ``dataset`` collated (None when ``n`` is 0)."""
     n = min(n, len(dataset))
     if n <= 0:
         return None
-    batch = collate([dataset[i] for i in range(n)])
+    batch = collate_batch([dataset[i] for i in range(n)])
     batch.pop("bad_samples", None)
     return batch
 
@@ -122,9 +79,12 @@ def build_data(config: RunConfig, model) -> RunData:
     if probe["landmarks"].shape[0] != n_landmarks:
         raise TrainError(
             f"the training samples have {probe['landmarks'].shape[0]} landmarks but the model's "
-            f"landmark set {config.landmarks!r} has {n_landmarks}; pass the matching --landmarks."
+            f"landmark set {config.landmarks!r} has {n_landmarks}; pass the matching {{0}}.",
+            ("landmarks",),
         )
-    train = _Pairs(base, seed=config.seed, landmarks=config.landmarks) if config.pairs else base
+    train = (
+        SiamesePairs(base, seed=config.seed, landmarks=config.landmarks) if config.pairs else base
+    )
     if val is not None:
         pictures = take_batch(val, config.pictures)
     elif config.data is not None:

@@ -4,10 +4,17 @@ Per step: the localiser regresses theta from a batch of images (bf16 autocast on
 STN (:class:`stn_core.STN`) turns theta into landmarks, flattened faces and visibility, and
 the objective (:mod:`stn_train.train.losses`) combines stn-core's four losses. A step whose
 loss or gradient is not finite is skipped on every process; several in a row stop the run
-with a message. Checkpoints (:mod:`stn_train.train.checkpoint`) are written by rank 0 every
+with a message. Checkpoints (:mod:`stn_train.checkpoint`) are written by rank 0 every
 ``checkpoint_every`` steps (0: every epoch), at the end, and as ``best.pt`` when the
-validation NME improves; ``--resume`` continues from ``last.pt`` exactly: the same batches,
+validation NME improves; ``resume`` continues from ``last.pt`` exactly: the same batches,
 augmentations, RNG states and optimiser state as an uninterrupted run.
+
+The run, in the order :meth:`_Trainer.run` takes it: :meth:`~_Trainer.setup` (model, data,
+network, optimiser, schedule), :meth:`~_Trainer.restore` (a checkpoint's state, or fresh
+seeds), :meth:`~_Trainer.distribute` (DDP and the data loader), then per batch
+:meth:`~_Trainer.step` (forward, objective, backward, update), :meth:`~_Trainer.log_step`,
+and at the due steps :meth:`~_Trainer.validate` (metrics and pictures) and
+:meth:`~_Trainer.checkpoint`; :meth:`~_Trainer.finish` writes the summary.
 
 Run folder::
 
@@ -21,27 +28,21 @@ Run folder::
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from stn_core import STN, UVGridModel
-from stn_core._validate import StnError
+from stn_core import STN, StnError
 from stn_core.geometry import initial_log_scale
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from stn_train.config import RunConfig, merge_for_resume, write_config
-from stn_train.errors import TrainError, check_output_folder, make_output_folder
-from stn_train.evaluate import evaluate_localiser
-from stn_train.localiser import build_localiser
-from stn_train.train import inputs
-from stn_train.train.checkpoint import (
+from stn_train.checkpoint import (
     check_same_model,
     grid_model_fingerprint,
     load_checkpoint,
@@ -49,6 +50,15 @@ from stn_train.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from stn_train.config import RunConfig, merge_for_resume, write_config
+from stn_train.data import collate_batch
+from stn_train.errors import TrainError
+from stn_train.evaluate import evaluate_localiser
+from stn_train.localiser import build_localiser
+from stn_train.outputs import check_output_folder, make_output_folder, write_json
+from stn_train.pictures.training import write_flattening_grid, write_loss_curves
+from stn_train.runtime import load_grid_model
+from stn_train.train import inputs
 from stn_train.train.distributed import (
     DistContext,
     GlobalBatchSampler,
@@ -56,10 +66,15 @@ from stn_train.train.distributed import (
     init_distributed,
 )
 from stn_train.train.losses import LossWeights, training_objective
-from stn_train.train.metrics import MetricsLog
-from stn_train.train.pictures import write_flattening_grid, write_loss_curves
+from stn_train.train.optim import make_optimizer, make_scheduler
+from stn_train.train.run_log import RunLog
 
-__all__ = ["RunResult", "train", "load_grid_model", "make_optimizer", "make_scheduler"]
+__all__ = ["RunResult", "train", "Progress", "StepCallback"]
+
+Progress = Callable[[int, int, str], None]
+"""``progress(step, total_steps, info)``: called on rank 0 after each logged step."""
+StepCallback = Callable[[int], None]
+"""``on_step(step)``: called on every process after each optimiser step and its logging."""
 
 
 @dataclass
@@ -76,50 +91,16 @@ class RunResult:
     seconds: float
 
 
-def load_grid_model(path: str | Path, device: torch.device | str = "cpu") -> UVGridModel:
-    """The grid model, stn-core's artifact errors turned into :class:`TrainError`."""
-    try:
-        return UVGridModel.load(path, device=device)
-    except StnError as exc:
-        raise TrainError(str(exc)) from None
+@dataclass
+class _State:
+    """Where the run is: what a checkpoint saves and a resumed run continues from."""
 
-
-def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD (with Nesterov momentum) at ``config.lr``."""
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        params,
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
-
-
-def _lr_factor(schedule: str, warmup: int, total: int):
-    def factor(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "cosine":
-            span = max(1, total - warmup)
-            progress = min(1.0, (step - warmup) / span)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if schedule == "step":  # x0.1 at half and at three quarters of the run
-            return 0.1 ** ((step >= total // 2) + (step >= (3 * total) // 4))
-        return 1.0
-
-    return factor
-
-
-def make_scheduler(config: RunConfig, optimizer, total_steps: int):
-    """A per-step LambdaLR: cosine to 0, step (x0.1 at 1/2 and 3/4), or constant; with an
-    optional linear warm-up of ``warmup_steps``."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_factor(config.schedule, config.warmup_steps, total_steps)
-    )
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = math.inf
+    best_step: int = -1
+    counters: dict = field(default_factory=lambda: {"skipped_steps": 0, "bad_samples": 0})
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -141,55 +122,20 @@ def _join_pairs(batch: dict) -> tuple[dict, int, torch.Tensor | None]:
     return joined, a["image"].shape[0], batch.get("mirrored")
 
 
-class _Progress:
-    """A rich progress bar on rank 0 (loss and throughput), or nothing."""
-
-    def __init__(self, enabled: bool, total: int, done: int):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, info="")
-
-    def update(self, step: int, info: str) -> None:
-        if self.enabled:
-            self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.bar.stop()
-
-
 class _Trainer:
-    def __init__(self, config: RunConfig, ctx: DistContext, explicit: set[str], progress: bool):
+    """One training run: its settings, its state, and the steps of :meth:`run`."""
+
+    def __init__(self, config: RunConfig, ctx: DistContext, explicit: set[str]):
         self.ctx = ctx
-        self.progress_enabled = progress and ctx.is_main
-        self.run_dir = Path(config.out) if config.out else None
         self.ckpt = None
         if config.resume:
-            if self.run_dir is None:
-                raise TrainError("--resume needs --out RUN_DIR, the run to continue.")
-            last = self.run_dir / "checkpoints" / "last.pt"
+            if not config.out:
+                raise TrainError("{0} needs {1} RUN_DIR, the run to continue.", ("resume", "out"))
+            last = Path(config.out) / "checkpoints" / "last.pt"
             if not last.is_file():
                 raise TrainError(
-                    f"--resume: {last} does not exist; drop --resume to start a new run there."
+                    f"{{0}}: {last} does not exist; drop {{0}} to start a new run there.",
+                    ("resume",),
                 )
             self.ckpt = load_checkpoint(last)
             config = merge_for_resume(self.ckpt["config"], config, explicit)
@@ -199,26 +145,82 @@ class _Trainer:
         check_output_folder(self.run_dir)
         if self.ckpt is None and (self.run_dir / "checkpoints" / "last.pt").exists():
             raise TrainError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
-                "another --out."
+                f"{self.run_dir} already holds a run; pass {{0}} to continue it, or choose "
+                "another {1}.",
+                ("resume", "out"),
             )
+        self.state = _State()
 
     # -------------------------------------------------------------------------------------
-    def run(self, crash_at_step: int | None = None) -> RunResult:
+    # the run, in order
+
+    def run(self, progress: Progress | None, on_step: StepCallback | None) -> RunResult:
+        self.t_start = time.perf_counter()
+        self.setup()
+        self.restore()
+        self.distribute()
+        st, cfg = self.state, self.config
+        self.log = RunLog(
+            self.run_dir,
+            enabled=self.ctx.is_main,
+            resume_step=st.step if self.ckpt is not None else None,
+        )
+        if self.ckpt is not None:
+            self.log.log(
+                "event", st.step, message=f"resumed from step {st.step} (epoch {st.epoch})"
+            )
+        self.bad_in_row, self.last_loss = 0, math.nan
+        self.window_images, self.window_t0 = 0, time.perf_counter()
+        self.validated_at = -1
+        try:
+            if self.ckpt is None and self.data.val is not None:
+                # The start: the curves then show what training gained.
+                self.validate("start", 0, 0, 0, track=False)
+            self.net.train()
+            while st.step < self.total_steps:
+                for batch in self.epoch_loader():
+                    st.batch_in_epoch += 1
+                    terms, grad_norm, bad = self.step(batch)
+                    self.log_step(terms, grad_norm, bad, progress)
+                    if on_step is not None:
+                        on_step(st.step)
+                    epoch_done = st.batch_in_epoch >= self.sampler.steps_per_epoch
+                    after = (st.epoch + 1, 0) if epoch_done else (st.epoch, st.batch_in_epoch)
+                    # Validate before checkpointing, so that last.pt knows the best so far.
+                    if cfg.val_every and st.step % cfg.val_every == 0:
+                        self.validate(f"step_{st.step:07d}", st.epoch, *after)
+                    elif not cfg.val_every and epoch_done:
+                        self.validate(f"epoch_{st.epoch:03d}", st.epoch, *after)
+                    due = (
+                        st.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else epoch_done
+                    )
+                    if due and st.step < self.total_steps:
+                        self.checkpoint("last.pt", *after)
+                    if st.step >= self.total_steps:
+                        break
+                if st.batch_in_epoch >= self.sampler.steps_per_epoch:
+                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+            if self.validated_at != st.step:  # the run ended between validations
+                last_epoch = st.epoch if st.batch_in_epoch else st.epoch - 1
+                self.validate(f"step_{st.step:07d}", last_epoch, st.epoch, st.batch_in_epoch)
+            self.checkpoint("last.pt", st.epoch, st.batch_in_epoch)
+        finally:
+            self.log.close()
+        return self.finish()
+
+    def setup(self) -> None:
+        """The grid model, the data, the network, the optimiser and the schedule."""
         cfg, ctx = self.config, self.ctx
-        t_start = time.perf_counter()
-        device = ctx.device
-        on_cuda = device.type == "cuda"
-        self.model = load_grid_model(cfg.model, device=device)
-        fingerprint = grid_model_fingerprint(self.model)
+        self.model = load_grid_model(cfg.model, device=ctx.device)
+        self.fingerprint = grid_model_fingerprint(self.model)
         if self.ckpt is not None:
             last = self.run_dir / "checkpoints" / "last.pt"
-            check_same_model(self.ckpt.get("grid_model", {}), fingerprint, last)
+            check_same_model(self.ckpt.get("grid_model", {}), self.fingerprint, last)
         try:
             self.indices = self.model.landmark_indices(cfg.landmarks)
         except StnError as exc:
-            raise TrainError(f"--landmarks: {exc}") from None
-        data = inputs.build_data(cfg, self.model)
+            raise TrainError(f"{{0}}: {exc}", ("landmarks",)) from None
+        self.data = inputs.build_data(cfg, self.model)
         if ctx.is_main:
             make_output_folder(self.run_dir)
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -233,290 +235,250 @@ class _Trainer:
             weights=cfg.weights,
             init_log_s=initial_log_scale(self.model.mean, (size, size), inside=self.model.inside),
         )
-        channels_last = cfg.channels_last and on_cuda
-        net = net.to(device)
-        if channels_last:
+        self.channels_last = cfg.channels_last and ctx.device.type == "cuda"
+        net = net.to(ctx.device)
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self.stn = STN(self.model, cfg.visibility_mode).to(device)
-        optimizer = make_optimizer(cfg, net.parameters())
+        self.stn = STN(self.model, cfg.visibility_mode).to(ctx.device)
+        self.optimizer = make_optimizer(cfg, net.parameters())
 
         items_per_step = cfg.batch_size // (2 if cfg.pairs else 1)  # pairs or images
         if items_per_step % ctx.world_size:
             unit = f" ({items_per_step} pairs)" if cfg.pairs else ""
             raise TrainError(
-                f"--batch-size {cfg.batch_size}{unit} cannot be split evenly over "
+                f"{{0}} {cfg.batch_size}{unit} cannot be split evenly over "
                 f"{ctx.world_size} processes; pick a multiple of "
-                f"{ctx.world_size * (2 if cfg.pairs else 1)}."
+                f"{ctx.world_size * (2 if cfg.pairs else 1)}.",
+                ("batch_size",),
             )
-        sampler = GlobalBatchSampler(data.train, items_per_step, ctx.rank, ctx.world_size, cfg.seed)
-        steps_per_epoch = sampler.steps_per_epoch
-        total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-        scheduler = make_scheduler(cfg, optimizer, total_steps)
+        self.sampler = GlobalBatchSampler(
+            self.data.train, items_per_step, ctx.rank, ctx.world_size, cfg.seed
+        )
+        steps_per_epoch = self.sampler.steps_per_epoch
+        self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+        self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
+        self.multipliers = LossWeights(
+            cfg.weight_landmark, cfg.weight_prior, cfg.weight_siamese, cfg.weight_symmetry
+        ).multipliers(size)
 
-        step, epoch, batch_in_epoch = 0, 0, 0
-        best, best_step = math.inf, -1
-        counters = {"skipped_steps": 0, "bad_samples": 0}
-        if self.ckpt is not None:
-            net.load_state_dict(self.ckpt["localiser"])
-            optimizer.load_state_dict(self.ckpt["optimizer"])
-            scheduler.load_state_dict(self.ckpt["scheduler"])
-            step, epoch = int(self.ckpt["step"]), int(self.ckpt["epoch"])
-            batch_in_epoch = int(self.ckpt["batch_in_epoch"])
-            best, best_step = float(self.ckpt["best_metric"]), int(self.ckpt["best_step"])
-            counters.update(self.ckpt.get("counters", {}))
-            states = self.ckpt["rng"]
-            if len(states) != ctx.world_size:
-                raise TrainError(
-                    f"the run was checkpointed by {len(states)} processes but resumed with "
-                    f"{ctx.world_size}; resume with the same number (the model and data "
-                    "order do not depend on it, the dropout streams do)."
-                )
-            set_rng_state(states[ctx.rank])
-        else:
-            torch.manual_seed(cfg.seed + 1 + ctx.rank)
+    def restore(self) -> None:
+        """A resumed run takes the checkpoint's weights, optimiser, schedule, position and
+        RNG states; a new run seeds each process's RNG."""
+        ctx, st = self.ctx, self.state
+        if self.ckpt is None:
+            torch.manual_seed(self.config.seed + 1 + ctx.rank)
+            return
+        ckpt = self.ckpt
+        self.net.load_state_dict(ckpt["localiser"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        st.step, st.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        st.batch_in_epoch = int(ckpt["batch_in_epoch"])
+        st.best, st.best_step = float(ckpt["best_metric"]), int(ckpt["best_step"])
+        st.counters.update(ckpt.get("counters", {}))
+        states = ckpt["rng"]
+        if len(states) != ctx.world_size:
+            raise TrainError(
+                f"the run was checkpointed by {len(states)} processes but resumed with "
+                f"{ctx.world_size}; resume with the same number (the model and data "
+                "order do not depend on it, the dropout streams do)."
+            )
+        set_rng_state(states[ctx.rank])
 
+    def distribute(self) -> None:
+        """The network as the processes train it (SyncBatchNorm and DDP under torchrun) and
+        the data loader's settings."""
+        ctx, cfg = self.ctx, self.config
+        on_cuda = ctx.device.type == "cuda"
         if ctx.enabled and on_cuda:
             # BatchNorm (ResNets) over the global batch, as in one process. SyncBatchNorm is
             # CUDA-only; on the CPU each process normalises its own share (the small CNN and
             # VGG-16 have no BatchNorm).
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            self.net = net
+            self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
         if on_cuda:
             torch.backends.cudnn.benchmark = True
-        ddp = (
-            DistributedDataParallel(net, device_ids=[device.index] if on_cuda else None)
+        self.ddp = (
+            DistributedDataParallel(self.net, device_ids=[ctx.device.index] if on_cuda else None)
             if ctx.enabled
-            else net
+            else self.net
         )
-        loader_kwargs = dict(
-            batch_size=sampler.per_rank,
-            sampler=sampler,
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.loader_kwargs = dict(
+            batch_size=self.sampler.per_rank,
+            sampler=self.sampler,
             drop_last=True,
             num_workers=cfg.workers,
-            collate_fn=inputs.collate,
+            collate_fn=collate_batch,
             pin_memory=on_cuda,
             persistent_workers=False,
         )
-        self.log = MetricsLog(
-            self.run_dir, enabled=ctx.is_main, resume_step=step if self.ckpt is not None else None
-        )
-        if self.ckpt is not None:
-            self.log.log("event", step, message=f"resumed from step {step} (epoch {epoch})")
-        multipliers = LossWeights(
-            cfg.weight_landmark, cfg.weight_prior, cfg.weight_siamese, cfg.weight_symmetry
-        ).multipliers(size)
         use_bf16 = cfg.bf16 and on_cuda
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-        all_reduce = ctx.all_reduce_sum if ctx.enabled else None
-        params = [p for p in net.parameters() if p.requires_grad]
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
-        bar = _Progress(self.progress_enabled, total_steps, step)
-        bad_in_row, last_loss = 0, math.nan
-        window_images, window_t0 = 0, time.perf_counter()
-        val_every = cfg.val_every or None
-        validated_at = -1
-        ckpt_every = cfg.checkpoint_every or None
-
-        def checkpoint(name: str, next_epoch: int, next_batch: int) -> None:
-            states = ctx.all_gather_object(rng_state())
-            if ctx.is_main:
-                save_checkpoint(
-                    self.run_dir / "checkpoints" / name,
-                    {
-                        "grid_model": fingerprint,
-                        "localiser": net.state_dict(),
-                        "backbone": cfg.backbone,
-                        "image_size": size,
-                        "landmarks": cfg.landmarks,
-                        "visibility_mode": cfg.visibility_mode,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "step": step,
-                        "epoch": next_epoch,
-                        "batch_in_epoch": next_batch,
-                        "best_metric": best,
-                        "best_step": best_step,
-                        "rng": states,
-                        "config": cfg.to_dict(),
-                        "counters": dict(counters),
-                    },
-                )
-            ctx.barrier()
-
-        def validate_and_draw(
-            tag: str, step_epoch: int, next_epoch: int, next_batch: int, track: bool = True
-        ) -> None:
-            nonlocal best, best_step, validated_at
-            validated_at = step
-            improved = False
-            if ctx.is_main:
-                record = None
-                if data.val is not None:
-                    record = evaluate_localiser(
-                        net,
-                        self.stn,
-                        data.val,
-                        self.indices,
-                        cfg.landmarks,
-                        self.model,
-                        batch_size=max(1, sampler.per_rank),
-                        device=device,
-                        multipliers=multipliers,
-                    )
-                if record is not None:
-                    self.log.log("val", step, epoch=step_epoch, **record)
-                    metric = record.get("nme_box", math.nan)
-                    if track and math.isfinite(metric) and metric < best:
-                        best, best_step, improved = metric, step, True
-                self._draw(data, tag)
-                self.log.flush()
-            improved = ctx.broadcast_object(improved)
-            best, best_step = ctx.broadcast_object((best, best_step))
-            if improved:
-                checkpoint("best.pt", next_epoch, next_batch)
-
-        try:
-            if self.ckpt is None and data.val is not None:
-                # The start: the curves then show what training gained.
-                validate_and_draw("start", 0, 0, 0, track=False)
-            net.train()
-            while step < total_steps:
-                data.set_epoch(epoch)
-                sampler.set_epoch(epoch)
-                sampler.set_start(batch_in_epoch)
-                # Its own generator: creating the loader must not draw from the global RNG,
-                # or a resumed run's dropout stream would differ from an uninterrupted one's.
-                loader = DataLoader(
-                    data.train,
-                    generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)),
-                    **loader_kwargs,
-                )
-                for batch in loader:
-                    batch_in_epoch += 1
-                    counters["bad_samples"] += int(batch.pop("bad_samples", 0))
-                    batch = _to_device(batch, device)
-                    flat, n_pairs, mirrored = _join_pairs(batch)
-                    images = flat["image"]
-                    if channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    with autocast:
-                        theta = ddp(images)
-                    theta = theta.float()
-                    out = self.stn(images.float(), theta)
-                    terms = training_objective(
-                        out,
-                        theta,
-                        flat["landmarks"],
-                        flat["visible"],
-                        self.indices,
-                        multipliers,
-                        n_pairs,
-                        all_reduce,
-                        mirrored,
-                    )
-                    bad = ctx.any_true(not bool(torch.isfinite(terms.total)))
-                    grad_norm = math.nan
-                    if not bad:
-                        optimizer.zero_grad(set_to_none=True)
-                        terms.total.backward()
-                        max_norm = cfg.clip_grad if cfg.clip_grad > 0 else math.inf
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-                        bad = ctx.any_true(not math.isfinite(grad_norm))
-                    if bad:
-                        optimizer.zero_grad(set_to_none=True)
-                    else:
-                        optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    window_images += cfg.batch_size
-                    if bad:
-                        bad_in_row += 1
-                        counters["skipped_steps"] += 1
-                        self.log.log(
-                            "event", step, message="non-finite loss or gradient: step skipped"
-                        )
-                        if bad_in_row >= cfg.max_bad_steps:
-                            raise TrainError(
-                                f"the loss or its gradient was not finite for {bad_in_row} steps "
-                                f"in a row (up to step {step}); lower --lr, set --clip-grad, or "
-                                "check the data for broken annotations."
-                            )
-                    else:
-                        bad_in_row = 0
-                        total = terms.total.detach()
-                        if ctx.enabled:  # each process holds its share: they sum to world x J
-                            total = ctx.all_reduce_sum(total) / ctx.world_size
-                        last_loss = float(total)
-                    if ctx.is_main and (step % cfg.log_every == 0 or step == total_steps):
-                        now = time.perf_counter()
-                        rate = window_images / max(now - window_t0, 1e-9)
-                        window_images, window_t0 = 0, now
-                        self.log.log(
-                            "train",
-                            step,
-                            epoch=epoch,
-                            time=now - t_start,
-                            loss=last_loss,
-                            landmark=float(terms.landmark),
-                            prior=float(terms.prior),
-                            siamese=float(terms.siamese),
-                            symmetry=float(terms.symmetry),
-                            lr=optimizer.param_groups[0]["lr"],
-                            grad_norm=grad_norm,
-                            images_per_s=rate,
-                            skipped_steps=counters["skipped_steps"],
-                            bad_samples=counters["bad_samples"],
-                        )
-                        bar.update(step, f"loss {last_loss:.4g}  {rate:.1f} img/s")
-                    if crash_at_step is not None and step >= crash_at_step:
-                        return self._result(step, epoch, last_loss, best, counters, t_start)
-                    epoch_done = batch_in_epoch >= steps_per_epoch
-                    next_epoch, next_batch = (
-                        (epoch + 1, 0) if epoch_done else (epoch, batch_in_epoch)
-                    )
-                    # Validate before checkpointing, so that last.pt knows the best so far.
-                    if val_every and step % val_every == 0:
-                        validate_and_draw(f"step_{step:07d}", epoch, next_epoch, next_batch)
-                    elif not val_every and epoch_done:
-                        validate_and_draw(f"epoch_{epoch:03d}", epoch, next_epoch, next_batch)
-                    due = (step % ckpt_every == 0) if ckpt_every else epoch_done
-                    if due and step < total_steps:
-                        checkpoint("last.pt", next_epoch, next_batch)
-                    if step >= total_steps:
-                        break
-                if batch_in_epoch >= steps_per_epoch:
-                    epoch, batch_in_epoch = epoch + 1, 0
-            if validated_at != step:  # the run ended between validations
-                last_epoch = epoch if batch_in_epoch else epoch - 1
-                validate_and_draw(f"step_{step:07d}", last_epoch, epoch, batch_in_epoch)
-            checkpoint("last.pt", epoch, batch_in_epoch)
-        finally:
-            bar.close()
-            self.log.close()
-        result = self._result(step, epoch, last_loss, best, counters, t_start)
-        if ctx.is_main:
-            summary = {
-                k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()
-            }
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return result
-
-    def _result(self, step, epoch, last_loss, best, counters, t_start) -> RunResult:
-        return RunResult(
-            run_dir=self.run_dir,
-            steps=step,
-            epochs_started=epoch,
-            last_loss=last_loss,
-            best_metric=best,
-            skipped_steps=counters["skipped_steps"],
-            bad_samples=counters["bad_samples"],
-            seconds=time.perf_counter() - t_start,
+    def epoch_loader(self) -> DataLoader:
+        """The batches of the current epoch, from the state's position in it."""
+        st = self.state
+        self.data.set_epoch(st.epoch)
+        self.sampler.set_epoch(st.epoch)
+        self.sampler.set_start(st.batch_in_epoch)
+        # Its own generator: creating the loader must not draw from the global RNG, or a
+        # resumed run's dropout stream would differ from an uninterrupted one's.
+        return DataLoader(
+            self.data.train,
+            generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, st.epoch)),
+            **self.loader_kwargs,
         )
 
-    def _draw(self, data, tag: str) -> None:
+    def step(self, batch: dict):
+        """One optimiser step on ``batch``; a non-finite loss or gradient (on any process)
+        skips the update. Returns (loss terms, gradient norm, skipped)."""
+        ctx, cfg, st = self.ctx, self.config, self.state
+        st.counters["bad_samples"] += int(batch.pop("bad_samples", 0))
+        batch = _to_device(batch, ctx.device)
+        flat, n_pairs, mirrored = _join_pairs(batch)
+        images = flat["image"]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            theta = self.ddp(images)
+        theta = theta.float()
+        out = self.stn(images.float(), theta)
+        terms = training_objective(
+            out,
+            theta,
+            flat["landmarks"],
+            flat["visible"],
+            self.indices,
+            self.multipliers,
+            n_pairs,
+            ctx.all_reduce_sum if ctx.enabled else None,
+            mirrored,
+        )
+        bad = ctx.any_true(not bool(torch.isfinite(terms.total)))
+        grad_norm = math.nan
+        if not bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            max_norm = cfg.clip_grad if cfg.clip_grad > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            bad = ctx.any_true(not math.isfinite(grad_norm))
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        st.step += 1
+        self.window_images += cfg.batch_size
+        return terms, grad_norm, bad
+
+    def log_step(self, terms, grad_norm: float, bad: bool, progress: Progress | None) -> None:
+        """Count a skipped step (stopping after too many in a row), keep the last loss, and
+        log every ``log_every`` steps."""
+        ctx, cfg, st = self.ctx, self.config, self.state
+        if bad:
+            self.bad_in_row += 1
+            st.counters["skipped_steps"] += 1
+            self.log.log("event", st.step, message="non-finite loss or gradient: step skipped")
+            if self.bad_in_row >= cfg.max_bad_steps:
+                raise TrainError(
+                    f"the loss or its gradient was not finite for {self.bad_in_row} steps in a "
+                    f"row (up to step {st.step}); lower {{0}}, set {{1}}, or check the data for "
+                    "broken annotations.",
+                    ("lr", "clip_grad"),
+                )
+        else:
+            self.bad_in_row = 0
+            total = terms.total.detach()
+            if ctx.enabled:  # each process holds its share: they sum to world x J
+                total = ctx.all_reduce_sum(total) / ctx.world_size
+            self.last_loss = float(total)
+        if ctx.is_main and (st.step % cfg.log_every == 0 or st.step == self.total_steps):
+            now = time.perf_counter()
+            rate = self.window_images / max(now - self.window_t0, 1e-9)
+            self.window_images, self.window_t0 = 0, now
+            self.log.log(
+                "train",
+                st.step,
+                epoch=st.epoch,
+                time=now - self.t_start,
+                loss=self.last_loss,
+                landmark=float(terms.landmark),
+                prior=float(terms.prior),
+                siamese=float(terms.siamese),
+                symmetry=float(terms.symmetry),
+                lr=self.optimizer.param_groups[0]["lr"],
+                grad_norm=grad_norm,
+                images_per_s=rate,
+                skipped_steps=st.counters["skipped_steps"],
+                bad_samples=st.counters["bad_samples"],
+            )
+            if progress is not None:
+                progress(st.step, self.total_steps, f"loss {self.last_loss:.4g}  {rate:.1f} img/s")
+
+    def validate(
+        self, tag: str, step_epoch: int, next_epoch: int, next_batch: int, track: bool = True
+    ) -> None:
+        """Validation metrics and pictures (rank 0); ``best.pt`` when the NME improved."""
+        ctx, cfg, st = self.ctx, self.config, self.state
+        self.validated_at = st.step
+        improved = False
+        if ctx.is_main:
+            if self.data.val is not None:
+                record = evaluate_localiser(
+                    self.net,
+                    self.stn,
+                    self.data.val,
+                    self.indices,
+                    cfg.landmarks,
+                    self.model,
+                    batch_size=max(1, self.sampler.per_rank),
+                    device=ctx.device,
+                    multipliers=self.multipliers,
+                )
+                self.log.log("val", st.step, epoch=step_epoch, **record)
+                metric = record.get("nme_box", math.nan)
+                if track and math.isfinite(metric) and metric < st.best:
+                    st.best, st.best_step, improved = metric, st.step, True
+            self.draw(tag)
+            self.log.flush()
+        improved = ctx.broadcast_object(improved)
+        st.best, st.best_step = ctx.broadcast_object((st.best, st.best_step))
+        if improved:
+            self.checkpoint("best.pt", next_epoch, next_batch)
+
+    def checkpoint(self, name: str, next_epoch: int, next_batch: int) -> None:
+        """``checkpoints/NAME`` (rank 0), resuming at batch ``next_batch`` of ``next_epoch``."""
+        ctx, cfg, st = self.ctx, self.config, self.state
+        states = ctx.all_gather_object(rng_state())
+        if ctx.is_main:
+            save_checkpoint(
+                self.run_dir / "checkpoints" / name,
+                {
+                    "grid_model": self.fingerprint,
+                    "localiser": self.net.state_dict(),
+                    "backbone": cfg.backbone,
+                    "image_size": cfg.image_size,
+                    "landmarks": cfg.landmarks,
+                    "visibility_mode": cfg.visibility_mode,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "step": st.step,
+                    "epoch": next_epoch,
+                    "batch_in_epoch": next_batch,
+                    "best_metric": st.best,
+                    "best_step": st.best_step,
+                    "rng": states,
+                    "config": cfg.to_dict(),
+                    "counters": dict(st.counters),
+                },
+            )
+        ctx.barrier()
+
+    def draw(self, tag: str) -> None:
+        """``pictures/TAG.png`` (the fixed images flattened) and ``pictures/curves.png``."""
         pictures = self.run_dir / "pictures"
-        samples = data.picture_batch
+        samples = self.data.picture_batch
         if samples is not None:
             was_training = self.net.training
             self.net.eval()
@@ -539,21 +501,41 @@ class _Trainer:
             )
         write_loss_curves(self.log.records, pictures / "curves.png", title=str(self.run_dir.name))
 
+    def finish(self) -> RunResult:
+        """The result, and ``summary.json`` (rank 0)."""
+        st = self.state
+        result = RunResult(
+            run_dir=self.run_dir,
+            steps=st.step,
+            epochs_started=st.epoch,
+            last_loss=self.last_loss,
+            best_metric=st.best,
+            skipped_steps=st.counters["skipped_steps"],
+            bad_samples=st.counters["bad_samples"],
+            seconds=time.perf_counter() - self.t_start,
+        )
+        if self.ctx.is_main:
+            summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
+            write_json(self.run_dir / "summary.json", summary)
+        return result
+
 
 def train(
     config: RunConfig,
     explicit: set[str] | frozenset[str] = frozenset(),
-    progress: bool = False,
-    crash_at_step: int | None = None,
+    progress: Progress | None = None,
+    on_step: StepCallback | None = None,
 ) -> RunResult:
     """Train the localiser as ``config`` says (module docstring); one process or torchrun.
 
     Args:
         config: the settings (:func:`stn_train.config.resolve_run_config`).
         explicit: the settings given on the command line (checked against a resumed run's).
-        progress: show a progress bar (rank 0).
-        crash_at_step: for tests: stop abruptly after this step, writing nothing more, as a
-            killed process would.
+        progress: called on rank 0 after each logged step (:data:`Progress`), e.g. to drive a
+            progress bar.
+        on_step: called after each optimiser step and its logging (:data:`StepCallback`); an
+            exception raised there ends the run at once, writing nothing more (tests use it
+            to kill a run).
 
     Raises:
         TrainError: bad settings or files, a run folder already in use, a checkpoint of another
@@ -561,7 +543,6 @@ def train(
     """
     ctx = init_distributed(config.device)
     try:
-        trainer = _Trainer(config, ctx, set(explicit), progress)
-        return trainer.run(crash_at_step)
+        return _Trainer(config, ctx, set(explicit)).run(progress, on_step)
     finally:
         ctx.close()

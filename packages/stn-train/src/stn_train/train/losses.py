@@ -176,7 +176,7 @@ def training_objective(
         reduced = all_reduce(torch.cat([local, world]))
         total_counts, world = reduced[:-1], reduced[-1]
         factors = local * world / total_counts.clamp_min(torch.finfo(torch.float32).tiny)
-        shares = [m * f for m, f in zip(means, factors)]
+        shares = [m * f for m, f in zip(means, factors, strict=True)]
     else:
         shares = means
     lm, pr, siam, sym = shares

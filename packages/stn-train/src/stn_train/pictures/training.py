@@ -1,4 +1,4 @@
-"""Pictures a person can judge a run by (rank 0, matplotlib Agg, atomic writes).
+"""Pictures a person can judge a training run by (drawn by rank 0).
 
 - :func:`write_loss_curves`: ``RUN_DIR/pictures/curves.png``, the training objective and its
   terms against the step (log scale), and the validation errors.
@@ -11,49 +11,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_savefig", "write_loss_curves", "write_flattening_grid", "to_rgb_array"]
+from stn_train.outputs import save_figure
+from stn_train.pictures.common import figure, to_rgb_array
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def atomic_savefig(fig, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Save ``fig`` as PNG through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def to_rgb_array(image) -> np.ndarray:
-    """(C, H, W) tensor or array in [0, 1] (C = 1 or 3) -> (H, W, 3) float array in [0, 1]."""
-    a = image.detach().float().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    a = np.asarray(a, dtype=np.float32)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
-        a = np.moveaxis(a, 0, -1)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, -1)
-    return np.clip(a, 0.0, 1.0)
+__all__ = ["write_loss_curves", "write_flattening_grid"]
 
 
 def _series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -79,9 +44,9 @@ def _smooth(v: np.ndarray, n: int) -> np.ndarray:
 def write_loss_curves(
     records: list[dict[str, Any]], path: str | os.PathLike, title: str = ""
 ) -> None:
-    """Loss curves from metrics records (:mod:`stn_train.train.metrics`) to a PNG."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    """Loss curves from metrics records (:mod:`stn_train.train.run_log`) to a PNG."""
+    fig = figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     ax = axes[0]
     s, v = _series(records, "train", "loss")
     if s.size:
@@ -121,8 +86,7 @@ def write_loss_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_savefig(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_flattening_grid(
@@ -142,10 +106,10 @@ def write_flattening_grid(
         target, predicted: optional (B, L, 2) landmarks in pixels (x right, y down).
         visible: optional (B, L) 0/1 for the target landmarks.
     """
-    plt = _pyplot()
     b = images.shape[0]
     cols = ("input", "flattened", "visibility mask", "masked")
-    fig, axes = plt.subplots(b, 4, figsize=(10, 2.6 * b), squeeze=False)
+    fig = figure(figsize=(10, 2.6 * b))
+    axes = fig.subplots(b, 4, squeeze=False)
     for i in range(b):
         flat = to_rgb_array(flattened[i])
         mask = to_rgb_array(visibility[i])
@@ -176,5 +140,4 @@ def write_flattening_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_savefig(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 
 from stn_train.errors import TrainError
+from stn_train.localiser import build_localiser
+from stn_train.outputs import save_torch
 
 __all__ = [
     "FORMAT",
@@ -40,7 +41,6 @@ __all__ = [
     "check_same_model",
     "rng_state",
     "set_rng_state",
-    "atomic_torch_save",
     "save_checkpoint",
     "load_checkpoint",
     "restore_localiser",
@@ -77,15 +77,17 @@ def check_same_model(saved: dict, current: dict, path: str | os.PathLike) -> Non
     if saved.get("n_params") != current["n_params"]:
         raise TrainError(
             f"checkpoint {path} was trained for a grid model with {saved.get('n_params')} "
-            f"parameters (6 + K) but --model has {current['n_params']}; pass the grid model it "
-            f"was trained with ({saved.get('source') or 'its path is not recorded'})."
+            f"parameters (6 + K) but {{0}} has {current['n_params']}; pass the grid model it "
+            f"was trained with ({saved.get('source') or 'its path is not recorded'}).",
+            ("model",),
         )
     if saved.get("res") is not None and saved.get("res") != current["res"]:
         r0, r1 = saved["res"], current["res"]
         raise TrainError(
-            f"checkpoint {path} was trained with a {r0} x {r0} grid model but --model is "
+            f"checkpoint {path} was trained with a {r0} x {r0} grid model but {{0}} is "
             f"{r1} x {r1}; pass the grid model it was trained with "
-            f"({saved.get('source') or 'its path is not recorded'})."
+            f"({saved.get('source') or 'its path is not recorded'}).",
+            ("model",),
         )
     if saved.get("hash") != current["hash"]:
         raise TrainError(
@@ -135,25 +137,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically; ``state`` holds the keys of the module docstring."""
-    atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_torch({"format": FORMAT, "version": VERSION, **state}, path)
 
 
 def load_checkpoint(
@@ -207,8 +195,6 @@ def restore_localiser(checkpoint: str | os.PathLike, model, device="cpu"):
     Raises:
         TrainError: see :func:`load_checkpoint` (another grid model included).
     """
-    from stn_train.localiser import build_localiser
-
     ckpt = load_checkpoint(checkpoint, grid_model_fingerprint(model))
     size = int(ckpt["image_size"])
     net = build_localiser(ckpt["backbone"], model.n_params, (size, size))

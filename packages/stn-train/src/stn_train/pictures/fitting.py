@@ -1,5 +1,5 @@
-"""What ``stn-train fit`` writes for a person to look at: the overlay, the UV maps, the cost
-plot, and the fitted mesh as a textured OBJ.
+"""What ``stn-train fit`` draws for a person to look at: the overlay, the UV maps, the cost
+plot (the textured mesh is :func:`stn_train.outputs.write_textured_obj`).
 
 Conventions (docs/conventions.md): images (3, H, W) in [0, 1]; pixels x right, y down, (0, 0)
 the centre of the top-left pixel; UV maps are the R x R grid, row 0 the forehead, column 0
@@ -16,13 +16,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from stn_train.outputs import save_figure, write_png
+from stn_train.pictures.common import figure
+
 __all__ = [
     "to_pil",
     "uv_map",
     "save_overlay",
     "save_uv_map",
     "save_cost_plot",
-    "write_textured_obj",
 ]
 
 # Landmark marks: observed (green ring), fitted (red dot), observed but invisible (grey ring).
@@ -82,9 +84,7 @@ def save_uv_map(
 ) -> Path:
     """:func:`uv_map` saved as PNG, enlarged (nearest) to at least :data:`MIN_SIDE` pixels."""
     img, _ = _enlarge(Image.fromarray(uv_map(values, res, mask, normalise), "RGB"))
-    path = Path(path)
-    img.save(path)
-    return path
+    return write_png(path, img)
 
 
 def _draw_landmarks(img: Image.Image, scale: int, observed, fitted, visible) -> None:
@@ -93,7 +93,7 @@ def _draw_landmarks(img: Image.Image, scale: int, observed, fitted, visible) -> 
     obs = np.asarray(observed, dtype=np.float64)
     fit = np.asarray(fitted, dtype=np.float64)
     vis = np.asarray(visible, dtype=np.float64) > 0
-    for (ox, oy), (fx, fy), v in zip(obs, fit, vis):
+    for (ox, oy), (fx, fy), v in zip(obs, fit, vis, strict=True):
         # Pixel centres: (x + 0.5) * scale in the enlarged picture.
         if np.isfinite(ox) and np.isfinite(oy):
             cx, cy = (ox + 0.5) * scale, (oy + 0.5) * scale
@@ -144,9 +144,7 @@ def save_overlay(
     for p in panels:
         out.paste(p, (x, 0))
         x += p.width + gap
-    path = Path(path)
-    out.save(path)
-    return path
+    return write_png(path, out)
 
 
 def save_cost_plot(
@@ -158,105 +156,41 @@ def save_cost_plot(
         stage: T stage names (:meth:`stn_core.fitting.ImageFitResult.cost_history`).
         costs: name -> (T,) values (NaN where a stage lacks the term).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     t = np.arange(len(stage))
-    fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=110)
-    try:
-        for name, values in costs.items():
-            v = np.asarray(values, dtype=np.float64)
-            v = np.where(v > 0, v, np.nan)
-            if np.all(np.isnan(v)):
-                continue
-            style = (
-                dict(color="black", lw=2.2, marker="o", ms=3)
-                if name == "total"
-                else dict(lw=1.2, marker=".", ms=3)
-            )
-            ax.plot(t, v, label=name, **style)
-        # Stage bands: each stage's first row is its starting cost.
-        starts = [i for i in range(len(stage)) if i == 0 or stage[i] != stage[i - 1]]
-        for k, s0 in enumerate(starts):
-            s1 = starts[k + 1] if k + 1 < len(starts) else len(stage)
-            if k % 2:
-                ax.axvspan(s0 - 0.5, s1 - 0.5, color="0.93", zorder=0)
-            ax.text(
-                (s0 + s1 - 1) / 2,
-                1.01,
-                stage[s0],
-                transform=ax.get_xaxis_transform(),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-        ax.set_yscale("log")
-        ax.set_xlabel("iteration (row 0 of each stage: its start)")
-        ax.set_ylabel("cost")
-        if title:
-            ax.set_title(title, fontsize=9, pad=16)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def write_textured_obj(
-    path: str | Path,
-    vertices: torch.Tensor,
-    faces: torch.Tensor,
-    res: int,
-    texture: np.ndarray,
-    normals: torch.Tensor | None = None,
-    name: str = "face",
-) -> list[Path]:
-    """The mesh as Wavefront OBJ with an MTL and a PNG texture beside it.
-
-    Args:
-        path: the ``.obj`` file; ``<stem>.mtl`` and ``<stem>_texture.png`` are written next to it.
-        vertices: (N, 3) mm, grid order (model axes: x right, y up, z towards the viewer,
-            which OBJ viewers take as they are).
-        faces: (F, 3) 0-based, counter-clockwise seen from the front (OBJ's front faces).
-        res: R (N = R * R). texture: (R, R, 3) uint8 UV image (row 0 the top of the grid).
-        normals: optional (N, 3) unit vertex normals.
-
-    Vertex k's texture coordinate is the centre of texel k: u = (col + 0.5) / R,
-    v = 1 - (row + 0.5) / R (OBJ's v runs upwards from the image's bottom row).
-    """
-    path = Path(path)
-    mtl = path.with_suffix(".mtl")
-    tex = path.with_name(f"{path.stem}_texture.png")
-    Image.fromarray(np.ascontiguousarray(texture), "RGB").save(tex)
-    mtl.write_text(
-        f"newmtl {name}\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {tex.name}\n",
-        encoding="utf-8",
-    )
-    v = vertices.detach().cpu().double().numpy()
-    f = faces.detach().cpu().long().numpy() + 1
-    k = np.arange(v.shape[0])
-    rows, cols = np.divmod(k, res)
-    uv = np.stack([(cols + 0.5) / res, 1.0 - (rows + 0.5) / res], 1)
-    lines = [
-        f"# {name}: fitted 3D morphable model (stn-train fit), millimetres\n",
-        f"mtllib {mtl.name}\n",
-        f"o {name}\n",
-    ]
-    lines += [f"v {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in v]
-    lines += [f"vt {a:.6f} {b:.6f}\n" for a, b in uv]
-    if normals is not None:
-        lines += [
-            f"vn {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in normals.detach().cpu().double().numpy()
-        ]
-        lines.append(f"usemtl {name}\n")
-        lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}\n" for a, b, c in f]
-    else:
-        lines.append(f"usemtl {name}\n")
-        lines += [f"f {a}/{a} {b}/{b} {c}/{c}\n" for a, b, c in f]
-    path.write_text("".join(lines), encoding="utf-8")
-    return [path, mtl, tex]
+    fig = figure(figsize=(8.4, 4.2), dpi=110)
+    ax = fig.subplots()
+    for name, values in costs.items():
+        v = np.asarray(values, dtype=np.float64)
+        v = np.where(v > 0, v, np.nan)
+        if np.all(np.isnan(v)):
+            continue
+        style = (
+            dict(color="black", lw=2.2, marker="o", ms=3)
+            if name == "total"
+            else dict(lw=1.2, marker=".", ms=3)
+        )
+        ax.plot(t, v, label=name, **style)
+    # Stage bands: each stage's first row is its starting cost.
+    starts = [i for i in range(len(stage)) if i == 0 or stage[i] != stage[i - 1]]
+    for k, s0 in enumerate(starts):
+        s1 = starts[k + 1] if k + 1 < len(starts) else len(stage)
+        if k % 2:
+            ax.axvspan(s0 - 0.5, s1 - 0.5, color="0.93", zorder=0)
+        ax.text(
+            (s0 + s1 - 1) / 2,
+            1.01,
+            stage[s0],
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration (row 0 of each stage: its start)")
+    ax.set_ylabel("cost")
+    if title:
+        ax.set_title(title, fontsize=9, pad=16)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

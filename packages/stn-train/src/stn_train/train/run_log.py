@@ -1,4 +1,6 @@
-"""Metrics: JSON lines (``RUN_DIR/metrics.jsonl``) and TensorBoard (``RUN_DIR/tensorboard``).
+"""The run log: what a training run records as it goes, as JSON lines
+(``RUN_DIR/metrics.jsonl``) and TensorBoard scalars (``RUN_DIR/tensorboard``). The
+metrics themselves are computed in :mod:`stn_train.metrics`.
 
 One JSON object per line, flushed as it is written:
 
@@ -22,10 +24,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "read_metrics"]
+from torch.utils.tensorboard import SummaryWriter
+
+from stn_train.outputs import write_text
+
+__all__ = ["RunLog", "read_run_log"]
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_run_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every record of a metrics file (a torn last line is ignored)."""
     path = Path(path)
     if not path.is_file():
@@ -45,7 +51,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class MetricsLog:
+class RunLog:
     """Appends records to ``metrics.jsonl`` and TensorBoard scalars (no-op when disabled).
 
     Args:
@@ -71,17 +77,13 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
-            kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
+            kept = [r for r in read_run_log(self.path) if int(r.get("step", 0)) <= resume_step]
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
             self.records = kept
         else:
-            self.path.write_text("")
+            write_text(self.path, "")
         self._file = open(self.path, "a", buffering=1)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             self._writer = SummaryWriter(
                 log_dir=str(Path(run_dir) / "tensorboard"),
                 purge_step=None if resume_step is None else resume_step + 1,
