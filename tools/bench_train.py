@@ -39,10 +39,7 @@ for pkg in ("stn-core", "stn-train"):
     sys.path.insert(0, str(REPO / "packages" / pkg / "src"))
 
 from stn_core import STN, UVGridModel  # noqa: E402
-from stn_core.geometry import (
-    initial_log_scale,  # noqa: E402
-    project_theta,  # noqa: E402
-)
+from stn_core.geometry import initial_log_scale, project_theta  # noqa: E402
 from stn_core.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss  # noqa: E402
 from stn_core.sampler import select_backend, stn_flatten  # noqa: E402
 from stn_core.visibility import visibility  # noqa: E402

@@ -17,7 +17,9 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"blocked by the test: {{name}}")
 sys.meta_path.insert(0, Block())
 import importlib, pkgutil, {package}
-names = [{package!r}] + [m.name for m in pkgutil.walk_packages({package}.__path__, {package!r} + ".")]
+names = [{package!r}] + [
+    m.name for m in pkgutil.walk_packages({package}.__path__, {package!r} + ".")
+]
 for name in names:
     if name in {skip!r}:
         continue

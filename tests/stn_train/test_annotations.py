@@ -43,7 +43,7 @@ def _image(path, w=40, h=30):
 
 def _row(name, pts, vis, subject=None):
     fields = [name]
-    for (x, y), v in zip(pts, vis):
+    for (x, y), v in zip(pts, vis, strict=True):
         fields += ["" if math.isnan(x) else str(x), "" if math.isnan(y) else str(y), str(v)]
     return ",".join(fields + ([subject] if subject is not None else []))
 

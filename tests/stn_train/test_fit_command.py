@@ -106,7 +106,7 @@ def test_full_fit_writes_every_file_and_recovers_the_landmarks(grid, faces, tmp_
     folder, paths, points = faces
     records = fit_images(paths[:2], path, folder, tmp_path / "out", device="cpu")
     assert [r.status for r in records] == ["fitted", "fitted"]
-    for r, truth in zip(records, points):
+    for r, truth in zip(records, points[:2], strict=True):
         assert r.converged and r.landmark_error_px < LANDMARK_PX
         assert r.photometric_rms < 4 * NOISE
         for name in ("params.json", *PICTURES):
@@ -163,10 +163,12 @@ def test_obj_texture_coordinates_hit_each_vertex_texel(grid, faces, tmp_path):
 
 def _csv(path, names, points, visible=None):
     rows = ["image," + ",".join(f"x{k},y{k},v{k}" for k in range(1, 22))]
-    for i, (name, pts) in enumerate(zip(names, points)):
+    for i, (name, pts) in enumerate(zip(names, points, strict=True)):
         vis = np.ones(21) if visible is None else visible[i]
         rows.append(
-            name + "," + ",".join(f"{x!r},{y!r},{int(v)}" for (x, y), v in zip(pts.tolist(), vis))
+            name
+            + ","
+            + ",".join(f"{x!r},{y!r},{int(v)}" for (x, y), v in zip(pts.tolist(), vis, strict=True))
         )
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -183,20 +185,20 @@ def test_every_landmark_format_gives_the_same_fit(grid, faces, tmp_path):
         "manifest": tmp_path / "marks.jsonl",
     }
     sources["json by name"].write_text(
-        json.dumps({p.stem: pts.tolist() for p, pts in zip(paths, points)})
+        json.dumps({p.stem: pts.tolist() for p, pts in zip(paths, points, strict=True)})
     )
     sources["json list"].write_text(
         json.dumps(
             [
                 {"image": str(p), "landmarks": [[x, y, 1] for x, y in pts.tolist()]}
-                for p, pts in zip(paths, points)
+                for p, pts in zip(paths, points, strict=True)
             ]
         )
     )
     write_manifest(
         [
             ManifestEntry(image=p, landmarks=pts, visible=np.ones(21))
-            for p, pts in zip(paths, points)
+            for p, pts in zip(paths, points, strict=True)
         ],
         sources["manifest"],
     )
@@ -375,7 +377,7 @@ def test_repeated_file_names_match_the_longest_unique_path_suffix(grid, faces, t
         images, path, marks, tmp_path / "out", landmarks_only=True, device="cpu", pictures=False
     )
     assert [r.status for r in records] == ["fitted", "fitted", "skipped", "skipped"]
-    for r, truth in zip(records[:2], points[:2]):
+    for r, truth in zip(records[:2], points[:2], strict=True):
         fitted = np.asarray(json.loads((r.out_dir / "params.json").read_text())["fitted_landmarks"])
         assert np.abs(fitted - truth).max() < 1.5 * LANDMARK_PX
     for r in records[2:]:

@@ -26,7 +26,7 @@ class TestRoundTrip:
         path = write_manifest(entries, tmp_path / "m.jsonl")
         back = read_manifest(path)
         assert len(back) == 3
-        for a, b in zip(entries, back):
+        for a, b in zip(entries, back, strict=True):
             assert b.image == a.image.absolute()
             np.testing.assert_array_equal(b.landmarks, a.landmarks)  # NaN == NaN here
             np.testing.assert_array_equal(b.visible, a.visible)

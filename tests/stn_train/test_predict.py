@@ -123,7 +123,7 @@ def test_subject_means_average_visible_pixels(predicted):
         flats = [read_png(out / f"{n}.flat.png") for n in names]
         masks = [read_png(out / f"{n}.mask.png") for n in names]
         count = sum(masks)
-        total = sum(f * m[..., None] for f, m in zip(flats, masks))
+        total = sum(f * m[..., None] for f, m in zip(flats, masks, strict=True))
         expect = total / np.maximum(count, 1)[..., None]
         mean = read_png(out / "subjects" / f"{subject}.png")
         np.testing.assert_allclose(mean, expect, atol=1.5 * PNG_STEP)
@@ -135,7 +135,7 @@ def test_subject_means_average_visible_pixels(predicted):
 def test_batch_size_does_not_change_results(predicted, subject_images, tmp_path):
     result, files = predicted
     one = predict(files[:2], tiny_checkpoint(), grid_model_file(), tmp_path, batch_size=1)
-    for a, b in zip(one.names, result.names[:2]):
+    for a, b in zip(one.names, result.names[:2], strict=True):
         ta = json.loads((tmp_path / f"{a}.theta.json").read_text())["theta"]
         tb = json.loads((result.out_dir / f"{b}.theta.json").read_text())["theta"]
         np.testing.assert_allclose(ta, tb, rtol=1e-5, atol=1e-5)

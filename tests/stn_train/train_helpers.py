@@ -131,7 +131,9 @@ def write_manifest_of_renders(
         Image.fromarray(a).save(folder / name)
         lms = [
             [float(x), float(y), int(v)]
-            for (x, y), v in zip(faces["landmarks"][i].tolist(), faces["visible"][i].tolist())
+            for (x, y), v in zip(
+                faces["landmarks"][i].tolist(), faces["visible"][i].tolist(), strict=True
+            )
         ]
         line = {"image": name, "landmarks": lms}
         if subjects:
