@@ -1099,7 +1099,9 @@ def _fit_image(
             landmark_error_px=torch.where(usable, err, nan),
             photometric_rms=torch.where(usable, rms, nan),
             converged=converged & usable,
-            status=[s if bool(u) else "skipped" for s, u in zip(status, usable.tolist())],
+            status=[
+                s if bool(u) else "skipped" for s, u in zip(status, usable.tolist(), strict=True)
+            ],
             usable=usable,
             n_iter=n_iter,
             history=history,
