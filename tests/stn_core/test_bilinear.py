@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from stn_core._validate import StnError
 from stn_core.conventions import points_from_matconvnet_grid
+from stn_core.errors import StnError
 from stn_core.geometry import project_theta
 from stn_core.sampler.bilinear import bilinear_sample
 from stn_core.sampler.reference import stn_flatten_reference

@@ -8,7 +8,7 @@ Conventions: docs/conventions.md. The main entry points:
   :mod:`stn_core.visibility`, :mod:`stn_core.losses`, :mod:`stn_core.conventions`.
 """
 
-from stn_core._validate import ArtifactError, StnError
+from stn_core.errors import ArtifactError, StnError
 from stn_core.geometry import (
     GridGenerator,
     axis_angle_to_matrix,

@@ -14,7 +14,8 @@ import h5py
 import numpy as np
 import torch
 
-from stn_core._validate import ArtifactError, expect
+from stn_core._validate import expect
+from stn_core.errors import ArtifactError
 
 __all__ = ["UVGridModel", "FORMAT", "SUPPORTED_VERSIONS", "orient_faces_towards_camera"]
 

@@ -7,14 +7,8 @@ import os
 
 import torch
 
-from stn_core._validate import (
-    StnError,
-    check_images,
-    check_mask,
-    check_model_arrays,
-    check_theta,
-    expect,
-)
+from stn_core._validate import check_images, check_mask, check_model_arrays, check_theta, expect
+from stn_core.errors import StnError
 from stn_core.sampler.reference import stn_flatten_reference
 
 __all__ = ["stn_flatten", "select_backend", "triton_available", "BACKENDS"]
