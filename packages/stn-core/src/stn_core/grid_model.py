@@ -16,6 +16,7 @@ import torch
 
 from stn_core._validate import expect
 from stn_core.errors import ArtifactError
+from stn_core.geometry import morphable_shape
 
 __all__ = ["UVGridModel", "FORMAT", "SUPPORTED_VERSIONS", "orient_faces_towards_camera"]
 
@@ -477,8 +478,6 @@ class UVGridModel:
         """Vertices (N, 3) (alpha None or (K,)) or (B, N, 3) (alpha (B, K)), mm."""
         if alpha is None:
             return self.mean
-        from stn_core.geometry import morphable_shape
-
         if alpha.dim() == 1:
             return morphable_shape(alpha[None], self.mean, self.basis)[0]
         return morphable_shape(alpha, self.mean, self.basis)
