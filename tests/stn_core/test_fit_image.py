@@ -21,14 +21,13 @@ from stn_core.fitting.image import (
     FitWeights,
     ImageFitProblem,
     fit_image,
-    normals_and_jacobian,
     sample_with_gradient,
 )
 from stn_core.renderer import render
 from stn_core.shading import sh_ambient, sh_directional
-from stn_core.visibility import vertex_normals
 
 from tests.conftest import reference_file
+from tests.stn_core.synthetic_model import K_COLOR, K_EXP, K_ID, RES, synthetic_colour_model
 from tests.tolerances import (
     FD_STEP,
     FD_TOL,
@@ -39,7 +38,6 @@ from tests.tolerances import (
 
 RTOL64, ATOL64 = TOL[np.float64]
 RTOL32, ATOL32 = TOL[np.float32]
-RES, K_ID, K_EXP, K_COLOR = 40, 10, 5, 10
 SIZE = (128, 128)
 NOISE = 0.02  # image noise, colour units
 BACKGROUND = 0.3
@@ -61,41 +59,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> UVGridModel:
     """A small grid model with a colour basis, through bfm-prep's own pipeline."""
-    synth = pytest.importorskip("bfm_prep.synth")
-    from bfm_prep.build import build_model
-    from bfm_prep.embedding import embed_model
-    from bfm_prep.resample import resample_to_grid
-
-    folder = tmp_path_factory.mktemp("synth")
-    files = synth.write_synthetic(
-        folder, seed=0, n_vertices=2000, n_shape=K_ID, n_color=K_COLOR, n_exp=K_EXP
-    )
-    mm = build_model(
-        files["bfm"],
-        files["expression"],
-        files["mapping"],
-        n_shape=K_ID,
-        n_exp=K_EXP,
-        landmarks={"aflw21": files["aflw21"]},
-        n_color=K_COLOR,
-    )
-    grid = resample_to_grid(mm, embed_model(mm).uv, RES)
-    g = grid.model
-    return UVGridModel.from_arrays(
-        g.shape_mean,
-        g.shape_basis,
-        g.faces,
-        RES,
-        std=g.shape_std,
-        kind=g.shape_kind,
-        uv=grid.uv,
-        inside=grid.inside,
-        landmarks=g.landmarks,
-        color_mean=g.color_mean,
-        color_basis=g.color_basis,
-        color_std=g.color_std,
-        dtype=torch.float64,
-    )
+    return synthetic_colour_model(tmp_path_factory.mktemp("synth"))
 
 
 def truth(model: UVGridModel, b: int, seed: int, max_yaw: float = 0.35):
@@ -186,27 +150,6 @@ class TestSampleWithGradient:
         for c in range(3):
             (auto,) = torch.autograd.grad(out[:, c].sum(), p, retain_graph=True)
             torch.testing.assert_close(grad[:, c], auto, rtol=RTOL64, atol=ATOL64)
-
-
-class TestNormalsJacobian:
-    def test_normals_are_vertex_normals_and_jacobian_matches_differences(self, model):
-        g = torch.Generator().manual_seed(1)
-        x = model.shape(0.5 * torch.randn(2, model.n_components, generator=g, dtype=torch.float64))
-        faces = model.faces
-        normals, jac = normals_and_jacobian(x, faces)
-        torch.testing.assert_close(normals, vertex_normals(x, faces), rtol=RTOL64, atol=ATOL64)
-        from stn_core.fitting.image import _ring
-
-        ring = _ring(faces, model.n_vertices)
-        for vertex in (0, RES * RES // 2 + 3, 5 * RES + 17, model.n_vertices - 1):
-            for axis in range(3):
-                xp, xm = x.clone(), x.clone()
-                xp[:, vertex, axis] += FD_STEP
-                xm[:, vertex, axis] -= FD_STEP
-                fd = (vertex_normals(xp, faces) - vertex_normals(xm, faces)) / (2 * FD_STEP)
-                hit = (ring.index == vertex).to(x.dtype)  # (N, S); padded slots carry zeros
-                an = torch.einsum("ns,bnsi->bni", hit, jac[..., axis])
-                torch.testing.assert_close(an, fd, rtol=FD_RTOL, atol=FD_ATOL)
 
 
 class TestJacobian:

@@ -23,11 +23,12 @@ from stn_core.geometry import (
 )
 from stn_core.grid_model import UVGridModel
 from stn_core.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
+from stn_core.normals import vertex_normals
 from stn_core.sampler import stn_flatten
 from stn_core.sampler.bilinear import BilinearSampler, bilinear_sample
 from stn_core.sampler.reference import stn_flatten_reference
 from stn_core.stn import STN, STNOutput
-from stn_core.visibility import Visibility, vertex_normals, visibility
+from stn_core.visibility import Visibility, visibility
 
 __version__ = "0.1.0"
 

@@ -50,8 +50,8 @@ import torch
 from stn_core._validate import check_theta, expect
 from stn_core.geometry import project_theta
 from stn_core.grid_model import UVGridModel
+from stn_core.normals import vertex_normals
 from stn_core.shading import shade
-from stn_core.visibility import vertex_normals
 
 __all__ = [
     "Fragments",

@@ -122,7 +122,7 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torc
     Args:
         albedo: (B, N, 3) reflectance (RGB, [0, 1] for images).
         normals: (B, N, 3) unit normals, camera space (e.g.
-            ``stn_core.visibility.vertex_normals`` of the rotated vertices).
+            ``stn_core.normals.vertex_normals`` of the rotated vertices).
         sh: (B, 9, 3) lighting coefficients per colour channel (or (9, 3) for all images).
 
     Returns:

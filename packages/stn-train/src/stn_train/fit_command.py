@@ -550,8 +550,8 @@ def _write_outputs(
 ) -> list[str]:
     from stn_core import bilinear_sample, project_theta
     from stn_core.fitting import FitWeights
+    from stn_core.normals import vertex_normals
     from stn_core.renderer import render
-    from stn_core.visibility import vertex_normals
 
     from stn_train import fit_pictures as fp
 

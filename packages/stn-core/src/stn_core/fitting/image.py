@@ -21,7 +21,7 @@ sh the (9, 3) lighting coefficients of :mod:`stn_core.shading`, flattened row-ma
 - p_n: the image position of grid vertex n (:func:`stn_core.geometry.project_theta`); I_c(p)
   the bilinear sample of channel c there (zeros outside the image, the sampler's contract).
 - albedo = color_mean + color_basis @ beta (the model's colour model, RGB in [0, 1]).
-- normal_n: the unit angle-weighted vertex normal (:func:`stn_core.visibility.vertex_normals`)
+- normal_n: the unit angle-weighted vertex normal (:func:`stn_core.normals.vertex_normals`)
   of the posed mesh's drawn faces (those whose three vertices are ``inside``), in camera
   space: exactly the normals :func:`stn_core.renderer.render` shades with.
 - shading_c = sh_basis(normal) @ sh[:, c] (:func:`stn_core.shading.sh_basis`).
@@ -74,7 +74,6 @@ import warnings
 from dataclasses import dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 
 from stn_core.fitting.landmarks import (
     DEFAULT_PRIOR_WEIGHT,
@@ -89,6 +88,7 @@ from stn_core.fitting.solver import (
     levenberg_marquardt,
 )
 from stn_core.geometry import axis_angle_to_matrix, skew, so3_left_jacobian
+from stn_core.normals import normals_and_jacobian, one_ring
 from stn_core.shading import SH_BASIS_CONSTANTS, sh_basis
 from stn_core.visibility import depth_visibility
 
@@ -101,7 +101,6 @@ __all__ = [
     "ImageFitProblem",
     "fit_image",
     "sample_with_gradient",
-    "normals_and_jacobian",
 ]
 
 TERMS = (
@@ -306,217 +305,6 @@ def sample_with_gradient(images: torch.Tensor, points: torch.Tensor):
     return value, torch.stack([gx, gy], -1)
 
 
-@dataclass
-class _Ring:
-    """The 1-ring structure of a triangle mesh for sparse normal Jacobians.
-
-    index: (N, S) long, the vertices of each vertex's ring (itself included; padded with
-    itself). pair_slot: (F, 3, 3) long, slot of vertex faces[f, j] in the ring of vertex
-    faces[f, c] at [f, c, j]. self_slot: (N,) long, each vertex's own slot. sources: (N * S,
-    C) long, the flat (f, c, j) entries (into F * 9) whose derivative blocks add up to each
-    (vertex, slot), padded with 0; source_weight: (N * S, C) bool, True for an entry. The sum
-    is an ``embedding_bag`` with these as weights: an order of magnitude faster on the CPU
-    than index_add or an indexed gather. incident: (N, V) long, the flat (f, c) corners
-    (into F * 3) at each vertex, padded with 0; incident_weight: (N, V) bool.
-    """
-
-    index: torch.Tensor
-    pair_slot: torch.Tensor
-    self_slot: torch.Tensor
-    sources: torch.Tensor
-    source_weight: torch.Tensor
-    incident: torch.Tensor
-    incident_weight: torch.Tensor
-
-    @property
-    def size(self) -> int:
-        return self.index.shape[1]
-
-
-def _ring(faces: torch.Tensor, n: int) -> _Ring:
-    dev = faces.device
-    nf = faces.shape[0]
-    src = torch.cat([faces[:, :, None].expand(nf, 3, 3).reshape(-1), torch.arange(n, device=dev)])
-    dst = torch.cat([faces[:, None, :].expand(nf, 3, 3).reshape(-1), torch.arange(n, device=dev)])
-    uniq, inverse = torch.unique(src * n + dst, return_inverse=True)
-    us, ud = uniq // n, uniq % n
-    counts = torch.bincount(us, minlength=n)
-    first = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(uniq.numel(), device=dev) - first[us]
-    size = int(counts.max()) if n else 1
-    index = torch.arange(n, device=dev)[:, None].repeat(1, size)
-    index[us, slot] = ud
-    pair_slot = slot[inverse[: 9 * nf]].reshape(nf, 3, 3)
-    # Gather plan: entry e = (f, c, j) feeds (vertex faces[f, c], slot pair_slot[f, c, j]).
-    target = (faces[:, :, None] * size + pair_slot).reshape(-1)
-    order = torch.argsort(target, stable=True)
-    tcount = torch.bincount(target, minlength=n * size)
-    width = max(1, int(tcount.max())) if target.numel() else 1
-    tfirst = torch.cumsum(tcount, 0) - tcount
-    rank = torch.arange(order.numel(), device=dev) - tfirst[target[order]]
-    sources = torch.zeros((n * size, width), dtype=torch.long, device=dev)
-    weight = torch.zeros((n * size, width), dtype=torch.bool, device=dev)
-    sources[target[order], rank] = order
-    weight[target[order], rank] = True
-    incident, incident_weight = _bags(faces.reshape(-1), n)
-    return _Ring(
-        index, pair_slot, slot[inverse[9 * nf :]], sources, weight, incident, incident_weight
-    )
-
-
-def _bags(target: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entries grouped by target: (n, width) entry indices padded with 0, and a bool mask."""
-    dev = target.device
-    order = torch.argsort(target, stable=True)
-    count = torch.bincount(target, minlength=n)
-    width = max(1, int(count.max())) if target.numel() else 1
-    first = torch.cumsum(count, 0) - count
-    rank = torch.arange(order.numel(), device=dev) - first[target[order]]
-    index = torch.zeros((n, width), dtype=torch.long, device=dev)
-    mask = torch.zeros((n, width), dtype=torch.bool, device=dev)
-    index[target[order], rank] = order
-    mask[target[order], rank] = True
-    return index, mask
-
-
-def _cross_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cross product along dim 1 of (B, 3, ...) arrays (faces innermost: vectorised)."""
-    ax, ay, az = a.unbind(1)
-    bx, by, bz = b.unbind(1)
-    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], 1)
-
-
-def _face_blocks(vertices, faces, angles, unit, twice_area) -> torch.Tensor:
-    """d(angle_c * unit normal) / d v_j of every face f, corner c and vertex j, as a
-    (B * F * 9, 9) table: row (b, f, c, j), the 3 x 3 block row-major.
-
-    Computed with the faces innermost (arrays (B, 3, ..., F)), where every operation is
-    vectorised; the result is transposed once for the gather.
-    """
-    b = vertices.shape[0]
-    tiny = torch.finfo(vertices.dtype).tiny
-    p = vertices.transpose(1, 2)[:, :, faces.T]  # (B, 3 xyz, 3 corners, F)
-    u = unit.transpose(1, 2)  # (B, 3, F)
-    # Degenerate faces contribute nothing (their unit normal is already zero).
-    ok = (twice_area > tiny * 1e6).to(vertices.dtype)  # (B, F)
-    inv_area = ok / twice_area.clamp_min(tiny)
-    ang = [a * ok for a in angles]  # (B, F) each
-    uo = u * ok[:, None]
-    # Edges at corner c: a = p_{c+1} - p_c, b = p_{c+2} - p_c; d angle_c = -(u x a) . da /
-    # |a|^2 + (u x b) . db / |b|^2.
-    ga, gb = [], []
-    for c in range(3):
-        a_ = p[:, :, (c + 1) % 3] - p[:, :, c]
-        b_ = p[:, :, (c + 2) % 3] - p[:, :, c]
-        ga.append(-_cross_t(u, a_) / (a_ * a_).sum(1, keepdim=True).clamp_min(tiny))
-        gb.append(_cross_t(u, b_) / (b_ * b_).sum(1, keepdim=True).clamp_min(tiny))
-    out = torch.empty(
-        b, 3, 3, 3, 3, faces.shape[0], dtype=vertices.dtype, device=vertices.device
-    )  # (B, c, j, x, y, F)
-    for j in range(3):
-        # d unit / d v_j = ([d]_x - u (u x d)^T) / |n|, d = p_{j+2} - p_{j+1}.
-        d = p[:, :, (j + 2) % 3] - p[:, :, (j + 1) % 3]
-        dx, dy, dz = d.unbind(1)
-        zero = torch.zeros_like(dx)
-        sk = torch.stack(
-            [
-                torch.stack([zero, -dz, dy], 1),
-                torch.stack([dz, zero, -dx], 1),
-                torch.stack([-dy, dx, zero], 1),
-            ],
-            1,
-        )  # (B, 3, 3, F)
-        du = (sk - u[:, :, None] * _cross_t(u, d)[:, None]) * inv_area[:, None, None]
-        for c in range(3):
-            # d angle_c / d v_j: v_c gets -(ga + gb), v_{c+1} ga, v_{c+2} gb.
-            k = (j - c) % 3
-            dth = -(ga[c] + gb[c]) if k == 0 else (ga[c] if k == 1 else gb[c])
-            blk = out[:, c, j]
-            torch.mul(uo[:, :, None], dth[:, None], out=blk)
-            blk.addcmul_(ang[c][:, None, None], du)
-    return out.permute(0, 5, 1, 2, 3, 4).reshape(-1, 9)
-
-
-def normals_and_jacobian(
-    vertices: torch.Tensor,
-    faces: torch.Tensor,
-    ring: _Ring | None = None,
-    jacobian: bool = True,
-    rows: torch.Tensor | None = None,
-):
-    """Unit angle-weighted vertex normals and their exact derivative in the vertex positions.
-
-    Args:
-        vertices: (B, N, 3). faces: (F, 3) long, counter-clockwise seen from the front.
-        ring: the mesh's 1-ring structure (built from the faces when None).
-        jacobian: also return the derivative.
-        rows: optional (M,) vertex indices: the derivative of those vertices' normals only.
-
-    Returns:
-        ``(normals, jac)``: normals (B, N, 3), equal to
-        ``stn_core.visibility.vertex_normals(vertices, faces)``; jac (B, M, S, 3, 3) (M = N
-        without ``rows``) with ``jac[b, i, s] = d normals[b, n] / d vertices[b, ring.index[n,
-        s]]`` for n = rows[i] (zero for padded slots), or None. The normal is ``m / |m|`` with
-        ``m = sum over incident faces of corner angle * unit face normal``; at a corner with
-        edges a, b and unit face normal u, d angle = -(u x a) . da / |a|^2 + (u x b) . db /
-        |b|^2, and d u = (I - u u^T) / |n| dn with dn = d(e1 x e2).
-    """
-    b, n, _ = vertices.shape
-    f = faces
-    tiny = torch.finfo(vertices.dtype).tiny
-    p = vertices[:, f]  # (B, F, 3 corners, 3)
-    e01 = p[:, :, 1] - p[:, :, 0]
-    e02 = p[:, :, 2] - p[:, :, 0]
-    e12 = p[:, :, 2] - p[:, :, 1]
-    nf = torch.cross(e01, e02, dim=-1)
-    twice_area = nf.norm(dim=-1)
-    # Corner angles exactly as vertex_normals computes them.
-    ang0 = torch.atan2(twice_area, (e01 * e02).sum(-1))
-    ang1 = torch.atan2(twice_area, (-e01 * e12).sum(-1))
-    ang2 = math.pi - ang0 - ang1
-    unit = nf / twice_area.clamp_min(tiny)[..., None]
-    angles = (ang0, ang1, ang2)
-    if ring is None:
-        ring = _ring(f, n)
-    # Sum of angle * unit face normal over each vertex's corners: an embedding_bag over the
-    # face normals with the corner angles as weights (one pass, no scatter).
-    idx = (
-        torch.div(ring.incident, 3, rounding_mode="floor")[None]
-        + (f.shape[0] * torch.arange(b, device=f.device))[:, None, None]
-    )
-    wts = torch.stack(angles, -1).reshape(b, -1)[:, ring.incident]  # flat (f, c) -> (B, N, V)
-    wts = wts * ring.incident_weight
-    acc = F.embedding_bag(
-        idx.reshape(b * n, -1),
-        unit.reshape(-1, 3),
-        mode="sum",
-        per_sample_weights=wts.reshape(b * n, -1),
-    ).reshape(b, n, 3)
-    norm = acc.norm(dim=-1, keepdim=True)
-    normals = acc / norm.clamp_min(tiny)
-    if not jacobian:
-        return normals, None
-    g = _face_blocks(vertices, f, angles, unit, twice_area)
-    s = ring.size
-    nf9 = f.shape[0] * 9
-    src = ring.sources.view(n, s, -1)
-    wt = ring.source_weight.view(n, s, -1)
-    if rows is not None:
-        src, wt = src[rows], wt[rows]
-    m = src.shape[0]
-    src = src.reshape(1, m * s, -1) + nf9 * torch.arange(b, device=src.device)[:, None, None]
-    wt = wt.reshape(1, m * s, -1).expand(b, -1, -1).to(g.dtype)
-    dm = F.embedding_bag(
-        src.reshape(b * m * s, -1), g, mode="sum", per_sample_weights=wt.reshape(b * m * s, -1)
-    ).reshape(b, m, s, 3, 3)
-    # Through the normalisation: (I - n n^T) dm / |m|, elementwise.
-    nr = normals if rows is None else normals[:, rows]
-    inv = 1.0 / (norm if rows is None else norm[:, rows]).clamp_min(tiny)  # (B, M, 1)
-    nt_dm = torch.einsum("bmi,bmsij->bmsj", nr, dm)
-    jac = (dm - nr[:, :, None, :, None] * nt_dm[..., None, :]) * inv[..., None, None]
-    return normals, jac
-
-
 _SH_K = SH_BASIS_CONSTANTS
 
 
@@ -591,7 +379,7 @@ class ImageFitProblem:
         self.kc = self.cbasis.shape[2]
         self.inside = model.inside.to(dev)
         self.faces = model.drawn_faces.to(dev)
-        self.ring = _ring(self.faces, self.n)
+        self.ring = one_ring(self.faces, self.n)
         # The shape basis as a (3 N, K) matrix: one sparse product with the per-vertex ring
         # coefficients gives the alpha columns of the Jacobian.
         self.basis_flat = self.basis.reshape(self.n * 3, self.k)
