@@ -89,6 +89,7 @@ from stn_core.fitting.solver import (
 )
 from stn_core.geometry import axis_angle_to_matrix, skew, so3_left_jacobian
 from stn_core.normals import normals_and_jacobian, one_ring
+from stn_core.sampler.bilinear import sample_with_gradient
 from stn_core.shading import SH_BASIS_CONSTANTS, sh_basis
 from stn_core.visibility import depth_visibility
 
@@ -100,7 +101,6 @@ __all__ = [
     "ImageFitResult",
     "ImageFitProblem",
     "fit_image",
-    "sample_with_gradient",
 ]
 
 TERMS = (
@@ -256,53 +256,6 @@ class ImageFitResult:
         out = {k: torch.cat(v, 0) if v else torch.zeros(0) for k, v in rows.items()}
         out = {k: v for k, v in out.items() if k == "total" or not bool(torch.isnan(v).all())}
         return stage, out
-
-
-# ---------------------------------------------------------------------------------------------
-# building blocks: the sampler's value and image derivative, normals and their Jacobian
-
-
-def sample_with_gradient(images: torch.Tensor, points: torch.Tensor):
-    """Bilinear samples and their derivative in the points, the sampler's contract.
-
-    Args:
-        images: (B, C, H, W). points: (B, N, 2) pixels (x right, y down, (0, 0) the centre of
-            the top-left pixel).
-
-    Returns:
-        ``(value, grad)``: value (B, C, N), equal to
-        :func:`stn_core.sampler.bilinear.bilinear_sample` (taps outside the image read 0);
-        grad (B, C, N, 2) its derivative in (x, y): the derivative of the bilinear
-        interpolant, taken on the cell ``floor(p)`` (one-sided at integer coordinates, as
-        grid_sample's backward). In the dtype of the points (images are cast).
-    """
-    b, c, h, w = images.shape
-    n = points.shape[1]
-    dt = points.dtype
-    x, y = points[..., 0], points[..., 1]
-    x0f, y0f = torch.floor(x), torch.floor(y)
-    wx, wy = x - x0f, y - y0f
-    x0 = x0f.clamp(-2, w + 1).long()
-    y0 = y0f.clamp(-2, h + 1).long()
-    flat = images.reshape(b, c, h * w)
-    taps = []
-    for dy in (0, 1):
-        yi = y0 + dy
-        vy = (yi >= 0) & (yi < h)
-        for dx in (0, 1):
-            xi = x0 + dx
-            valid = vy & (xi >= 0) & (xi < w)
-            idx = torch.where(valid, yi * w + xi, torch.zeros_like(xi))
-            tap = flat.gather(2, idx[:, None, :].expand(b, c, n)).to(dt)
-            taps.append(tap * valid[:, None, :].to(dt))
-    i00, i01, i10, i11 = taps
-    wx, wy = wx[:, None, :], wy[:, None, :]
-    top = i00 + wx * (i01 - i00)
-    bottom = i10 + wx * (i11 - i10)
-    value = top + wy * (bottom - top)
-    gx = (1 - wy) * (i01 - i00) + wy * (i11 - i10)
-    gy = bottom - top
-    return value, torch.stack([gx, gy], -1)
 
 
 _SH_K = SH_BASIS_CONSTANTS
