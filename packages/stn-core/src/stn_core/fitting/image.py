@@ -90,7 +90,7 @@ from stn_core.fitting.solver import (
 from stn_core.geometry import axis_angle_to_matrix, skew, so3_left_jacobian
 from stn_core.normals import normals_and_jacobian, one_ring
 from stn_core.sampler.bilinear import sample_with_gradient
-from stn_core.shading import SH_BASIS_CONSTANTS, sh_basis
+from stn_core.shading import sh_basis, sh_basis_gradient
 from stn_core.visibility import depth_visibility
 
 __all__ = [
@@ -256,28 +256,6 @@ class ImageFitResult:
         out = {k: torch.cat(v, 0) if v else torch.zeros(0) for k, v in rows.items()}
         out = {k: v for k, v in out.items() if k == "total" or not bool(torch.isnan(v).all())}
         return stage, out
-
-
-_SH_K = SH_BASIS_CONSTANTS
-
-
-def _sh_basis_grad(nrm: torch.Tensor) -> torch.Tensor:
-    """d sh_basis(n) / d n, (..., 9, 3) (rows: the nine basis functions, columns: x, y, z)."""
-    x, y, z = nrm.unbind(-1)
-    o = torch.zeros_like(x)
-    k1, k2, k3, k4 = _SH_K[1], _SH_K[4], _SH_K[6], _SH_K[8]
-    rows = [
-        (o, o, o),
-        (o, k1 + o, o),
-        (o, o, k1 + o),
-        (k1 + o, o, o),
-        (k2 * y, k2 * x, o),
-        (o, k2 * z, k2 * y),
-        (o, o, 6 * k3 * z),
-        (k2 * z, o, k2 * x),
-        (2 * k4 * x, -2 * k4 * y, o),
-    ]
-    return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,7 +550,7 @@ class ImageFitProblem:
             if geom:
                 nrm = geo["normals"][:, v]
                 # d e / d normal (camera space), (B, m, 3 channels, 3): -albedo dY/dn^T sh_c.
-                gn = -a[..., None] * torch.einsum("bmkx,bkc->bmcx", _sh_basis_grad(nrm), sh)
+                gn = -a[..., None] * torch.einsum("bmkx,bkc->bmcx", sh_basis_gradient(nrm), sh)
                 # Pose: d p / d r = s sign (-[Y]_x J_l)[:2]; d n / d r = -[n]_x J_l.
                 dp_dr = -(skew(geo["y"][:, v]) @ jl[:, None])[:, :, :2, :] * (
                     geo["s"][:, None, None, None] * sign[:, None]
