@@ -12,7 +12,7 @@ from stn_core import UVGridModel
 from stn_core.geometry import axis_angle_to_matrix, rotate
 from stn_core.normals import normals_and_jacobian, one_ring, vertex_normals
 
-from tests.stn_core.synthetic_model import RES, synthetic_colour_model
+from tests.stn_core.synthetic_faces import RES, synthetic_colour_model
 from tests.tolerances import FD_STEP, FD_TOL, GRADCHECK, TOL
 
 F64 = TOL[np.float64]
