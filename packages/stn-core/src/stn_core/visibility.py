@@ -120,6 +120,12 @@ def _rasterise_depth(buf, tri, z, lo, win, side) -> None:
 
     buf: (b, side * side), -inf where empty. tri: (b, F, 3, 2) corners in cell units.
     z: (b, F, 3) depths. lo: (b, F, 2) bounding-box corner cells. win: (S, 2) cell offsets.
+
+    Not :mod:`stn_core.rasterizer`: this test draws faces of both windings, gives a cell centre
+    on a shared edge to both faces, keeps depths in the vertices' precision (float64 too) and
+    draws at most a 16 x 16-cell window per face, where the rasteriser culls back faces, applies
+    the top-left rule and packs float32 depths into its keys, so sharing it would change the
+    visibility.
     """
     acc = buf.dtype
     cell_idx = lo[:, :, None, :] + win  # (b, F, S, 2)
