@@ -37,6 +37,10 @@ def orient_faces_towards_camera(vertices: np.ndarray, faces: np.ndarray) -> tupl
         else unchanged; ``flipped`` says which. The artifact contract already has normals
         towards +z; the original's ``model_112.mat`` has them the other way (its visibility
         code used the opposite cross product), so its faces are flipped on loading.
+
+    bfm-prep has a twin (``bfm_prep.io._checks.orient_front``) that cannot be shared: bfm-prep
+    never imports torch or stn-core and stn-core never imports bfm-prep, and each must orient
+    the files it reads itself, since those may be written by other tools.
     """
     faces = np.asarray(faces, dtype=np.int64)
     if faces.size == 0:
