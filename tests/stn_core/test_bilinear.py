@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from stn_core._validate import StnError
 from stn_core.conventions import points_from_matconvnet_grid
+from stn_core.errors import StnError
 from stn_core.geometry import project_theta
-from stn_core.sampler.bilinear import bilinear_sample
+from stn_core.sampler.bilinear import bilinear_sample, sample_with_gradient
 from stn_core.sampler.reference import stn_flatten_reference
 
 from tests.tolerances import GRADCHECK, TOL
 
 F64 = TOL[np.float64]
+RTOL64, ATOL64 = F64
 
 
 def _close(a, b, tol=F64, msg=None):
@@ -204,6 +205,26 @@ class TestBilinearSample:
             bilinear_sample(torch.rand(1, 3, 4, 4), torch.rand(1, 2, 3))
         with pytest.raises(StnError, match="batch size"):
             bilinear_sample(torch.rand(2, 3, 4, 4), torch.rand(1, 2, 2))
+
+
+class TestSampleWithGradient:
+    def test_value_is_the_sampler_and_gradient_its_derivative(self):
+        g = torch.Generator().manual_seed(0)
+        images = torch.rand(2, 3, 9, 11, generator=g, dtype=torch.float64)
+        # Non-integer points, some beyond the border (zeros outside).
+        pts = (
+            torch.rand(2, 17, 2, generator=g, dtype=torch.float64)
+            * torch.tensor([13.0, 11.0], dtype=torch.float64)
+            - 1.3
+        )
+        pts = torch.where((pts - pts.round()).abs() < 0.01, pts + 0.05, pts)
+        value, grad = sample_with_gradient(images, pts)
+        torch.testing.assert_close(value, bilinear_sample(images, pts), rtol=RTOL64, atol=ATOL64)
+        p = pts.clone().requires_grad_(True)
+        out = bilinear_sample(images, p)
+        for c in range(3):
+            (auto,) = torch.autograd.grad(out[:, c].sum(), p, retain_graph=True)
+            torch.testing.assert_close(grad[:, c], auto, rtol=RTOL64, atol=ATOL64)
 
 
 def _model(n=23, k=3, seed=0):

@@ -169,7 +169,7 @@ def test_prior_weight_shrinks_alpha_and_scale_invariance():
         fit_landmarks(model, pts, landmarks="demo", prior_weight=w).theta[:, 6:].norm(dim=1)
         for w in (0.0, 1.0, 10.0, 100.0)
     ]
-    for a, b in zip(norms, norms[1:]):
+    for a, b in zip(norms, norms[1:], strict=False):
         assert (b < a).all()
     # The landmark term is measured in model mm: the same face twice as large in the image
     # gets the same shape coefficients (the same arithmetic up to rounding: 2 * pts is exact).
@@ -353,7 +353,7 @@ def test_demo_images_fit_under_3px_each_and_2_3px_on_average(capsys):
     groups = [range(0, 6), range(6, 12), range(13, 16), range(17, 20), range(20, 21)]
     rows = model.landmarks["aflw21"] // model.res
     img_y = fit.points[..., 1]
-    for upper, lower in zip(groups, groups[1:]):
+    for upper, lower in zip(groups, groups[1:], strict=False):
         assert rows[list(upper)].float().mean() < rows[list(lower)].float().mean()
         assert (img_y[:, list(upper)].mean(1) < img_y[:, list(lower)].mean(1)).all()
     # The prior is not over-weighted: within 0.15 px of the unregularised fit on every image,

@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from stn_core._validate import StnError
+from stn_core.errors import StnError
 from stn_core.geometry import project_theta
 from stn_core.sampler import _dispatch, select_backend, stn_flatten, stn_flatten_reference
 

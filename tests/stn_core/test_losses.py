@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stn_core._validate import StnError
+from stn_core.errors import StnError
 from stn_core.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
 
 from tests.tolerances import GRADCHECK, TOL

@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from stn_core.shading import sh_ambient, sh_basis, sh_directional, shade, shading
+from stn_core.shading import (
+    sh_ambient,
+    sh_basis,
+    sh_basis_gradient,
+    sh_directional,
+    shade,
+    shading,
+)
 
 from tests.tolerances import GRADCHECK, SH_QUADRATURE_ATOL, TOL
 
@@ -125,6 +132,18 @@ class TestShBasis:
     def test_rejects_bad_shape(self):
         with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
             sh_basis(torch.zeros(4, 2))
+
+
+class TestShBasisGradient:
+    def test_is_the_derivative_of_the_basis(self):
+        """Against autograd's Jacobian of sh_basis, batched, at unit and non-unit normals."""
+        g = torch.Generator().manual_seed(4)
+        n = torch.randn(2, 6, 3, generator=g, dtype=torch.float64)
+        n[0] = _unit(n[0])
+        grad = sh_basis_gradient(n)
+        assert grad.shape == (2, 6, 9, 3) and grad.dtype == torch.float64
+        auto = torch.autograd.functional.jacobian(lambda v: sh_basis(v).sum((0, 1)), n)
+        _close(grad, auto.permute(1, 2, 0, 3))  # (9, B, N, 3) -> (B, N, 9, 3)
 
 
 class TestShade:

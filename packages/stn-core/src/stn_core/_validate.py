@@ -1,16 +1,11 @@
-"""The errors a user can cause, and the shape checks that raise them (one sentence each)."""
+"""The shape checks of stn-core's public functions, each raising :class:`StnError` with one
+sentence (the errors themselves live in :mod:`stn_core.errors`)."""
 
 from __future__ import annotations
 
 import torch
 
-
-class StnError(ValueError):
-    """A user-caused error in stn-core: what, which argument or file, what to do."""
-
-
-class ArtifactError(StnError):
-    """A model artifact that cannot be read: wrong format, unsupported version, missing data."""
+from stn_core.errors import StnError
 
 
 def expect(ok: bool, message: str) -> None:

@@ -14,7 +14,9 @@ import h5py
 import numpy as np
 import torch
 
-from stn_core._validate import ArtifactError, expect
+from stn_core._validate import expect
+from stn_core.errors import ArtifactError
+from stn_core.geometry import morphable_shape
 
 __all__ = ["UVGridModel", "FORMAT", "SUPPORTED_VERSIONS", "orient_faces_towards_camera"]
 
@@ -35,6 +37,10 @@ def orient_faces_towards_camera(vertices: np.ndarray, faces: np.ndarray) -> tupl
         else unchanged; ``flipped`` says which. The artifact contract already has normals
         towards +z; the original's ``model_112.mat`` has them the other way (its visibility
         code used the opposite cross product), so its faces are flipped on loading.
+
+    bfm-prep has a twin (``bfm_prep.io._checks.orient_front``) that cannot be shared: bfm-prep
+    never imports torch or stn-core and stn-core never imports bfm-prep, and each must orient
+    the files it reads itself, since those may be written by other tools.
     """
     faces = np.asarray(faces, dtype=np.int64)
     if faces.size == 0:
@@ -476,8 +482,6 @@ class UVGridModel:
         """Vertices (N, 3) (alpha None or (K,)) or (B, N, 3) (alpha (B, K)), mm."""
         if alpha is None:
             return self.mean
-        from stn_core.geometry import morphable_shape
-
         if alpha.dim() == 1:
             return morphable_shape(alpha[None], self.mean, self.basis)[0]
         return morphable_shape(alpha, self.mean, self.basis)

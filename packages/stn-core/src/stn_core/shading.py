@@ -45,6 +45,7 @@ __all__ = [
     "SH_BASIS_CONSTANTS",
     "SH_DIRECTIONAL_CONSTANTS",
     "sh_basis",
+    "sh_basis_gradient",
     "shade",
     "shading",
     "sh_ambient",
@@ -96,6 +97,37 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     return _monomials(normals) * k
 
 
+def sh_basis_gradient(normals: torch.Tensor) -> torch.Tensor:
+    """The derivative of :func:`sh_basis` in the normal (for closed-form Jacobians).
+
+    Args:
+        normals: (..., 3) camera space (x right, y up, z towards the viewer); the derivative is
+            that of the polynomial basis, taken where given (no renormalisation, as
+            :func:`sh_basis`).
+
+    Returns:
+        (..., 9, 3), same dtype and device: entry [..., i, j] is ``d sh_basis(n)_i / d n_j``
+        (rows: the nine basis functions in :func:`sh_basis`'s order; columns: x, y, z), e.g.
+        row 4 (``k2 xy``) is ``(k2 y, k2 x, 0)``. So ``d shading_c / d n = sh[:, c] @
+        sh_basis_gradient(n)``.
+    """
+    x, y, z = normals.unbind(-1)
+    o = torch.zeros_like(x)
+    k1, k2, k3, k4 = _K1, _K2, _K3, _K4
+    rows = [
+        (o, o, o),
+        (o, k1 + o, o),
+        (o, o, k1 + o),
+        (k1 + o, o, o),
+        (k2 * y, k2 * x, o),
+        (o, k2 * z, k2 * y),
+        (o, o, 6 * k3 * z),
+        (k2 * z, o, k2 * x),
+        (2 * k4 * x, -2 * k4 * y, o),
+    ]
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+
 def shading(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
     """The Lambertian shading (irradiance / pi) per vertex and channel.
 
@@ -122,7 +154,7 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torc
     Args:
         albedo: (B, N, 3) reflectance (RGB, [0, 1] for images).
         normals: (B, N, 3) unit normals, camera space (e.g.
-            ``stn_core.visibility.vertex_normals`` of the rotated vertices).
+            ``stn_core.normals.vertex_normals`` of the rotated vertices).
         sh: (B, 9, 3) lighting coefficients per colour channel (or (9, 3) for all images).
 
     Returns:

@@ -20,109 +20,11 @@ import math
 
 import torch
 
-__all__ = ["vertex_normals", "visibility", "normal_visibility", "depth_visibility", "Visibility"]
+from stn_core.normals import vertex_normals
+
+__all__ = ["visibility", "normal_visibility", "depth_visibility", "Visibility"]
 
 MODES = ("normals", "depth")
-
-
-def vertex_normals(
-    vertices: torch.Tensor, faces: torch.Tensor, normalize: bool = True
-) -> torch.Tensor:
-    """Angle-weighted vertex normals, accumulated over all incident faces.
-
-    Args:
-        vertices: (B, N, 3) or (N, 3) float.
-        faces: (F, 3) long, 0-based, counter-clockwise seen from the side the normal points to.
-        normalize: return unit normals (zero where a vertex has no non-degenerate face).
-
-    Returns:
-        Same shape as ``vertices``: ``sum over incident faces of angle_at_vertex * unit face
-        normal``, the face normal being ``(v1 - v0) x (v2 - v0)`` normalised. Every incident face
-        is added (``index_add``), not just the last one written (the public port's bug). The
-        original weighted by angle times twice the face area; the direction differs little and
-        the visibility test only uses the sign of z.
-    """
-    squeeze = vertices.dim() == 2
-    v = vertices[None] if squeeze else vertices
-    f = faces.to(device=v.device, dtype=torch.long)
-    b, n, _ = v.shape
-    nf = f.shape[0]
-    if b == 0 or n == 0:
-        return torch.zeros_like(vertices)
-    tiny = torch.finfo(v.dtype).tiny
-    # Structure of arrays: one contiguous (B N,) row per coordinate, faces' corners as flat
-    # indices b * N + vertex, and the accumulation as one 1-D index_add_ per component and
-    # corner (several times faster on CPU than (B, F, 3) gathers, torch.cross, a norm over a
-    # size-3 dimension and index_add along dim 1). Images are processed a few at a time so
-    # that the per-face temporaries stay cache-sized; every image's arithmetic is its own,
-    # so results do not depend on the batch.
-    coords = torch.stack(v.reshape(b * n, 3).unbind(1))  # (3, B N); faster than .T.contiguous()
-    safe = torch.is_grad_enabled() and v.requires_grad
-    step = max(1, min(b, _NORMALS_CHUNK // max(1, nf)))
-    ft = f.T.contiguous()  # (3, F)
-    idx_cache: dict[int, torch.Tensor] = {}
-    parts = []
-    for s0 in range(0, b, step):
-        bb = min(step, b - s0)
-        if bb not in idx_cache:
-            off = torch.arange(0, bb * n, n, device=v.device)
-            idx_cache[bb] = (ft[:, None, :] + off[None, :, None]).reshape(3, bb * nf)
-        parts.append(
-            _accumulate_normals(
-                coords[:, s0 * n : (s0 + bb) * n], idx_cache[bb], bb * n, tiny, safe
-            )
-        )
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (3, B N)
-    if normalize:
-        out = out / _norm3(out[0], out[1], out[2], safe).clamp_min(tiny)
-    out = out.T.reshape(b, n, 3).contiguous()
-    return out[0] if squeeze else out
-
-
-# Faces times images per chunk of vertex_normals (about a few hundred kB per temporary).
-_NORMALS_CHUNK = 1 << 17
-
-
-def _norm3(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, safe: bool) -> torch.Tensor:
-    """sqrt(x^2 + y^2 + z^2); with ``safe``, its gradient is 0 (not NaN) where it is 0, like
-    ``Tensor.norm``'s."""
-    sq = x * x + y * y + z * z
-    if not safe:
-        return torch.sqrt(sq)
-    zero = sq == 0
-    return torch.where(zero, 0.0, torch.sqrt(torch.where(zero, 1.0, sq)))
-
-
-def _accumulate_normals(coords, idx, n_out, tiny, safe) -> torch.Tensor:
-    """(3, n_out): sum over faces of angle_at_corner * unit face normal, per vertex.
-
-    coords: (3, n_out) vertex coordinates; idx: (3, M) the faces' corner indices into them.
-    """
-    cx, cy, cz = coords[0], coords[1], coords[2]
-    x0, x1, x2 = (cx.index_select(0, idx[k]) for k in range(3))
-    y0, y1, y2 = (cy.index_select(0, idx[k]) for k in range(3))
-    z0, z1, z2 = (cz.index_select(0, idx[k]) for k in range(3))
-    ax, ay, az = x1 - x0, y1 - y0, z1 - z0  # e01
-    bx, by, bz = x2 - x0, y2 - y0, z2 - z0  # e02
-    # n = e01 x e02, component-wise.
-    nx = ay * bz - az * by
-    ny = az * bx - ax * bz
-    nz = ax * by - ay * bx
-    twice_area = _norm3(nx, ny, nz, safe)
-    # atan2(|a x b|, a . b) is the angle between a and b, accurate for small and obtuse angles.
-    ang0 = torch.atan2(twice_area, ax * bx + ay * by + az * bz)
-    # The angle at p1, between -e01 and e12 = p2 - p1.
-    ang1 = torch.atan2(twice_area, (x1 - x2) * ax + (y1 - y2) * ay + (z1 - z2) * az)
-    ang2 = math.pi - ang0 - ang1
-    # Degenerate faces (zero area) contribute nothing: clamp the divisor, the numerator is 0.
-    denom = twice_area.clamp_min(tiny)
-    out = coords.new_zeros(3, n_out)
-    for comp, nc in enumerate((nx, ny, nz)):
-        unit = nc / denom
-        row = out[comp]
-        for k, ang in enumerate((ang0, ang1, ang2)):
-            row.index_add_(0, idx[k], unit * ang)
-    return out
 
 
 @torch.no_grad()
@@ -218,6 +120,12 @@ def _rasterise_depth(buf, tri, z, lo, win, side) -> None:
 
     buf: (b, side * side), -inf where empty. tri: (b, F, 3, 2) corners in cell units.
     z: (b, F, 3) depths. lo: (b, F, 2) bounding-box corner cells. win: (S, 2) cell offsets.
+
+    Not :mod:`stn_core.rasterizer`: this test draws faces of both windings, gives a cell centre
+    on a shared edge to both faces, keeps depths in the vertices' precision (float64 too) and
+    draws at most a 16 x 16-cell window per face, where the rasteriser culls back faces, applies
+    the top-left rule and packs float32 depths into its keys, so sharing it would change the
+    visibility.
     """
     acc = buf.dtype
     cell_idx = lo[:, :, None, :] + win  # (b, F, S, 2)

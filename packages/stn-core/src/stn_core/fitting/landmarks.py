@@ -429,7 +429,9 @@ def _fit_landmarks(
     err = (w * dist).sum(1) / w.sum(1).clamp_min(1e-30)
     err = torch.where(usable, err, torch.full_like(err, float("nan")))
     reasons = res.reasons()
-    status = [reasons[int(i)] if u else "skipped" for i, u in zip(pick, usable.tolist())]
+    status = [
+        reasons[int(i)] if u else "skipped" for i, u in zip(pick, usable.tolist(), strict=True)
+    ]
     converged = res.converged[pick] & usable
     return FitResult(
         theta=theta.to(out_dtype),

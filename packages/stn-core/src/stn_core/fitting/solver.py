@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 
@@ -66,7 +66,7 @@ class NormalEquations(NamedTuple):
 
 
 # What a Jacobian callable returns: (r (B, M), J (B, M, P)) or NormalEquations.
-Linearization = Union[tuple[torch.Tensor, torch.Tensor], NormalEquations]
+Linearization = tuple[torch.Tensor, torch.Tensor] | NormalEquations
 
 
 @dataclass

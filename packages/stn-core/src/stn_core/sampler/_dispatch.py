@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
-from stn_core._validate import (
-    StnError,
-    check_images,
-    check_mask,
-    check_model_arrays,
-    check_theta,
-    expect,
-)
+from stn_core._validate import check_images, check_mask, check_model_arrays, check_theta, expect
+from stn_core.errors import StnError
+from stn_core.sampler._interpreter import interpreter_on
 from stn_core.sampler.reference import stn_flatten_reference
 
 __all__ = ["stn_flatten", "select_backend", "triton_available", "BACKENDS"]
@@ -25,6 +19,7 @@ BACKENDS = ("auto", "reference", "triton")
 @functools.lru_cache(maxsize=1)
 def _triton_import_error() -> str | None:
     """None when the kernel module imports, else why not (triton is an optional extra)."""
+    # lazy: triton is an optional dependency (stn-core[triton]); stn-core imports without it.
     try:
         import stn_core.sampler.triton_kernels  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install raising something else
@@ -35,11 +30,6 @@ def _triton_import_error() -> str | None:
 def triton_available() -> bool:
     """True when triton and the fused kernels import."""
     return _triton_import_error() is None
-
-
-def interpreter_on() -> bool:
-    """Whether ``TRITON_INTERPRET`` is set (read as Triton reads it: 1, true or on)."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
 
 
 def _on_cuda(t: torch.Tensor) -> bool:
@@ -169,6 +159,7 @@ def stn_flatten(
     check_mask(mask, images.shape[0], mean.shape[0])
     if select_backend(images, theta, mean, basis, mask, backend) == "reference":
         return stn_flatten_reference(images, theta, mean, basis, mask)
+    # lazy: triton is an optional dependency; select_backend chose "triton", so it imports.
     from stn_core.sampler.triton_kernels import stn_flatten_triton
 
     return stn_flatten_triton(images, theta, mean, basis, mask)

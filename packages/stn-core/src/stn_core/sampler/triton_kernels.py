@@ -38,7 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from stn_core.sampler._dispatch import interpreter_on
+from stn_core.geometry import axis_angle_to_matrix, split_theta
+from stn_core.sampler._interpreter import interpreter_on
 
 __all__ = ["stn_fwd", "stn_bwd", "stn_flatten_triton", "pack_pose", "SUPPORTED_IMAGE_DTYPES"]
 
@@ -394,6 +395,8 @@ def _interpreted(fn):
     if not isinstance(fn, triton.runtime.jit.JITFunction):
         return fn  # already interpreted: triton was imported under TRITON_INTERPRET=1
     if fn not in _INTERPRETED:
+        # lazy: triton's interpreter is needed only for CPU launches under TRITON_INTERPRET=1;
+        # a CUDA install never loads it.
         from triton.runtime.interpreter import InterpretedFunction
 
         _INTERPRETED[fn] = InterpretedFunction(fn.fn)
@@ -696,8 +699,6 @@ def pack_pose(theta: torch.Tensor) -> torch.Tensor:
 
     Differentiable (PyTorch ops): ``R = axis_angle_to_matrix(r)``, ``s = exp(log_s)``.
     """
-    from stn_core.geometry import axis_angle_to_matrix, split_theta
-
     r, t, log_s, _ = split_theta(theta.float())  # bfloat16 / float16 theta: as the reference
     rot = axis_angle_to_matrix(r)
     pose = torch.cat([rot.reshape(-1, 9), torch.exp(log_s)[:, None], t], 1)
