@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constra
 PKG_META := packages/bfm-prep/pyproject.toml packages/stn-core/pyproject.toml \
             packages/stn-train/pyproject.toml constraints.txt requirements-dev.txt
 
-.PHONY: env test demo bench clean
+.PHONY: env test lint demo bench clean
 
 env: $(STAMP)
 
@@ -27,6 +27,11 @@ $(STAMP): $(PKG_META)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
+# The lint checks CI runs before the tests (configuration: [tool.ruff] in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 demo: $(STAMP)
 	OUT=$(OUT) BIN=$(BIN) bash tools/demo.sh
 
@@ -34,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench_prep.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out .pytest_cache .hypothesis .ruff_cache

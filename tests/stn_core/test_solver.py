@@ -12,6 +12,7 @@ from stn_core.fitting import (
     huber_residuals,
     levenberg_marquardt,
 )
+from stn_core.fitting.solver import torch_threads
 
 from tests.tolerances import LM_CONVERGED, TOL
 
@@ -256,3 +257,22 @@ def test_bad_arguments_raise():
         levenberg_marquardt(torch.zeros(1, 2))
     with pytest.raises(ValueError, match="mode"):
         autodiff_jacobian(rosenbrock, "sideways")
+
+
+class TestTorchThreads:
+    def test_scoped_on_the_cpu_and_restored(self):
+        before = torch.get_num_threads()
+        target = 1 if before != 1 else 2
+        with torch_threads(target, torch.device("cpu")):
+            assert torch.get_num_threads() == target
+        assert torch.get_num_threads() == before
+        with pytest.raises(RuntimeError), torch_threads(target, torch.device("cpu")):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == before
+
+    def test_none_or_another_device_leaves_it_alone(self):
+        before = torch.get_num_threads()
+        target = 1 if before != 1 else 2
+        for n, device in ((None, "cpu"), (target, "cuda")):
+            with torch_threads(n, torch.device(device)):
+                assert torch.get_num_threads() == before

@@ -23,7 +23,7 @@ import torch
 
 from stn_core.fitting.image_problem import TERMS, FitWeights, ImageFitProblem
 from stn_core.fitting.landmarks import fit_landmarks, resolve_landmark_indices
-from stn_core.fitting.solver import LMHistory, levenberg_marquardt
+from stn_core.fitting.solver import LMHistory, levenberg_marquardt, torch_threads
 from stn_core.sampler.bilinear import sample_with_gradient
 
 __all__ = ["FitStage", "DEFAULT_STAGES", "ImageFitResult", "fit_image"]
@@ -194,13 +194,7 @@ def fit_image(
     weights = FitWeights() if weights is None else weights
     stages = DEFAULT_STAGES if stages is None else tuple(stages)
     _check_inputs(model, images, landmarks, landmark_visibility, visibility, landmarks_only)
-    old_threads = torch.get_num_threads()
-    scoped = (
-        cpu_threads is not None and images.device.type == "cpu" and int(cpu_threads) != old_threads
-    )
-    if scoped:
-        torch.set_num_threads(int(cpu_threads))
-    try:
+    with torch_threads(cpu_threads, images.device):
         return _fit_image(
             model,
             images,
@@ -215,9 +209,6 @@ def fit_image(
             init_theta,
             chunk_elements,
         )
-    finally:
-        if scoped:
-            torch.set_num_threads(old_threads)
 
 
 def _fit_image(

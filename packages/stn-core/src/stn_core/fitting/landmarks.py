@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stn_core.fitting.solver import LMHistory, levenberg_marquardt
+from stn_core.fitting.solver import LMHistory, levenberg_marquardt, torch_threads
 from stn_core.geometry import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
@@ -269,28 +269,20 @@ def fit_landmarks(
         raise ValueError(f"points must be a (B, L, 2) tensor of pixels, got {_shape(points)}.")
     if not (math.isfinite(float(prior_weight)) and float(prior_weight) >= 0):
         raise ValueError(f"prior_weight must be finite and >= 0, got {prior_weight}.")
-    old_threads = torch.get_num_threads()
-    scoped = cpu_threads is not None and points.device.type == "cpu" and cpu_threads != old_threads
-    if scoped:
-        torch.set_num_threads(int(cpu_threads))
-    try:
-        with torch.no_grad():
-            return _fit_landmarks(
-                model,
-                points,
-                visibility,
-                landmarks,
-                prior_weight,
-                n_iter,
-                init,
-                image_size,
-                ftol,
-                fix_shape,
-                multi_start,
-            )
-    finally:
-        if scoped:
-            torch.set_num_threads(old_threads)
+    with torch_threads(cpu_threads, points.device), torch.no_grad():
+        return _fit_landmarks(
+            model,
+            points,
+            visibility,
+            landmarks,
+            prior_weight,
+            n_iter,
+            init,
+            image_size,
+            ftol,
+            fix_shape,
+            multi_start,
+        )
 
 
 def _fit_landmarks(

@@ -30,7 +30,8 @@ Stopping, per image (the first that holds):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -44,7 +45,28 @@ __all__ = [
     "autodiff_jacobian",
     "huber_residuals",
     "STATUS_CODES",
+    "torch_threads",
 ]
+
+
+@contextmanager
+def torch_threads(n: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads when ``device`` is the CPU, restoring
+    the setting afterwards; ``None`` (or another device) leaves it alone.
+
+    The fits' matrices are small: extra threads mostly add synchronisation, and on a machine
+    whose cores are busy with other work, much of it (``fit_landmarks`` defaults to 1).
+    """
+    old = torch.get_num_threads()
+    scoped = n is not None and torch.device(device).type == "cpu" and int(n) != old
+    if scoped:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if scoped:
+            torch.set_num_threads(old)
+
 
 # Per-image status codes (LMResult.status) and their names (LMResult.reasons()).
 STATUS_CODES = {0: "running", 1: "ftol", 2: "xtol", 3: "atol", 4: "stalled", 5: "max_iter"}
