@@ -13,12 +13,12 @@ classification layer ``fc`` is removed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from stn_train.backbones._weights import read_state_dict
 from stn_train.errors import TrainError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESNET_DEPTHS", "ResNetFeatures", "build_resnet"]
@@ -76,23 +76,13 @@ def build_resnet(name: str, weights: str | Path | None = None) -> ResNetFeatures
     if weights is None:
         return module
     path = Path(weights)
-    if not path.is_file():
-        raise TrainError(
-            f"{name} weights file {path} does not exist; pass the path of a local torchvision "
-            f"{name} state dict (nothing is downloaded), or no weights for a random start."
-        )
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise TrainError(
-            f"{path} is not a readable PyTorch state dict ({type(exc).__name__}); pass a "
-            f"torchvision {name} weights file."
-        ) from exc
-    if not isinstance(state, Mapping):
-        raise TrainError(
-            f"{path} holds a {type(state).__name__}, not a state dict; pass a torchvision "
-            f"{name} weights file."
-        )
+    state = read_state_dict(
+        path,
+        name,
+        f"the path of a local torchvision {name} state dict (nothing is downloaded), or no "
+        "weights for a random start",
+        f"a torchvision {name} weights file",
+    )
     state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = net.state_dict()
