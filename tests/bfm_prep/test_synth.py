@@ -548,7 +548,7 @@ class TestCLI:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
     def test_library_raises_prep_error(self, tmp_path):
-        with pytest.raises(PrepError, match="--vertices"):
+        with pytest.raises(PrepError, match="^n_vertices must be between 500"):
             write_synthetic(tmp_path / "x", n_vertices=499)
         assert not (tmp_path / "x").exists()
 

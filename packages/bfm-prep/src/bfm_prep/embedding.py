@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 
+import igl
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -353,8 +354,6 @@ def _sides_of(p: tuple[float, float]) -> set[str]:
 
 def _weights(v: np.ndarray, f: np.ndarray, phi: np.ndarray, kind: str) -> tuple[sp.csr_matrix, int]:
     """Edge weights W (W[i, j] for neighbour j of i), mirror-averaged; clamped count."""
-    import igl
-
     nv = v.shape[0]
     if kind == "cotangent":
         c = igl.cotmatrix_entries(v, f)  # columns: edges (1,2), (2,0), (0,1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import igl
 import numpy as np
 import scipy.sparse as sp
 
@@ -96,8 +97,6 @@ def cotangent_laplacian(
     Returns:
         ``C`` as CSR float64 (and the info when asked).
     """
-    import igl  # imported here: libigl is heavy and only this module needs it
-
     V, F = _check_mesh(V, F)
     n = V.shape[0]
     Fg = nondegenerate_faces(V, F)
@@ -130,8 +129,6 @@ def mass_matrix(V: np.ndarray, F: np.ndarray) -> sp.csr_matrix:
     Unlike ``igl.massmatrix`` (which sizes its result by the largest index in ``F``) this is
     always (N, N); unreferenced vertices have zero area.
     """
-    import igl
-
     V, F = _check_mesh(V, F)
     n = V.shape[0]
     Fg = nondegenerate_faces(V, F)

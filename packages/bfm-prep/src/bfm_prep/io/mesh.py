@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import trimesh
 
 from bfm_prep.io._checks import check_indices, fail, require_file, warn_unused_vertices
 
@@ -67,8 +68,6 @@ def _read_obj(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_ply(path) -> tuple[np.ndarray, np.ndarray]:
-    import trimesh
-
     try:
         m = trimesh.load(path, file_type="ply", process=False, force="mesh")
     except Exception as e:  # trimesh raises many types for damaged files
