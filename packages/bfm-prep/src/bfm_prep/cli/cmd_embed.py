@@ -23,7 +23,11 @@ _HELP = (
 )
 
 
-@app.command("uv-embed", help=_HELP)
+@app.command(
+    "uv-embed",
+    help=_HELP,
+    short_help="Flatten a face mesh onto the unit square, mirror-symmetrically.",
+)
 def uv_embed(
     model: Path | None = typer.Option(
         None,

@@ -49,7 +49,11 @@ _HELP = (
 )
 
 
-@app.command("build-expression", help=_HELP)
+@app.command(
+    "build-expression",
+    help=_HELP,
+    short_help="Build a model: BFM identity + expression components on every vertex.",
+)
 def build_expression(
     bfm: Path = typer.Option(
         ...,

@@ -17,7 +17,7 @@ _HELP = (
 )
 
 
-@app.command("inspect", help=_HELP)
+@app.command("inspect", help=_HELP, short_help="Summarise an artifact or a supported input file.")
 def inspect_command(
     file: Path = typer.Argument(
         ...,

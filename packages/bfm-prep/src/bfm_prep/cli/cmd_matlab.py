@@ -20,7 +20,11 @@ _HELP = (
 )
 
 
-@app.command("import-matlab", help=_HELP)
+@app.command(
+    "import-matlab",
+    help=_HELP,
+    short_help="Convert the original MATLAB project's resampled model to a UV grid.",
+)
 def import_matlab(
     model_mat: Path = typer.Argument(
         ...,

@@ -18,7 +18,11 @@ _HELP = (
 )
 
 
-@app.command("plot", help=_HELP)
+@app.command(
+    "plot",
+    help=_HELP,
+    short_help="Pictures (and meshes) of a model, UV-embedding or UV-grid artifact.",
+)
 def plot(
     file: Path = typer.Argument(
         ..., help="A model, UV-embedding or UV-grid artifact (.h5).", show_default=False

@@ -26,7 +26,11 @@ _HELP = (
 )
 
 
-@app.command("uv-resample", help=_HELP)
+@app.command(
+    "uv-resample",
+    help=_HELP,
+    short_help="Resample a model onto an R x R grid in its UV flattening.",
+)
 def uv_resample(
     model: Path = typer.Option(
         ..., "--model", help="The model artifact (bfm-prep build-expression).", show_default=False

@@ -33,7 +33,9 @@ _HELP = (
 )
 
 
-@app.command("synth", help=_HELP)
+@app.command(
+    "synth", help=_HELP, short_help="Write a synthetic face model in the licensed files' formats."
+)
 def synth(
     outdir: Path = typer.Argument(
         ...,
