@@ -19,9 +19,10 @@ from bfm_prep.cli import app, main
 from bfm_prep.errors import PrepError
 from bfm_prep.resample import resample_to_grid
 
-MAX_RES = 4096  # the documented largest --res
 from tests.bfm_prep.cli_helpers import invoke
 from tests.bfm_prep.test_resample import make_model, square_mesh
+
+MAX_RES = 4096  # the documented largest --res
 
 BAD_PARENTS = ["under-a-file", "proc"]
 
@@ -392,7 +393,7 @@ def test_help_rendered_without_mid_sentence_breaks(capsys, monkeypatch):
         lines = [ln.strip() for ln in head.splitlines()]
         desc = [ln for ln in lines if ln and not ln.startswith("Usage:")]
         # Inside a paragraph every line but the last is filled close to the width.
-        for a, b in zip(lines, lines[1:]):
+        for a, b in zip(lines, lines[1:], strict=False):
             if a and b and not a.startswith("Usage:"):
                 assert len(a) > 50, (command, a)
         assert desc

@@ -465,7 +465,8 @@ def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
     dup = np.setdiff1d(dup, p[selfpair, 0])
     if dup.size:
         raise PrepError(
-            f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may have one partner."
+            f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may "
+            "have one partner."
         )
     phi[p[:, 0]] = p[:, 1]
     phi[p[:, 1]] = p[:, 0]
@@ -512,7 +513,7 @@ def write_pairs(path: str | os.PathLike, mirror: np.ndarray) -> Path:
     """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based)."""
     mirror = np.asarray(mirror, dtype=np.int64)
     i = np.flatnonzero(mirror > np.arange(len(mirror)))
-    body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist()))
+    body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist(), strict=True))
     atomic_write_bytes(
         path,
         (
@@ -569,7 +570,7 @@ def midline(
     links: list[tuple[int, int]] = []
     # fixed edges (both ends fixed): part of the line
     fe = fixed[he.src] & fixed[he.dst] & (he.src < he.dst)
-    for a, b in zip(he.src[fe].tolist(), he.dst[fe].tolist()):
+    for a, b in zip(he.src[fe].tolist(), he.dst[fe].tolist(), strict=True):
         links.append((node(("vertex", a)), node(("vertex", b))))
     for k in np.flatnonzero(fixed).tolist():
         node(("vertex", k))
@@ -592,7 +593,7 @@ def midline(
         swl = phi[lp] == nxt
         on += [
             ("edge", (int(a), int(b)) if sgn[a] <= sgn[b] else (int(b), int(a)))
-            for a, b in zip(lp[swl], nxt[swl])
+            for a, b in zip(lp[swl], nxt[swl], strict=True)
         ]
         if t == 0:
             outer_points = {node(k) for k in on}
