@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,25 @@ def test_the_check_sees_a_bypass():
         "        scipy.io.savemat(f, {})\n"
     )
     assert len(bypasses(source)) == 4, bypasses(source)
+
+
+def test_a_terminated_command_leaves_no_temporary_file(tmp_path):
+    """SIGTERM in the middle of writing a file (here the synthetic model's first .mat): the
+    command exits 143 and leaves neither the file nor its temporary file."""
+    out = tmp_path / "synth"
+    script = f"""
+import os, signal, time
+import scipy.io
+real = scipy.io.savemat
+def savemat_then_killed(f, *a, **k):
+    real(f, *a, **k)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+scipy.io.savemat = savemat_then_killed
+from bfm_prep.cli import main
+main(["synth", {str(out)!r}, "--vertices", "500", "--n-shape", "2", "--n-color", "2",
+      "--n-exp", "2"])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert out.is_dir() and os.listdir(out) == []

@@ -43,7 +43,8 @@ PathLike = str | os.PathLike
 LANDMARK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
-def _exists(path: PathLike, what: str) -> Path:
+def _existing_file(path: PathLike, what: str) -> Path:
+    """``path`` as a Path, or a PrepError naming ``what`` when it is missing or not a file."""
     path = Path(path)
     if not path.exists():
         raise PrepError(f"{path}: no such file (the {what}); check the path.")
@@ -140,13 +141,13 @@ def build_model(
             path=expression_std_path,
         )
     # Every named file must exist before any work starts.
-    bfm_path = _exists(bfm_path, "Basel Face Model file")
+    bfm_path = _existing_file(bfm_path, "Basel Face Model file")
     if expression_path is not None:
-        expression_path = _exists(expression_path, "expression model")
-        mapping_path = _exists(mapping_path, "vertex mapping")
+        expression_path = _existing_file(expression_path, "expression model")
+        mapping_path = _existing_file(mapping_path, "vertex mapping")
     if expression_std_path is not None:
-        expression_std_path = _exists(expression_std_path, "expression standard deviations")
-    landmarks = {k: _exists(v, f"landmark set {k!r}") for k, v in landmarks.items()}
+        expression_std_path = _existing_file(expression_std_path, "expression standard deviations")
+    landmarks = {k: _existing_file(v, f"landmark set {k!r}") for k, v in landmarks.items()}
 
     kind = bfm_kind(bfm_path)
     inputs: dict = {}

@@ -147,7 +147,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     return Path(path)
 
 
-def _save(fig, path) -> Path:
+def _save_figure(fig, path) -> Path:
     """Write a figure to a PNG atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor="white")
@@ -238,7 +238,7 @@ def plot_grid_mask(grid: UVGridModel, path) -> Path:
         f"{grid.inside.size - n_in} outside (dark)"
     )
     fig = _image_figure(img.reshape(grid.res, grid.res, 3), title, grid, landmarks=True)
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def plot_artifact(
         f"Geometry image of the mean ({grid.res} x {grid.res}): R, G, B = x, y, z"
         + (f"\n{n_out} outside grid points grey" if n_out else ""),
     )
-    written.append(_save(fig, outdir / "geometry_image.png"))
+    written.append(_save_figure(fig, outdir / "geometry_image.png"))
     col = color_image(grid)
     if col is not None:
         fig = _image_figure(
@@ -360,7 +360,7 @@ def plot_artifact(
             f"Mean colour in UV ({grid.res} x {grid.res})"
             + (f"\n{n_out} outside grid points grey" if n_out else ""),
         )
-        written.append(_save(fig, outdir / "color_uv.png"))
+        written.append(_save_figure(fig, outdir / "color_uv.png"))
     faces = grid.drawn_faces
     if faces.size == 0:
         raise PrepError(
