@@ -18,9 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from PIL import Image
-from trimesh.visual import ColorVisuals, TextureVisuals
 
 from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
@@ -46,6 +44,11 @@ def export_mesh(
         colors: optional (N, 3) RGB in [0, 1], written as vertex colours when there is no UV.
         texture: optional (H, W, 3) RGB in [0, 1] image, row 0 at v = 1; OBJ only, needs uv.
     """
+    # lazy: trimesh takes about 0.8 s to import and only plot --export-mesh writes meshes; at
+    # the top it would slow down every plot
+    import trimesh
+    from trimesh.visual import ColorVisuals, TextureVisuals
+
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in MESH_FORMATS:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import trimesh
 
 from bfm_prep.io._checks import check_indices, fail, require_file, warn_unused_vertices
 
@@ -68,6 +67,10 @@ def _read_obj(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_ply(path) -> tuple[np.ndarray, np.ndarray]:
+    # lazy: trimesh takes about 0.8 s to import and only PLY files need it; at the top it would
+    # slow down every command that reads through bfm_prep.io (inspect of any file included)
+    import trimesh
+
     try:
         m = trimesh.load(path, file_type="ply", process=False, force="mesh")
     except Exception as e:  # trimesh raises many types for damaged files
