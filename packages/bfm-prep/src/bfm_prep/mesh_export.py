@@ -44,8 +44,8 @@ def export_mesh(
         colors: optional (N, 3) RGB in [0, 1], written as vertex colours when there is no UV.
         texture: optional (H, W, 3) RGB in [0, 1] image, row 0 at v = 1; OBJ only, needs uv.
     """
-    # lazy: trimesh takes about 0.8 s to import and only plot --export-mesh writes meshes; at
-    # the top it would slow down every plot
+    # lazy: trimesh takes about 0.8 s to import and only writing a mesh needs it; at the top it
+    # would slow down every plot, also those that write no mesh
     import trimesh
     from trimesh.visual import ColorVisuals, TextureVisuals
 
