@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import h5py
 import numpy as np
@@ -12,8 +11,6 @@ from bfm_prep.artifact import (
     FORMAT_GRID,
     UVEmbedding,
     UVGridModel,
-    atomic_h5,
-    input_record,
     read_grid,
     read_model,
     read_uv,
@@ -23,11 +20,13 @@ from bfm_prep.artifact import (
 )
 from bfm_prep.errors import PrepError
 from bfm_prep.model import MorphableModel
+from bfm_prep.provenance import input_record
+from bfm_prep.resample import grid_faces, grid_uv
 
 from tests.tolerances import ARTIFACT_RTOL
 
 
-def _random_model(rng, n=17, k_id=3, k_exp=2, kc=4, color=True):
+def random_model(rng, n=17, k_id=3, k_exp=2, kc=4, color=True):
     k = k_id + k_exp
     faces = np.stack([np.arange(n - 2), np.arange(1, n - 1), np.arange(2, n)], axis=1)
     kw = {}
@@ -77,7 +76,7 @@ class TestModelArtifact:
     @pytest.mark.parametrize("color", [True, False])
     def test_round_trip(self, tmp_path, color):
         rng = np.random.default_rng()
-        m = _random_model(rng, color=color)
+        m = random_model(rng, color=color)
         src = tmp_path / "input.bin"
         src.write_bytes(b"abc")
         m.provenance["inputs"] = {"bfm": input_record(src)}
@@ -97,14 +96,14 @@ class TestModelArtifact:
 
     def test_refuses_other_format(self, tmp_path):
         rng = np.random.default_rng()
-        m = _random_model(rng, n=16)
+        m = random_model(rng, n=16)
         grid = UVGridModel(model=m, res=4, uv=rng.uniform(0, 1, (16, 2)), inside=np.ones(16, bool))
         path = write_grid(tmp_path / "g.h5", grid)
         with pytest.raises(PrepError, match="format is 'stn-uv-grid-model'"):
             read_model(path)
 
     def test_refuses_unknown_version(self, tmp_path):
-        m = _random_model(np.random.default_rng())
+        m = random_model(np.random.default_rng())
         path = write_model(tmp_path / "m.h5", m)
         with h5py.File(path, "r+") as f:
             f.attrs["format_version"] = 99
@@ -120,40 +119,12 @@ class TestModelArtifact:
             read_model(tmp_path / "absent.h5")
 
     def test_truncated_file_is_refused(self, tmp_path):
-        m = _random_model(np.random.default_rng(), n=200)
+        m = random_model(np.random.default_rng(), n=200)
         path = write_model(tmp_path / "m.h5", m)
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
         with pytest.raises(PrepError):
             read_model(path)
-
-
-class TestAtomicWrite:
-    def test_interrupted_write_leaves_nothing(self, tmp_path):
-        target = tmp_path / "out.h5"
-        with pytest.raises(RuntimeError):
-            with atomic_h5(target) as f:
-                f.create_dataset("x", data=np.zeros(3))
-                raise RuntimeError("interrupted")
-        assert not target.exists()
-        assert os.listdir(tmp_path) == []
-
-    def test_written_file_follows_umask(self, tmp_path):
-        old = os.umask(0o022)
-        try:
-            path = write_model(tmp_path / "m.h5", _random_model(np.random.default_rng()))
-        finally:
-            os.umask(old)
-        assert path.stat().st_mode & 0o777 == 0o644
-
-    def test_existing_file_survives_failed_overwrite(self, tmp_path):
-        m = _random_model(np.random.default_rng())
-        path = write_model(tmp_path / "m.h5", m)
-        before = path.read_bytes()
-        with pytest.raises(RuntimeError):
-            with atomic_h5(path):
-                raise RuntimeError("interrupted")
-        assert path.read_bytes() == before
 
 
 class TestUVAndGrid:
@@ -179,7 +150,7 @@ class TestUVAndGrid:
     def test_grid_round_trip(self, tmp_path):
         rng = np.random.default_rng()
         res = 5
-        m = _random_model(rng, n=res * res)
+        m = random_model(rng, n=res * res)
         inside = rng.uniform(size=res * res) > 0.3
         uv = rng.uniform(0, 1, (res * res, 2))
         path = write_grid(tmp_path / "g.h5", UVGridModel(model=m, res=res, uv=uv, inside=inside))
@@ -192,16 +163,28 @@ class TestUVAndGrid:
             assert f.attrs["format"] == FORMAT_GRID
             assert json.loads(f.attrs["parameters"]) == {"n_shape": 3, "note": "test"}
 
+    def test_drawn_faces_have_all_three_vertices_inside(self):
+        res = 4
+        m = random_model(np.random.default_rng(), n=res * res)
+        m.faces = grid_faces(res)
+        inside = np.ones(res * res, bool)
+        grid = UVGridModel(model=m, res=res, uv=grid_uv(res), inside=inside)
+        np.testing.assert_array_equal(grid.drawn_faces, m.faces)
+        grid.inside = np.arange(res * res) != 5  # an imported mask replaces the old one
+        expected = [f for f in m.faces.tolist() if 5 not in f]
+        assert grid.drawn_faces.tolist() == expected
+        assert len(expected) == len(m.faces) - 6  # an interior vertex is in six triangles
+
 
 class TestModelValidation:
     def test_grid_needs_one_vertex_per_point(self):
-        m = _random_model(np.random.default_rng(), n=17)
+        m = random_model(np.random.default_rng(), n=17)
         with pytest.raises(PrepError, match="17 vertices for res 4"):
             UVGridModel(model=m, res=4, uv=np.zeros((16, 2)), inside=np.ones(16, bool))
 
     def test_face_index_out_of_range(self):
         rng = np.random.default_rng()
-        m = _random_model(rng)
+        m = random_model(rng)
         with pytest.raises(PrepError, match="faces index vertices"):
             MorphableModel(
                 m.shape_mean,
@@ -212,7 +195,7 @@ class TestModelValidation:
             )
 
     def test_unknown_kind(self):
-        m = _random_model(np.random.default_rng())
+        m = random_model(np.random.default_rng())
         with pytest.raises(PrepError, match="unknown kinds"):
             MorphableModel(
                 m.shape_mean, m.shape_basis, m.shape_std, ["identity"] * 4 + ["pose"], m.faces
@@ -220,7 +203,7 @@ class TestModelValidation:
 
     def test_shape_evaluation(self):
         rng = np.random.default_rng()
-        m = _random_model(rng)
+        m = random_model(rng)
         alpha = rng.normal(size=m.n_components)
         expected = m.shape_mean + np.einsum("nck,k->nc", m.shape_basis, alpha)
         np.testing.assert_allclose(m.shape(alpha), expected)

@@ -12,10 +12,11 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from bfm_prep.artifact import read_model, sha256_file
+from bfm_prep.artifact import read_model
 from bfm_prep.build import build_model
 from bfm_prep.errors import PrepError
 from bfm_prep.model import EXPRESSION, IDENTITY
+from bfm_prep.provenance import sha256_file
 
 from tests.bfm_prep.cli_helpers import invoke as run_cli
 from tests.conftest import reference_file
@@ -213,7 +214,7 @@ def test_build_model_with_coarsedata_scales_by_std(tmp_path, inputs):
     p = m.provenance
     assert p["parameters"]["expression_source"] == "coarsedata"
     assert p["inputs"]["expression_std"]["sha256"] == sha256_file(std_path)
-    with pytest.raises(PrepError, match="--n-exp 10 asks for more expression components"):
+    with pytest.raises(PrepError, match="^n_exp 10 asks for more expression components"):
         build_model(inputs["bfm"], bin_path, inputs["mapping"], std_path, n_shape=2, n_exp=10)
 
 
@@ -240,24 +241,29 @@ def test_build_model_without_expression_is_identity_only(inputs):
     m = build_model(inputs["bfm"], n_shape=3)
     assert m.shape_kind == [IDENTITY] * 3 and m.n_expression == 0
     assert m.provenance["parameters"]["expression_source"] is None
-    with pytest.raises(PrepError, match="--n-exp 4 needs an expression model"):
+    with pytest.raises(PrepError, match="^n_exp 4 needs an expression model"):
         build_model(inputs["bfm"], n_shape=3, n_exp=4)
 
 
-def test_bfm2017_own_expression_model_refuses_a_second_one(tmp_path, inputs):
-    t = inputs["truth"]
-    n = t["V"].shape[0]
-    path = tmp_path / "model2017.h5"
+def write_bfm2017_with_expression(path: Path, truth: dict) -> Path:
+    """The test mesh and identity model as a BFM 2017 .h5 with its own 4 expression components
+    (standard deviations 2, sqrt(3), sqrt(2), 1 mm)."""
+    n = truth["V"].shape[0]
     rng = np.random.default_rng(1)
     with h5py.File(path, "w") as f:
-        f["shape/model/mean"] = t["V"].reshape(-1).astype(np.float32)
-        f["shape/model/pcaBasis"] = t["q"].astype(np.float32)
-        f["shape/model/pcaVariance"] = (t["ev"] / 1000.0) ** 2
-        f["shape/representer/cells"] = t["F"].T.astype(np.uint32)
+        f["shape/model/mean"] = truth["V"].reshape(-1).astype(np.float32)
+        f["shape/model/pcaBasis"] = truth["q"].astype(np.float32)
+        f["shape/model/pcaVariance"] = (truth["ev"] / 1000.0) ** 2
+        f["shape/representer/cells"] = truth["F"].T.astype(np.uint32)
         eq, _ = np.linalg.qr(rng.normal(size=(3 * n, 4)))
         f["expression/model/mean"] = np.zeros(3 * n, np.float32)
         f["expression/model/pcaBasis"] = eq.astype(np.float32)
         f["expression/model/pcaVariance"] = np.array([4.0, 3.0, 2.0, 1.0])
+    return path
+
+
+def test_bfm2017_own_expression_model_refuses_a_second_one(tmp_path, inputs):
+    path = write_bfm2017_with_expression(tmp_path / "model2017.h5", inputs["truth"])
     m = build_model(path, n_shape=3, n_exp=2)
     assert m.shape_kind == [IDENTITY] * 3 + [EXPRESSION] * 2
     np.testing.assert_allclose(m.shape_std[3:], [2.0, np.sqrt(3.0)], rtol=TOL[np.float32][0])
@@ -391,7 +397,11 @@ def _assert_refused(code, stdout, stderr, out: Path, match: str):
         ("bfm_is_expression_file", "shapeMU"),
         ("expression_is_mapping", "w_exp"),
         ("expression_without_mapping", "needs --mapping"),
-        ("n_exp_without_expression", "needs an expression model"),
+        (
+            "n_exp_without_expression",
+            "--n-exp 3 needs an expression model: pass --expression and --mapping (or --n-exp 0 "
+            "for an identity-only model).",
+        ),
         ("bad_landmark_option", "expected NAME=FILE"),
         ("bad_weight", "--data-weight"),
         ("negative_n_shape", "non-negative"),
@@ -462,3 +472,112 @@ def test_cli_failed_build_keeps_an_existing_artifact(inputs, tmp_path, capsys):
     before = sha256_file(out)
     code, _, stderr = run_cli(cli_args(inputs, out, "--n-shape", "999"), capsys)
     assert code == 2 and sha256_file(out) == before
+
+
+def _wording_case(case: str, inp: dict, folder: Path) -> tuple[list[str], str]:
+    """(the options after ``build-expression``, the exact sentence of the error) of a case whose
+    error the library raises naming its own parameters."""
+    bfm, expr, mapping = inp["bfm"], inp["expression"], inp["mapping"]
+    if case in ("coarsedata_without_std", "coarsedata_n_exp_too_large"):
+        std = np.linspace(40000.0, 1000.0, 9)
+        bin_path, std_path = write_coarsedata(folder, inp["truth"], 9, std)
+        if case == "coarsedata_without_std":
+            return (
+                ["--bfm", bfm, "--expression", bin_path, "--mapping", mapping],
+                f"{bin_path}: is a CoarseData Exp_Pca.bin, which needs its standard deviations; "
+                "pass std_exp.txt with --expression-std.",
+            )
+        return (
+            ["--bfm", bfm, "--expression", bin_path, "--mapping", mapping]
+            + ["--expression-std", std_path, "--n-exp", "10"],
+            f"--n-exp 10 asks for more expression components than the 9 in {bin_path}; pass at "
+            "most 9.",
+        )
+    if case.startswith("bfm2017"):
+        h5 = write_bfm2017_with_expression(folder / "model2017.h5", inp["truth"])
+        if case == "bfm2017_own_expression":
+            return (
+                ["--bfm", h5, "--expression", expr, "--mapping", mapping],
+                f"{h5}: this BFM 2017/2019 file has its own expression model, which replaces the "
+                "3DDFA/CoarseData one; drop --expression, --mapping and --expression-std.",
+            )
+        return (
+            ["--bfm", h5, "--n-shape", "3", "--n-exp", "5"],
+            f"--n-exp 5 asks for more expression components than the 4 in {h5}; pass at most 4.",
+        )
+    if case == "bfm2009_without_colour":
+        d = scipy.io.loadmat(bfm)
+        no_colour = folder / "no_colour.mat"
+        scipy.io.savemat(no_colour, {k: d[k] for k in ("shapeMU", "shapePC", "shapeEV", "tl")})
+        return (
+            ["--bfm", no_colour, "--n-color", "2"],
+            f"{no_colour}: has no colour model (texMU, texPC, texEV); drop --n-color.",
+        )
+    if case == "expression_is_text":
+        text = folder / "expr.mat"
+        text.write_text("hello, this is text")
+        return (
+            ["--bfm", bfm, "--expression", text, "--mapping", mapping],
+            f"{text}: is neither a 3DDFA Model_Expression.mat (no MATLAB header) nor a CoarseData "
+            "Exp_Pca.bin (no plausible int32 component count in its first 4 bytes); pass one of "
+            "those two files to --expression.",
+        )
+    std_txt = folder / "std_exp.txt"
+    std_txt.write_text("1 2 3\n")
+    return {
+        "n_color_too_large": (
+            ["--bfm", bfm, "--n-color", str(K_COL + 1)],
+            f"--n-color {K_COL + 1} asks for more colour components than the {K_COL} in {bfm}; "
+            f"pass at most {K_COL}.",
+        ),
+        "n_color_negative": (
+            ["--bfm", bfm, "--n-color", "-1"],
+            "--n-color must be a non-negative integer, got -1.",
+        ),
+        "mapping_without_expression": (
+            ["--bfm", bfm, "--mapping", mapping],
+            f"{mapping}: --mapping was given without --expression.",
+        ),
+        "std_without_expression": (
+            ["--bfm", bfm, "--expression-std", std_txt],
+            f"{std_txt}: --expression-std was given without --expression.",
+        ),
+        "expression_without_mapping": (
+            ["--bfm", bfm, "--expression", expr],
+            f"{expr}: an expression model needs --mapping (the mesh vertex of each "
+            "expression-model vertex, e.g. map_tddfa_to_basel.mat).",
+        ),
+        "bad_landmark_name": (
+            ["--bfm", bfm, "--landmarks", f"9x={inp['lm5']}"],
+            "Landmark set name '9x' is not valid; use letters, digits and _ "
+            "(e.g. --landmarks ibug68=FILE).",
+        ),
+    }[case]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "n_color_too_large",
+        "n_color_negative",
+        "mapping_without_expression",
+        "std_without_expression",
+        "expression_without_mapping",
+        "bad_landmark_name",
+        "coarsedata_without_std",
+        "coarsedata_n_exp_too_large",
+        "bfm2017_own_expression",
+        "bfm2017_n_exp_too_large",
+        "bfm2009_without_colour",
+        "expression_is_text",
+    ],
+)
+def test_cli_says_its_options_where_the_library_names_parameters(case, inputs, tmp_path, capsys):
+    """The library names its parameters (n_exp, mapping_path); the command says the same
+    sentence with its options, exactly."""
+    folder = tmp_path / "case"
+    folder.mkdir()
+    options, sentence = _wording_case(case, inputs, folder)
+    out = tmp_path / "o" / "model.h5"
+    code, stdout, stderr = run_cli(["build-expression", *options, "--out", out], capsys)
+    _assert_refused(code, stdout, stderr, out, f"bfm-prep: error: {sentence}")

@@ -4,20 +4,25 @@ one error line, exit status 2, no traceback and no output file."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import typer
 from bfm_prep.artifact import UVEmbedding, write_grid, write_model, write_uv
 from bfm_prep.cli import app, main
 from bfm_prep.errors import PrepError
 from bfm_prep.resample import resample_to_grid
 
-MAX_RES = 4096  # the documented largest --res
 from tests.bfm_prep.cli_helpers import invoke
 from tests.bfm_prep.test_resample import make_model, square_mesh
+
+MAX_RES = 4096  # the documented largest --res
 
 BAD_PARENTS = ["under-a-file", "proc"]
 
@@ -388,10 +393,74 @@ def test_help_rendered_without_mid_sentence_breaks(capsys, monkeypatch):
         lines = [ln.strip() for ln in head.splitlines()]
         desc = [ln for ln in lines if ln and not ln.startswith("Usage:")]
         # Inside a paragraph every line but the last is filled close to the width.
-        for a, b in zip(lines, lines[1:]):
+        for a, b in zip(lines, lines[1:], strict=False):
             if a and b and not a.startswith("Usage:"):
                 assert len(a) > 50, (command, a)
         assert desc
+
+
+def _help_names(command) -> list[str]:
+    """Every option name (``--out``, ``--export-mesh``) and argument name of a command."""
+    names = []
+    for p in command.params:
+        if p.param_type_name == "argument":
+            names.append(p.metavar or p.name)
+        else:
+            names += [*p.opts, *p.secondary_opts]
+    return names
+
+
+def _assert_whole(text: str, name: str, where: str) -> None:
+    assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (where, name, text)
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
+    """An 80-column terminal, a 60-column one and a pipe (80 columns) all get every option
+    name whole and nothing cut with an ellipsis."""
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    group = typer.main.get_command(app)
+    code, out, _ = run("--help", capsys=capsys)
+    assert code == 0 and "…" not in out
+    for name, command in group.commands.items():
+        _assert_whole(out, name, "bfm-prep --help")
+        assert command.short_help and " ".join(command.short_help.split()[:3]) in " ".join(
+            out.split()
+        ), (name, out)
+    for name, command in group.commands.items():
+        code, out, _ = run(name, "--help", capsys=capsys)
+        assert code == 0 and "…" not in out, (name, out)
+        assert max(len(line) for line in out.splitlines()) <= int(columns), (name, out)
+        for option in _help_names(command):
+            _assert_whole(out, option, f"bfm-prep {name} --help")
+
+
+def test_help_piped_shows_every_option_name_whole(tmp_path):
+    """Piped to another program (no terminal, no COLUMNS): the same, in a fresh process."""
+    script = (
+        "import sys\n"
+        "from bfm_prep.cli import app, main\n"
+        "import typer\n"
+        "for name in typer.main.get_command(app).commands:\n"
+        "    try:\n"
+        "        main([name, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    print('=== end of', name, flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    group = typer.main.get_command(app)
+    texts = proc.stdout.split("=== end of ")
+    for name, command in group.commands.items():
+        text = next(t for t in texts if f"Usage: bfm-prep {name} " in t)
+        assert "…" not in text, (name, text)
+        for option in _help_names(command):
+            _assert_whole(text, option, f"bfm-prep {name} --help | cat")
 
 
 def test_plural_of_one_file(files, capsys):

@@ -151,3 +151,26 @@ def test_bad_inputs_exit_2_one_line_no_file(case, match, mesh_file, tmp_path, ca
     assert re.search(match, lines[0]), lines[0]
     assert not out.exists() and not (tmp_path / "uv.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".uv.h5")]
+
+
+def test_uv_resample_without_uv_advises_uv_embed(tmp_path, capsys):
+    """uv-resample computes the embedding itself without --uv; it has no --symmetry, so the
+    advice to give mirror pairs goes through uv-embed."""
+    V, F = random_blob()
+    model = MorphableModel(
+        shape_mean=V,
+        shape_basis=np.zeros((len(V), 3, 1)),
+        shape_std=np.ones(1),
+        shape_kind=["identity"],
+        faces=F,
+    )
+    mpath = write_model(tmp_path / "blob.h5", model)
+    out = tmp_path / "g.h5"
+    code, _, stderr = run_cli(["uv-resample", "--model", mpath, "--res", "8", "--out", out], capsys)
+    assert code == 2 and not out.exists()
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bfm-prep: error: "), stderr
+    assert re.search(r"no mirror symmetry found", lines[0]), lines[0]
+    assert lines[0].endswith(
+        "; pass --uv with a uv.h5 from bfm-prep uv-embed --symmetry PAIRS_FILE."
+    ), lines[0]

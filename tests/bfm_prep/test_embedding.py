@@ -83,7 +83,10 @@ def test_arc_length_spacing_of_line_and_boundary():
     # mouth (a hole on the line) goes through the hole's centre, so it is longer
     edges = {tuple(e) for e in np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]).tolist()}
     joined = np.array(
-        [(a, b) in edges or (b, a) in edges for a, b in zip(line[:-1].tolist(), line[1:].tolist())]
+        [
+            (a, b) in edges or (b, a) in edges
+            for a, b in zip(line[:-1].tolist(), line[1:].tolist(), strict=True)
+        ]
     )
     assert (~joined).sum() == 1
     ratio = np.diff(emb.uv[line, 1]) / np.diff(s)

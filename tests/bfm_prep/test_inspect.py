@@ -13,8 +13,6 @@ import pytest
 from bfm_prep.artifact import (
     UVEmbedding,
     UVGridModel,
-    input_record,
-    sha256_file,
     write_grid,
     write_model,
     write_uv,
@@ -22,6 +20,7 @@ from bfm_prep.artifact import (
 from bfm_prep.errors import PrepError
 from bfm_prep.inspect import format_plain, inspect_file
 from bfm_prep.model import MorphableModel
+from bfm_prep.provenance import input_record, sha256_file
 
 from tests.bfm_prep.cli_helpers import invoke as run_cli
 from tests.bfm_prep.test_io_bfm2009 import small_bfm
@@ -215,6 +214,7 @@ def test_unknown_file_exit_2(tmp_path, capsys):
     code, out, err = run_cli(["inspect", p], capsys)
     _assert_one_line_error(code, out, err, "README")
     assert "is not a file bfm-prep recognises" in err
+    assert err.strip().endswith("; see bfm-prep inspect --help for the supported kinds.")
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 import scipy.io
-from bfm_prep.artifact import sha256_file
 from bfm_prep.errors import PrepError
 from bfm_prep.io.bfm2009 import load_bfm2009
+from bfm_prep.provenance import sha256_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -134,13 +134,13 @@ def test_component_selection(tmp_path):
     assert load_bfm2009(p, n_shape=0).n_components == 0
     with pytest.raises(
         PrepError,
-        match=r"--n-shape 4 asks for more identity components than the "
+        match=r"^n_shape 4 asks for more identity components than the "
         r"3 in .*m\.mat; pass at most 3",
     ):
         load_bfm2009(p, n_shape=4)
-    with pytest.raises(PrepError, match=r"--n-color 3 asks for more colour components"):
+    with pytest.raises(PrepError, match=r"^n_color 3 asks for more colour components"):
         load_bfm2009(p, n_color=3)
-    with pytest.raises(PrepError, match=r"--n-shape -1 is not a valid component count"):
+    with pytest.raises(PrepError, match=r"^n_shape -1 is not a valid component count"):
         load_bfm2009(p, n_shape=-1)
 
 

@@ -82,7 +82,7 @@ def test_component_selection(tmp_path):
     np.testing.assert_allclose(m0.shape_mean, small_2017()["mean"].reshape(N, 3), rtol=1e-6)
     with pytest.raises(
         PrepError,
-        match=r"--n-exp 3 asks for more expression components than the 2 "
+        match=r"^n_exp 3 asks for more expression components than the 2 "
         r"in .*m\.h5; pass at most 2",
     ):
         load_bfm2017(p, n_exp=3)

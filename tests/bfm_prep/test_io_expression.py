@@ -57,9 +57,7 @@ def test_tddfa_n_exp_and_no_sigma(tmp_path):
     p = write_mat5(tmp_path / "e.mat", tddfa_vars(sigma=False))
     b = load_tddfa_expression(p, n_exp=2)
     assert b.components.shape == (V, 3, 2) and b.file_std is None
-    with pytest.raises(
-        PrepError, match=r"--n-exp 4 asks for more expression components than the 3"
-    ):
+    with pytest.raises(PrepError, match=r"^n_exp 4 asks for more expression components than the 3"):
         load_tddfa_expression(p, n_exp=4)
 
 
@@ -310,7 +308,7 @@ def test_coarsedata_without_std_asks_for_it(tmp_path):
         PrepError,
         match=r"Exp_Pca\.bin: is a CoarseData Exp_Pca\.bin, which needs its "
         r"standard deviations; pass std_exp\.txt with "
-        r"--expression-std\.",
+        r"std_path\.",
     ):
         load_expression(p)
 

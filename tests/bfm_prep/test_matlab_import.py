@@ -10,7 +10,7 @@ from bfm_prep.errors import PrepError
 from bfm_prep.matlab_import import import_matlab_model
 from bfm_prep.resample import grid_faces, grid_uv
 
-from tests.bfm_prep.test_resample import assert_aflw21_layout, run_cli  # noqa: F401
+from tests.bfm_prep.test_resample import assert_aflw21_layout
 from tests.tolerances import ARTIFACT_RTOL, TOL
 
 RTOL, ATOL = TOL[np.float64]
@@ -72,7 +72,7 @@ class TestImport:
         g = import_matlab_model(tmp_path / "model.mat", n_identity=1, inside=mask)
         assert g.model.shape_kind == ["identity"] + ["expression"] * 4
         np.testing.assert_array_equal(g.inside, mask)
-        with pytest.raises(PrepError, match="--n-identity 6"):
+        with pytest.raises(PrepError, match="^n_identity 6 is outside 0..5"):
             import_matlab_model(tmp_path / "model.mat", n_identity=6)
 
     def test_command(self, tmp_path, run_cli):
@@ -140,6 +140,22 @@ class TestImport:
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bfm-prep: error:"), res.stderr
         assert not (tmp_path / "g.h5").exists() and not list(tmp_path.glob(".g.h5*"))
+
+    @pytest.mark.parametrize("case", ["n_identity", "missing_mask"])
+    def test_errors_name_the_options(self, tmp_path, run_cli, case):
+        """The library names its parameters (n_identity, inside); the command its options."""
+        path = tmp_path / "model.mat"
+        write_original_format(path)
+        if case == "n_identity":
+            extra = ["--n-identity", "6"]
+            sentence = f"--n-identity 6 is outside 0..4, the number of components in {path}."
+        else:
+            extra = ["--inside", tmp_path / "nope.npy"]
+            sentence = f"{tmp_path / 'nope.npy'}: no such file; check the --inside path."
+        res = run_cli("import-matlab", path, "--out", tmp_path / "g.h5", *extra)
+        assert res.returncode == 2
+        assert res.stderr.strip() == f"bfm-prep: error: {sentence}"
+        assert not (tmp_path / "g.h5").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from bfm_prep.mesh_export import export_mesh
 from bfm_prep.pictures.model_views import color_image, geometry_image, shade_faces
 from bfm_prep.resample import resample_to_grid
 
-from tests.bfm_prep.test_resample import make_model, run_cli, square_mesh  # noqa: F401
+from tests.bfm_prep.test_resample import make_model, square_mesh
 from tests.tolerances import TOL
 
 RTOL, ATOL = TOL[np.float64]

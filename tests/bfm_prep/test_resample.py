@@ -426,20 +426,6 @@ class TestAgainstTheOriginal:
 
 
 @pytest.fixture
-def run_cli(capsys):
-    """Run ``bfm-prep ARGS`` in this process: (returncode, stdout, stderr)."""
-    from types import SimpleNamespace
-
-    from tests.bfm_prep.cli_helpers import invoke
-
-    def run(*args):
-        code, out, err = invoke(args, capsys)
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
-
-
-@pytest.fixture
 def model_files(tmp_path):
     uv, faces = square_mesh(15, seed=7)
     m = make_model(uv, faces, landmarks={"own": [0, 5]})

@@ -318,7 +318,7 @@ def test_pairs_that_are_no_symmetry():
 
 def test_no_symmetry_found():
     V, F = random_blob()
-    with pytest.raises(PrepError, match="no mirror symmetry found.*--symmetry PAIRS_FILE"):
+    with pytest.raises(PrepError, match=r"no mirror symmetry found.*; pass symmetry PAIRS_FILE\.$"):
         find_symmetry(V, F)
 
 

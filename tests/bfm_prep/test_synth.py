@@ -80,7 +80,7 @@ def boundary_loops(F: np.ndarray) -> list[list[int]]:
     key = np.minimum(e[:, 0], e[:, 1]) * (F.max() + 1) + np.maximum(e[:, 0], e[:, 1])
     _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
     bnd = e[cnt[inv] == 1]
-    nxt = dict(zip(bnd[:, 0].tolist(), bnd[:, 1].tolist()))
+    nxt = dict(zip(bnd[:, 0].tolist(), bnd[:, 1].tolist(), strict=True))
     assert len(nxt) == len(bnd), "a boundary vertex with two outgoing boundary edges"
     loops, seen = [], set()
     for start in nxt:
@@ -548,7 +548,7 @@ class TestCLI:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
     def test_library_raises_prep_error(self, tmp_path):
-        with pytest.raises(PrepError, match="--vertices"):
+        with pytest.raises(PrepError, match="^n_vertices must be between 500"):
             write_synthetic(tmp_path / "x", n_vertices=499)
         assert not (tmp_path / "x").exists()
 

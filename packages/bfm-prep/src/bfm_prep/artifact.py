@@ -6,28 +6,30 @@ Three formats share one layout of HDF5 groups:
 - ``stn-uv-grid-model``: a model resampled onto an R x R UV grid (``bfm-prep uv-resample``),
   read by ``stn_core.UVGridModel`` with h5py alone.
 
-Every file is written atomically (a temporary file in the same folder, then a rename), so an
-interrupted run never leaves a file that loads.
+Every file is written atomically (:func:`bfm_prep.atomic.atomic_h5`: a temporary file in the
+same folder, then a rename), so an interrupted run never leaves a file that loads; every file
+is opened for reading with the checked open of all HDF5 readers
+(:func:`bfm_prep.io.matfile.open_hdf5`), so a truncated file is a one-line PrepError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import h5py
 import numpy as np
 
+from bfm_prep import __version__
+from bfm_prep.atomic import atomic_h5
 from bfm_prep.errors import PrepError
+from bfm_prep.io.matfile import open_hdf5
 from bfm_prep.model import MorphableModel
 
 FORMAT_MODEL = "stn-morphable-model"
@@ -81,6 +83,14 @@ class UVGridModel:
     uv: np.ndarray
     inside: np.ndarray
 
+    @property
+    def drawn_faces(self) -> np.ndarray:
+        """(F', 3) int64, the grid faces whose three vertices are all ``inside``: the surface
+        that pictures show and that the resampling's orientation check compares (computed on
+        each access, since ``inside`` may be replaced, e.g. by an imported mask)."""
+        faces = self.model.faces
+        return faces[self.inside[faces].all(axis=1)]
+
     def __post_init__(self) -> None:
         n = self.res * self.res
         if self.model.n_vertices != n:
@@ -98,83 +108,10 @@ class UVGridModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# provenance helpers
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def input_record(path: str | os.PathLike) -> dict:
-    """``{"path": ..., "sha256": ...}`` for an input file, to store in ``provenance["inputs"]``."""
-    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic writing
-
-
-def _temp_beside(path: Path) -> str:
-    """A new temporary file in ``path``'s folder, with the permissions a plain open would give.
-
-    mkstemp creates files readable by the owner only; artifacts are shared between users
-    of a machine like any output file, so apply the process umask instead.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return tmp
-
-
-@contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """Open a temporary HDF5 file beside ``path``; rename it onto ``path`` only on success."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file opened beside ``path``, renamed onto it only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    with atomic_file(path) as f:
-        f.write(data)
+# writing
 
 
 def _write_header(f: h5py.File, fmt: str, provenance: dict) -> None:
-    from bfm_prep import __version__
-
     f.attrs["format"] = fmt
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["units"] = "mm"
@@ -256,7 +193,7 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
         raise PrepError(
             f"{path}: not an HDF5 file (or truncated); pass an artifact written by bfm-prep."
         )
-    with _open_h5(path) as f:
+    with open_hdf5(path) as f:
         fmt = _attr_str(f, "format")
         if fmt not in expected:
             raise PrepError(
@@ -297,13 +234,6 @@ def _attr_str(f: h5py.File, name: str) -> str | None:
     return None if v is None else str(v)
 
 
-def _open_h5(path: Path) -> h5py.File:
-    """The checked open of every HDF5 reader: a truncated or damaged file is a PrepError."""
-    from bfm_prep.io.matfile import open_hdf5
-
-    return open_hdf5(path)
-
-
 def read_format(path: str | os.PathLike) -> str | None:
     """The ``format`` attribute of an HDF5 file, or None when it has none / is not HDF5.
 
@@ -313,7 +243,7 @@ def read_format(path: str | os.PathLike) -> str | None:
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(path):
         return None
-    with _open_h5(path) as f:
+    with open_hdf5(path) as f:
         return _attr_str(f, "format")
 
 

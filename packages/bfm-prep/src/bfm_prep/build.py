@@ -6,7 +6,7 @@
    (``.h5``), recognised by content; identity components scaled by their standard deviations
    so that coefficients follow N(0, 1); the colour model carried along;
 2. expression components: a BFM 2017/2019 file's own expression model when it has one
-   (then ``--expression``/``--mapping`` are refused: the 3DDFA mapping is made for the 2009
+   (then ``expression_path``/``mapping_path`` are refused: the 3DDFA mapping is made for the 2009
    mesh, and two expression models in one artifact would not be what anyone wants); otherwise,
    with an expression file (3DDFA ``Model_Expression.mat`` or CoarseData ``Exp_Pca.bin``,
    recognised by content) and its vertex mapping, each component is transferred to every
@@ -29,16 +29,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bfm_prep.artifact import input_record
 from bfm_prep.errors import PrepError
 from bfm_prep.expression import DEFAULT_WEIGHT, transfer_expression
+from bfm_prep.io.bfm2009 import load_bfm2009
+from bfm_prep.io.bfm2017 import load_bfm2017
+from bfm_prep.io.expression import load_expression
+from bfm_prep.io.landmarks import load_landmarks
+from bfm_prep.io.tddfa import load_mapping
 from bfm_prep.model import EXPRESSION, IDENTITY, MorphableModel
+from bfm_prep.provenance import input_record
 
 PathLike = str | os.PathLike
 LANDMARK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
-def _exists(path: PathLike, what: str) -> Path:
+def _existing_file(path: PathLike, what: str) -> Path:
+    """``path`` as a Path, or a PrepError naming ``what`` when it is missing or not a file."""
     path = Path(path)
     if not path.exists():
         raise PrepError(f"{path}: no such file (the {what}); check the path.")
@@ -68,9 +74,11 @@ def _bfm2017_has_expression(path: Path) -> bool:
         return "expression" in f and "model" in f["expression"]
 
 
-def _check_count(name: str, value: int | None) -> None:
+def _check_count(parameter: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int | np.integer) or value < 0):
-        raise PrepError(f"{name} must be a non-negative integer, got {value!r}.")
+        raise PrepError.naming(
+            "{" + parameter + "} must be a non-negative integer, got {value!r}.", value=value
+        )
 
 
 def build_model(
@@ -107,32 +115,39 @@ def build_model(
         The :class:`MorphableModel`, with ``provenance`` filled in.
     """
     landmarks = dict(landmarks or {})
-    _check_count("--n-shape", n_shape)
-    _check_count("--n-exp", n_exp)
-    _check_count("--n-color", n_color)
+    _check_count("n_shape", n_shape)
+    _check_count("n_exp", n_exp)
+    _check_count("n_color", n_color)
     for name in landmarks:
         if not LANDMARK_NAME.match(name):
-            raise PrepError(
-                f"Landmark set name {name!r} is not valid; use letters, digits and _ "
-                "(e.g. --landmarks ibug68=FILE)."
+            raise PrepError.naming(
+                "Landmark set name {name!r} is not valid; use letters, digits and _ "
+                "(e.g. {landmarks} ibug68=FILE).",
+                name=name,
             )
     if expression_path is not None and mapping_path is None:
-        raise PrepError(
-            f"{expression_path}: an expression model needs --mapping (the mesh vertex of each "
-            "expression-model vertex, e.g. map_tddfa_to_basel.mat)."
+        raise PrepError.naming(
+            "{path}: an expression model needs {mapping_path} (the mesh vertex of each "
+            "expression-model vertex, e.g. map_tddfa_to_basel.mat).",
+            path=expression_path,
         )
     if mapping_path is not None and expression_path is None:
-        raise PrepError(f"{mapping_path}: --mapping was given without --expression.")
+        raise PrepError.naming(
+            "{path}: {mapping_path} was given without {expression_path}.", path=mapping_path
+        )
     if expression_std_path is not None and expression_path is None:
-        raise PrepError(f"{expression_std_path}: --expression-std was given without --expression.")
+        raise PrepError.naming(
+            "{path}: {expression_std_path} was given without {expression_path}.",
+            path=expression_std_path,
+        )
     # Every named file must exist before any work starts.
-    bfm_path = _exists(bfm_path, "Basel Face Model file")
+    bfm_path = _existing_file(bfm_path, "Basel Face Model file")
     if expression_path is not None:
-        expression_path = _exists(expression_path, "expression model")
-        mapping_path = _exists(mapping_path, "vertex mapping")
+        expression_path = _existing_file(expression_path, "expression model")
+        mapping_path = _existing_file(mapping_path, "vertex mapping")
     if expression_std_path is not None:
-        expression_std_path = _exists(expression_std_path, "expression standard deviations")
-    landmarks = {k: _exists(v, f"landmark set {k!r}") for k, v in landmarks.items()}
+        expression_std_path = _existing_file(expression_std_path, "expression standard deviations")
+    landmarks = {k: _existing_file(v, f"landmark set {k!r}") for k, v in landmarks.items()}
 
     kind = bfm_kind(bfm_path)
     inputs: dict = {}
@@ -148,20 +163,20 @@ def build_model(
 
     own = kind == "bfm2017" and _bfm2017_has_expression(bfm_path)
     if own and expression_path is not None:
-        raise PrepError(
-            f"{bfm_path}: this BFM 2017/2019 file has its own expression model, which "
-            "replaces the 3DDFA/CoarseData one; drop --expression, --mapping and "
-            "--expression-std."
+        raise PrepError.naming(
+            "{path}: this BFM 2017/2019 file has its own expression model, which "
+            "replaces the 3DDFA/CoarseData one; drop {expression_path}, {mapping_path} and "
+            "{expression_std_path}.",
+            path=bfm_path,
         )
     if not own and expression_path is None and n_exp:
-        raise PrepError(
-            f"--n-exp {n_exp} needs an expression model: pass --expression and --mapping (or "
-            "--n-exp 0 for an identity-only model)."
+        raise PrepError.naming(
+            "{n_exp} {value} needs an expression model: pass {expression_path} and "
+            "{mapping_path} (or {n_exp} 0 for an identity-only model).",
+            value=n_exp,
         )
 
     if kind == "bfm2017":
-        from bfm_prep.io.bfm2017 import load_bfm2017
-
         n_own = (5 if n_exp is None else int(n_exp)) if own else 0
         base = load_bfm2017(bfm_path, n_shape=n_shape, n_exp=n_own, n_color=n_color)
         _check_loaded_count(bfm_path, "expression", base.n_expression, n_own)
@@ -173,17 +188,12 @@ def build_model(
                 "so coefficients follow N(0, 1); mm"
             )
     else:
-        from bfm_prep.io.bfm2009 import load_bfm2009
-
         base = load_bfm2009(bfm_path, n_shape=n_shape, n_color=n_color)
     _check_loaded_count(bfm_path, "identity", base.n_identity, n_shape)
     inputs["bfm"] = _record(base, "bfm", bfm_path)
 
     exp_components = exp_std = None
     if expression_path is not None:
-        from bfm_prep.io.expression import load_expression
-        from bfm_prep.io.tddfa import load_mapping
-
         n_exp = 5 if n_exp is None else int(n_exp)
         basis = load_expression(expression_path, std_path=expression_std_path, n_exp=n_exp)
         inputs["expression"] = _record(basis, "expression", expression_path)
@@ -229,8 +239,6 @@ def build_model(
 
     landmark_sets = dict(base.landmarks)
     if landmarks:
-        from bfm_prep.io.landmarks import load_landmarks
-
         for name, path in sorted(landmarks.items()):
             inputs[f"landmarks/{name}"] = input_record(path)
             landmark_sets[name] = load_landmarks(path, n_vertices=base.n_vertices)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 
+import igl
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -122,7 +123,8 @@ def symmetric_tutte(
     phi = np.asarray(symmetry.mirror, dtype=np.int64)
     if phi.shape != (n,):
         raise PrepError(
-            f"{name}: the symmetry has {phi.shape[0]} vertices, the mesh {n}; compute it for this mesh."
+            f"{name}: the symmetry has {phi.shape[0]} vertices, the mesh {n}; "
+            "compute it for this mesh."
         )
     plane = np.asarray(symmetry.plane, dtype=np.float64)
     ml = midline(v, topo, phi, plane, name=name)
@@ -176,7 +178,8 @@ def symmetric_tutte(
         "weight_floor": WEIGHT_FLOOR,
         "holes": "closed by a fan around a virtual vertex at the centroid for the solve, then "
         "dropped: the rim is solved like interior vertices and the hole stays open",
-        "corners": f"outer-boundary vertices nearest to {CORNERS[0]} and {CORNERS[1]} of the half boundary's 3D length",
+        "corners": f"outer-boundary vertices nearest to {CORNERS[0]} and {CORNERS[1]} of the "
+        "half boundary's 3D length",
         "symmetry": symmetry.stats.get("method", "given"),
         "plane": [float(x) for x in plane],
     }
@@ -252,7 +255,7 @@ def _pins(
     if t[-1] <= 0:
         raise PrepError(f"{name}: the symmetry line has zero length; check the mesh.")
     t /= t[-1]
-    for (kind, x), tv in zip(ml.nodes, t):
+    for (kind, x), tv in zip(ml.nodes, t, strict=True):
         if kind == "vertex":
             pins[int(x)] = (0.5, float(tv))
         elif kind == "hole":
@@ -286,7 +289,8 @@ def _pins(
     path = loop[path_idx]
     if path.size < 2 or (side[path] != -1).any():
         raise PrepError(
-            f"{name}: the outer boundary does not run round one half between the ends of the symmetry line; check the mesh."
+            f"{name}: the outer boundary does not run round one half between the ends of the "
+            "symmetry line; check the mesh."
         )
     pts = np.vstack([ml.points[0], v[path], ml.points[-1]])
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
@@ -300,7 +304,7 @@ def _pins(
         else:
             c1, c2 = c1 - 1, c1
     s1, s2 = sv[c1], sv[c2]
-    for k, sk in zip(path.tolist(), sv.tolist()):
+    for k, sk in zip(path.tolist(), sv.tolist(), strict=True):
         if sk <= s1:
             pins[k] = (0.5 * (1.0 - sk / s1), 0.0)
         elif sk < s2:
@@ -326,7 +330,7 @@ def _pins(
     a, b = he.src[cand], he.dst[cand]
     interior = he.find(b, a) >= 0
     unpinned = set()
-    for p, q in zip(a[interior].tolist(), b[interior].tolist()):
+    for p, q in zip(a[interior].tolist(), b[interior].tolist(), strict=True):
         sp_, sq = _sides_of(pins[p]), _sides_of(pins[q])
         if sp_ & sq:
             for x, sx in ((p, sp_), (q, sq)):
@@ -353,8 +357,6 @@ def _sides_of(p: tuple[float, float]) -> set[str]:
 
 def _weights(v: np.ndarray, f: np.ndarray, phi: np.ndarray, kind: str) -> tuple[sp.csr_matrix, int]:
     """Edge weights W (W[i, j] for neighbour j of i), mirror-averaged; clamped count."""
-    import igl
-
     nv = v.shape[0]
     if kind == "cotangent":
         c = igl.cotmatrix_entries(v, f)  # columns: edges (1,2), (2,0), (0,1)

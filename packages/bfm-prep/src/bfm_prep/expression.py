@@ -43,18 +43,16 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
+import igl
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
 from bfm_prep.errors import PrepError
+from bfm_prep.io.expression_basis import ExpressionBasis
 from bfm_prep.laplacian import cotangent_laplacian
-
-if TYPE_CHECKING:  # pragma: no cover
-    from bfm_prep.io.expression import ExpressionBasis
 
 # lambda, the weight of the data term: 1 is the objective as issue 2 states it.
 DEFAULT_WEIGHT = 1.0
@@ -121,13 +119,11 @@ class SPDSolver:
         self._data = None
         self._lu = None
         try:
-            import igl
-
             self._data = igl.min_quad_with_fixed_data()
             igl.min_quad_with_fixed_precompute(
                 self.A, np.zeros(0, dtype=np.int64), sp.csc_matrix((0, self.n)), True, self._data
             )
-        except (ImportError, AttributeError, TypeError, RuntimeError):  # pragma: no cover
+        except (AttributeError, TypeError, RuntimeError):  # pragma: no cover
             self._use_lu()
 
     def _use_lu(self) -> None:
@@ -149,8 +145,6 @@ class SPDSolver:
     def _raw_solve(self, B: np.ndarray) -> np.ndarray:
         if self._lu is not None:
             return self._lu.solve(np.asfortranarray(B))
-        import igl
-
         k = B.shape[1]
         empty = np.zeros((0, k))
         return igl.min_quad_with_fixed_solve(self._data, np.ascontiguousarray(-B), empty, empty)
@@ -305,7 +299,7 @@ def transfer_expression(
     Args:
         V: (N, 3) mean shape, mm.
         F: (M, 3) 0-based triangles.
-        basis: an :class:`~bfm_prep.io.expression.ExpressionBasis` (its ``components``,
+        basis: an :class:`~bfm_prep.io.expression_basis.ExpressionBasis` (its ``components``,
             (V_src, 3, D) mm per unit coefficient, are used) or that array itself.
         mapping: (V_src,) 0-based mesh vertex of each expression-model vertex.
         weight: lambda, the weight of the data term (1: the objective as stated; inf: mapped

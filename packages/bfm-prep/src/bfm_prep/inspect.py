@@ -25,15 +25,36 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from bfm_prep.artifact import FORMAT_GRID, FORMAT_MODEL, FORMAT_UV, SUPPORTED_VERSIONS, sha256_file
+from bfm_prep.artifact import (
+    FORMAT_GRID,
+    FORMAT_MODEL,
+    FORMAT_UV,
+    SUPPORTED_VERSIONS,
+    read_grid,
+    read_model,
+    read_uv,
+)
 from bfm_prep.errors import PrepError
 from bfm_prep.io._checks import fail, require_file
+from bfm_prep.io.coarsedata import read_coarsedata_header
+from bfm_prep.io.landmarks import (
+    EOS_MAPPING,
+    landmark_base,
+    landmark_format,
+    load_landmark_mapping,
+    load_landmarks,
+)
+from bfm_prep.io.matfile import load_mat, mat_variables, open_hdf5, sniff
+from bfm_prep.io.mesh import load_mesh, mesh_format
+from bfm_prep.provenance import sha256_file
 
 
 @dataclass
@@ -197,16 +218,10 @@ def _validate_artifact(path: Path, fmt: str) -> None:
     """Read the artifact with the reader every command uses (the one ``plot`` uses), so a
     damaged artifact (unsupported version, missing dataset, an index out of range, ...) is
     the same one-line PrepError here as there."""
-    from bfm_prep.artifact import read_grid, read_model, read_uv
-
     {FORMAT_MODEL: read_model, FORMAT_UV: read_uv, FORMAT_GRID: read_grid}[fmt](path)
 
 
 def _inspect_hdf5(path: Path, s: Summary) -> bool:
-    import h5py
-
-    from bfm_prep.io.matfile import open_hdf5
-
     with open_hdf5(path) as f:
         fmt = _attr(f, "format")
         if fmt in (FORMAT_MODEL, FORMAT_UV, FORMAT_GRID):
@@ -239,8 +254,6 @@ def _inspect_hdf5(path: Path, s: Summary) -> bool:
 
 
 def _inspect_mat(path: Path, s: Summary, version: str) -> None:
-    from bfm_prep.io.matfile import load_mat, mat_variables
-
     variables = mat_variables(path)
     shapes = {name: shape for name, shape, _ in variables}
     names = set(shapes)
@@ -344,21 +357,15 @@ def _inspect_npz(path: Path, s: Summary) -> None:
 
 
 def _inspect_coarsedata(path: Path, s: Summary) -> None:
-    from bfm_prep.io.coarsedata import read_coarsedata_header
-
     d, v = read_coarsedata_header(path)
     s.kind = "CoarseData expression basis (Exp_Pca.bin)"
     s.add("expression components", d)
     s.add("vertices", v)
     s.add("layout", "int32 D, float32 mean 3V, D x float32 3V components (xyz interleaved)")
-    s.add("needs", "std_exp.txt (--expression-std) for the standard deviations")
+    s.add("needs", "std_exp.txt for the standard deviations")
 
 
 def _inspect_mesh(path: Path, s: Summary, fmt: str) -> None:
-    import warnings
-
-    from bfm_prep.io.mesh import load_mesh
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         v, f = load_mesh(path)
@@ -373,14 +380,6 @@ def _inspect_mesh(path: Path, s: Summary, fmt: str) -> None:
 
 
 def _inspect_text(path: Path, s: Summary) -> bool:
-    from bfm_prep.io.landmarks import (
-        EOS_MAPPING,
-        landmark_base,
-        landmark_format,
-        load_landmark_mapping,
-        load_landmarks,
-    )
-
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError):
@@ -436,9 +435,6 @@ def inspect_file(path: str | os.PathLike, hash_inputs: bool = True) -> Summary:
     Raises:
         PrepError: a file that is none of the recognised kinds, or a damaged one.
     """
-    from bfm_prep.io.matfile import sniff
-    from bfm_prep.io.mesh import mesh_format
-
     path = Path(path)
     require_file(path)
     s = Summary(path=path, kind="")
@@ -469,11 +465,11 @@ def inspect_file(path: str | os.PathLike, hash_inputs: bool = True) -> Summary:
         ):
             _inspect_mesh(path, s, mfmt)
         elif not _inspect_text(path, s):
-            raise fail(
-                path,
-                "is not a file bfm-prep recognises (not an artifact, a MATLAB or "
-                "BFM 2017 file, a CoarseData .bin, an .npz, a mesh or a landmark list)",
-                "see bfm-prep inspect --help for the supported kinds",
+            raise PrepError.naming(
+                "{path}: is not a file bfm-prep recognises (not an artifact, a MATLAB or "
+                "BFM 2017 file, a CoarseData .bin, an .npz, a mesh or a landmark list); see "
+                "bfm-prep inspect {help} for the supported kinds.",
+                path=path,
             )
     if hash_inputs and not is_artifact:
         s.add("sha256", sha256_file(path))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import igl
 import numpy as np
 import scipy.sparse as sp
 
@@ -48,7 +49,10 @@ class LaplacianInfo:
     n_unreferenced: int  # vertices that no (non-degenerate) triangle uses: zero rows
 
 
-def _check_mesh(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _mesh_arrays(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """V (N, 3) float64 and F (M, 3) int64, C-contiguous, with shapes, index range and finite
+    coordinates checked (the operator's needs, not the flattening's topology checks of
+    :func:`bfm_prep.mesh_checks.check_mesh`)."""
     V = np.ascontiguousarray(V, dtype=np.float64)
     F = np.ascontiguousarray(F, dtype=np.int64)
     if V.ndim != 2 or V.shape[1] != 3:
@@ -96,9 +100,7 @@ def cotangent_laplacian(
     Returns:
         ``C`` as CSR float64 (and the info when asked).
     """
-    import igl  # imported here: libigl is heavy and only this module needs it
-
-    V, F = _check_mesh(V, F)
+    V, F = _mesh_arrays(V, F)
     n = V.shape[0]
     Fg = nondegenerate_faces(V, F)
     if Fg.shape[0]:
@@ -130,9 +132,7 @@ def mass_matrix(V: np.ndarray, F: np.ndarray) -> sp.csr_matrix:
     Unlike ``igl.massmatrix`` (which sizes its result by the largest index in ``F``) this is
     always (N, N); unreferenced vertices have zero area.
     """
-    import igl
-
-    V, F = _check_mesh(V, F)
+    V, F = _mesh_arrays(V, F)
     n = V.shape[0]
     Fg = nondegenerate_faces(V, F)
     if Fg.shape[0] == 0:

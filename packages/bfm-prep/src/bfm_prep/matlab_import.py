@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bfm_prep.artifact import UVGridModel, input_record
+from bfm_prep.artifact import UVGridModel
 from bfm_prep.errors import PrepError
 from bfm_prep.io._checks import as_index_array, check_indices, check_real, fail, orient_front
 from bfm_prep.io.matfile import load_mat, require
 from bfm_prep.model import EXPRESSION, IDENTITY, MorphableModel
+from bfm_prep.provenance import input_record
 from bfm_prep.resample import MIN_RES, grid_uv
 
 _WHAT = "the original 3DMM-STN's resampled model.mat (nverts, shapeMU, shapePC, faces)"
@@ -90,8 +91,11 @@ def import_matlab_model(
     if n_identity is None:
         n_identity = k // 2
     if not 0 <= n_identity <= k:
-        raise PrepError(
-            f"--n-identity {n_identity} is outside 0..{k}, the number of components in {path}."
+        raise PrepError.naming(
+            "{n_identity} {value} is outside 0..{k}, the number of components in {path}.",
+            value=n_identity,
+            k=k,
+            path=path,
         )
 
     faces = as_index_array(data["faces"], "faces", path)
@@ -124,7 +128,7 @@ def import_matlab_model(
                 ),
                 "inside": "all True (the original stores no mask)"
                 if inside is None
-                else "from --inside",
+                else "given (the inside argument)",
             },
         },
     )
@@ -143,7 +147,7 @@ def load_inside_mask(path: str | os.PathLike, n: int) -> np.ndarray:
     in grid order; anything else is a one-line error."""
     path = Path(path)
     if not path.is_file():
-        raise fail(path, "no such file", "check the --inside path")
+        raise PrepError.naming("{path}: no such file; check the {inside} path.", path=path)
     try:
         if path.suffix == ".npy":
             a = np.load(path, allow_pickle=False)

@@ -113,7 +113,8 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> M
         raise PrepError(f"{name}: vertices contain NaN or infinite values; fix the mesh.")
     if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] < 2:
         raise PrepError(
-            f"{name}: faces must be (M, 3) triangles with M >= 2, got {f.shape}; pass a triangle mesh."
+            f"{name}: faces must be (M, 3) triangles with M >= 2, got {f.shape}; pass a triangle "
+            "mesh."
         )
     if not np.issubdtype(f.dtype, np.integer):
         raise PrepError(f"{name}: faces must be integer vertex indices, got {f.dtype}.")
@@ -121,19 +122,22 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> M
     n = v.shape[0]
     if f.min() < 0 or f.max() >= n:
         raise PrepError(
-            f"{name}: faces index vertices {f.min()}..{f.max()}, outside 0..{n - 1}; faces must be 0-based."
+            f"{name}: faces index vertices {f.min()}..{f.max()}, outside 0..{n - 1}; faces must "
+            "be 0-based."
         )
     degenerate = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 2] == f[:, 0])
     if degenerate.any():
         i = int(np.flatnonzero(degenerate)[0])
         raise PrepError(
-            f"{name}: {int(degenerate.sum())} faces repeat a vertex (first: face {i} = {f[i].tolist()}); remove degenerate faces."
+            f"{name}: {int(degenerate.sum())} faces repeat a vertex (first: face {i} = "
+            f"{f[i].tolist()}); remove degenerate faces."
         )
     used = np.zeros(n, dtype=bool)
     used[f.ravel()] = True
     if not used.all():
         raise PrepError(
-            f"{name}: {int((~used).sum())} vertices are used by no face (first: {int(np.flatnonzero(~used)[0])}); remove unreferenced vertices."
+            f"{name}: {int((~used).sum())} vertices are used by no face (first: "
+            f"{int(np.flatnonzero(~used)[0])}); remove unreferenced vertices."
         )
 
     he = HalfEdges.from_faces(f, n)
@@ -144,16 +148,19 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> M
     _, ecount = np.unique(lo * n + hi, return_counts=True)
     if (ecount > 2).any():
         raise PrepError(
-            f"{name}: non-manifold mesh: {int((ecount > 2).sum())} edges are shared by more than two faces; repair the mesh."
+            f"{name}: non-manifold mesh: {int((ecount > 2).sum())} edges are shared by more than "
+            "two faces; repair the mesh."
         )
     if (np.diff(he._keys) == 0).any():
         raise PrepError(
-            f"{name}: faces are not consistently oriented (an edge is traversed twice in the same direction); reorient the faces."
+            f"{name}: faces are not consistently oriented (an edge is traversed twice in the same "
+            "direction); reorient the faces."
         )
     vm = _vertex_manifold(he, f)
     if not vm.all():
         raise PrepError(
-            f"{name}: non-manifold mesh: {int((~vm).sum())} vertices join separate fans of faces (first: {int(np.flatnonzero(~vm)[0])}); repair the mesh."
+            f"{name}: non-manifold mesh: {int((~vm).sum())} vertices join separate fans of faces "
+            f"(first: {int(np.flatnonzero(~vm)[0])}); repair the mesh."
         )
     n_edges = int(len(ecount))
 
@@ -161,19 +168,22 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> M
     n_comp, _ = connected_components(adj, directed=False)
     if n_comp != 1:
         raise PrepError(
-            f"{name}: the mesh is not connected ({n_comp} separate pieces); keep only the face surface."
+            f"{name}: the mesh is not connected ({n_comp} separate pieces); keep only the face "
+            "surface."
         )
 
     loops = _boundary_loops(he, n)
     if not loops:
         raise PrepError(
-            f"{name}: the mesh is closed (no boundary); a face mesh with an outer boundary is needed."
+            f"{name}: the mesh is closed (no boundary); a face mesh with an outer boundary is "
+            "needed."
         )
     euler = n - n_edges + f.shape[0]
     if euler != 2 - len(loops):
         genus = (2 - len(loops) - euler) // 2
         raise PrepError(
-            f"{name}: the mesh is not a disk with holes (Euler characteristic {euler} with {len(loops)} boundary loops: {genus} handles); cut the handles first."
+            f"{name}: the mesh is not a disk with holes (Euler characteristic {euler} with "
+            f"{len(loops)} boundary loops: {genus} handles); cut the handles first."
         )
     lengths = [float(np.linalg.norm(v[lp] - v[np.roll(lp, -1)], axis=1).sum()) for lp in loops]
     order = np.argsort(lengths)[::-1]

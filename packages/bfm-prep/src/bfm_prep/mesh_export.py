@@ -7,6 +7,9 @@ so vertex k of the file is vertex k of the model (for a grid model: grid vertex 
   (PNG) beside the OBJ, named after it.
 - PLY (binary): positions, and with UV the per-vertex properties ``s``, ``t`` (as MeshLab and
   Blender read them); without UV, per-vertex RGB colours when given.
+
+stn-train has cousins of this OBJ writer (for its fitted faces), but they cannot be shared:
+bfm-prep never imports stn-train (nothing does), so each package keeps its own small writer.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from bfm_prep.artifact import atomic_write_bytes
+from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
 
 MESH_FORMATS = ("ply", "obj")
@@ -40,6 +44,8 @@ def export_mesh(
         colors: optional (N, 3) RGB in [0, 1], written as vertex colours when there is no UV.
         texture: optional (H, W, 3) RGB in [0, 1] image, row 0 at v = 1; OBJ only, needs uv.
     """
+    # lazy: trimesh takes about 0.8 s to import and only writing a mesh needs it; at the top it
+    # would slow down every plot, also those that write no mesh
     import trimesh
     from trimesh.visual import ColorVisuals, TextureVisuals
 
@@ -51,8 +57,6 @@ def export_mesh(
     if uv is not None:
         image = None
         if texture is not None and fmt == "obj":
-            from PIL import Image
-
             image = Image.fromarray(_to_uint8(texture))
         visual = TextureVisuals(uv=np.asarray(uv, dtype=np.float64), image=image)
     elif colors is not None:

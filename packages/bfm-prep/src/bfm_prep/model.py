@@ -154,7 +154,8 @@ class MorphableModel:
             if idx.size:
                 _expect(
                     idx.min() >= 0 and idx.max() < n,
-                    f"landmark set {name!r} indexes vertices {idx.min()}..{idx.max()}, outside 0..{n - 1}",
+                    f"landmark set {name!r} indexes vertices {idx.min()}..{idx.max()}, outside "
+                    f"0..{n - 1}",
                 )
 
 

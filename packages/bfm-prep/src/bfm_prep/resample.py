@@ -45,20 +45,27 @@ def grid_memory_bytes(res: int, n_components: int, n_color_components: int = 0) 
 
 
 def check_res(res, n_components: int | None = None, n_color_components: int = 0) -> int:
-    """``res`` as an int in MIN_RES..MAX_RES, or a one-line PrepError (naming --res)."""
+    """``res`` as an int in MIN_RES..MAX_RES, or a one-line PrepError naming the parameter
+    ``res`` (:meth:`PrepError.naming`)."""
     if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res < MIN_RES:
-        raise PrepError(
-            f"--res {res} is too small; use an integer R >= {MIN_RES} "
-            "(112 and 224 are the usual sizes)."
+        raise PrepError.naming(
+            "{res} {value} is too small; use an integer R >= {min_res} "
+            "(112 and 224 are the usual sizes).",
+            value=res,
+            min_res=MIN_RES,
         )
     if res > MAX_RES:
         k = 0 if n_components is None else n_components
         need = grid_memory_bytes(res, k, n_color_components) / 2**30
         what = "the grid's mean alone" if n_components is None else "the grid model"
-        raise PrepError(
-            f"--res {res} is too large: {what} would need {need:,.1f} GiB of memory "
-            f"({res} x {res} grid vertices); use R <= {MAX_RES} (112 and 224 are "
-            "the usual sizes)."
+        raise PrepError.naming(
+            "{res} {value} is too large: {what} would need {need:,.1f} GiB of memory "
+            "({value} x {value} grid vertices); use R <= {max_res} (112 and 224 are "
+            "the usual sizes).",
+            value=res,
+            what=what,
+            need=need,
+            max_res=MAX_RES,
         )
     return int(res)
 
@@ -112,11 +119,6 @@ def grid_faces(res: int, ccw: bool = True) -> np.ndarray:
     else:
         tris = np.stack([np.stack([a, b, c], 1), np.stack([d, c, b], 1)], axis=1)
     return np.ascontiguousarray(tris.reshape(-1, 3), dtype=np.int64)
-
-
-def grid_index(rows: np.ndarray, cols: np.ndarray, res: int) -> np.ndarray:
-    """Grid vertex index of (row from the top, column), 0-based."""
-    return np.asarray(rows, dtype=np.int64) * res + np.asarray(cols, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,23 +371,18 @@ def map_landmarks(
     return out
 
 
-def orientation_agreement(
-    source: MorphableModel,
-    uv: np.ndarray,
-    grid: MorphableModel,
-    grid_uv_: np.ndarray,
-    inside: np.ndarray,
-) -> float:
-    """Fraction of grid triangles (all three vertices inside) whose 3D normal on the mean shape
-    points the same way (positive dot product) as that of the source triangle under the grid
-    triangle's UV centroid. 1.0 for a correct resampling of a fold-free embedding."""
-    f = grid.faces[inside[grid.faces].all(axis=1)]
+def orientation_agreement(source: MorphableModel, uv: np.ndarray, grid: UVGridModel) -> float:
+    """Fraction of the grid's drawn triangles (:attr:`UVGridModel.drawn_faces`, all three
+    vertices inside) whose 3D normal on the mean shape points the same way (positive dot
+    product) as that of the source triangle under the grid triangle's UV centroid. 1.0 for a
+    correct resampling of a fold-free embedding."""
+    f = grid.drawn_faces
     if f.size == 0:
         return float("nan")
-    tri, _ = locate_points(uv, source.faces, grid_uv_[f].mean(axis=1))
+    tri, _ = locate_points(uv, source.faces, grid.uv[f].mean(axis=1))
     ok = tri >= 0
     f, tri = f[ok], tri[ok]
-    xg = grid.shape_mean
+    xg = grid.model.shape_mean
     ng = np.cross(xg[f[:, 1]] - xg[f[:, 0]], xg[f[:, 2]] - xg[f[:, 0]])
     xs, fs = source.shape_mean, source.faces[tri]
     ns = np.cross(xs[fs[:, 1]] - xs[fs[:, 0]], xs[fs[:, 2]] - xs[fs[:, 0]])
@@ -473,6 +470,7 @@ def resample_to_grid(
         provenance={"inputs": dict(model.provenance.get("inputs", {})), "parameters": parameters},
         **color,
     )
-    checks["orientation_agreement"] = orientation_agreement(model, uv, grid_model, g_uv, inside)
+    grid = UVGridModel(model=grid_model, res=res, uv=g_uv, inside=inside)
+    checks["orientation_agreement"] = orientation_agreement(model, uv, grid)
     parameters["checks"] = checks
-    return UVGridModel(model=grid_model, res=res, uv=g_uv, inside=inside)
+    return grid

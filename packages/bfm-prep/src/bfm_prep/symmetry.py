@@ -35,10 +35,13 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import MeshTopology, check_mesh
 
-_HINT = "pass --symmetry PAIRS_FILE"
+# The hint of every "no usable symmetry" error: give the pairs instead (embed_mesh's
+# ``symmetry`` parameter; PrepError.naming lets a command say its own option).
+_HINT = "pass {symmetry} PAIRS_FILE"
 
 
 @dataclass
@@ -63,10 +66,6 @@ class Symmetry:
     line: np.ndarray
     stats: dict = field(default_factory=dict)
 
-    def reflect(self, points: np.ndarray) -> np.ndarray:
-        """Reflect (..., 3) points through the plane."""
-        return reflect_points(points, self.plane)
-
 
 # ---------------------------------------------------------------------------------------------
 # planes
@@ -84,7 +83,9 @@ def fit_plane(vertices: np.ndarray, mirror: np.ndarray) -> np.ndarray:
     """Least-squares reflection plane of the pairs ``(i, mirror[i])``, normal towards +x."""
     v = np.asarray(vertices, dtype=np.float64)
     if np.all(mirror == np.arange(len(v))):
-        raise PrepError(f"every vertex is its own mirror: this is no mirror symmetry; {_HINT}.")
+        raise PrepError.naming(
+            "every vertex is its own mirror: this is no mirror symmetry; " + _HINT + "."
+        )
     n, d = _ls_plane(v, v[mirror])
     n2 = _orient_normal(n)
     return np.concatenate([n2, [d if n2 @ n > 0 else -d]])
@@ -367,9 +368,11 @@ def find_symmetry(
     else:
         phi, tried = _auto_mirror(v, topo, prop, edge, max_seeds)
         if phi is None:
-            raise PrepError(
-                f"{name}: no mirror symmetry found (tried {tried} seed correspondences: the "
-                f"mesh's connectivity is not mirror-symmetric); {_HINT}."
+            raise PrepError.naming(
+                "{name}: no mirror symmetry found (tried {tried} seed correspondences: the "
+                "mesh's connectivity is not mirror-symmetric); " + _HINT + ".",
+                name=name,
+                tried=tried,
             )
         method = "auto"
 
@@ -462,7 +465,8 @@ def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
     dup = np.setdiff1d(dup, p[selfpair, 0])
     if dup.size:
         raise PrepError(
-            f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may have one partner."
+            f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may "
+            "have one partner."
         )
     phi[p[:, 0]] = p[:, 1]
     phi[p[:, 1]] = p[:, 0]
@@ -507,11 +511,9 @@ def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.nda
 
 def write_pairs(path: str | os.PathLike, mirror: np.ndarray) -> Path:
     """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based)."""
-    from bfm_prep.artifact import atomic_write_bytes
-
     mirror = np.asarray(mirror, dtype=np.int64)
     i = np.flatnonzero(mirror > np.arange(len(mirror)))
-    body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist()))
+    body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist(), strict=True))
     atomic_write_bytes(
         path,
         (
@@ -568,7 +570,7 @@ def midline(
     links: list[tuple[int, int]] = []
     # fixed edges (both ends fixed): part of the line
     fe = fixed[he.src] & fixed[he.dst] & (he.src < he.dst)
-    for a, b in zip(he.src[fe].tolist(), he.dst[fe].tolist()):
+    for a, b in zip(he.src[fe].tolist(), he.dst[fe].tolist(), strict=True):
         links.append((node(("vertex", a)), node(("vertex", b))))
     for k in np.flatnonzero(fixed).tolist():
         node(("vertex", k))
@@ -591,7 +593,7 @@ def midline(
         swl = phi[lp] == nxt
         on += [
             ("edge", (int(a), int(b)) if sgn[a] <= sgn[b] else (int(b), int(a)))
-            for a, b in zip(lp[swl], nxt[swl])
+            for a, b in zip(lp[swl], nxt[swl], strict=True)
         ]
         if t == 0:
             outer_points = {node(k) for k in on}
@@ -601,8 +603,11 @@ def midline(
                 links.append((hnode, node(k)))
 
     if not nodes:
-        raise PrepError(
-            f"{name}: the mirror map has no symmetry line (no vertex or edge on the plane); {_HINT}."
+        raise PrepError.naming(
+            "{name}: the mirror map has no symmetry line (no vertex or edge on the plane); "
+            + _HINT
+            + ".",
+            name=name,
         )
     m = len(nodes)
     links_arr = np.unique(np.sort(np.asarray(links, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
@@ -617,9 +622,14 @@ def midline(
         or not set(ends.tolist()) <= outer_points
         or len(outer_points) != 2
     ):
-        raise PrepError(
-            f"{name}: the symmetry line is not a single path from the outer boundary to the outer "
-            f"boundary ({n_comp} pieces, {len(outer_points)} crossings of the outer boundary); {_HINT}."
+        raise PrepError.naming(
+            "{name}: the symmetry line is not a single path from the outer boundary to the outer "
+            "boundary ({n_comp} pieces, {n_crossings} crossings of the outer boundary); "
+            + _HINT
+            + ".",
+            name=name,
+            n_comp=n_comp,
+            n_crossings=len(outer_points),
         )
     nbrs: list[list[int]] = [[] for _ in range(m)]
     for a, b in links_arr.tolist():
@@ -674,14 +684,16 @@ def sides(
     partner = np.full(n_comp, -1, dtype=np.int64)
     partner[lab[free]] = lab[phi[free]]
     if (partner[lab[free]] == lab[free]).any():
-        raise PrepError(
-            f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}."
+        raise PrepError.naming(
+            "{name}: the symmetry line does not split the mesh into two halves; " + _HINT + ".",
+            name=name,
         )
     side_of = np.where(comp_mean < comp_mean[np.maximum(partner, 0)], -1, 1).astype(np.int8)
     out = np.zeros(n, dtype=np.int8)
     out[free] = side_of[lab[free]]
     if (out[free] == out[phi[free]]).any():
-        raise PrepError(
-            f"{name}: the symmetry line does not split the mesh into two halves; {_HINT}."
+        raise PrepError.naming(
+            "{name}: the symmetry line does not split the mesh into two halves; " + _HINT + ".",
+            name=name,
         )
     return out

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.io
 import scipy.linalg
 
-from bfm_prep.artifact import atomic_file
+from bfm_prep.atomic import atomic_file
 from bfm_prep.errors import PrepError
 from bfm_prep.synth_mesh import (
     BASEL_TRIANGLES,
@@ -120,34 +120,37 @@ class SyntheticFace:
 
 
 def check_arguments(n_vertices: int, seed: int, n_shape: int, n_color: int, n_exp: int) -> None:
-    """Raise PrepError (one sentence) for an argument out of range."""
-
-    def _int(v, name):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise PrepError(f"{name} must be a whole number, got {v!r}.")
-
+    """Raise PrepError (one sentence naming the parameter, :meth:`PrepError.naming`) for an
+    argument out of range."""
     for v, name in (
-        (n_vertices, "--vertices"),
-        (seed, "--seed"),
-        (n_shape, "--n-shape"),
-        (n_color, "--n-color"),
-        (n_exp, "--n-exp"),
+        (n_vertices, "n_vertices"),
+        (seed, "seed"),
+        (n_shape, "n_shape"),
+        (n_color, "n_color"),
+        (n_exp, "n_exp"),
     ):
-        _int(v, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise PrepError.naming("{" + name + "} must be a whole number, got {value!r}.", value=v)
     if not MIN_VERTICES <= n_vertices <= MAX_VERTICES:
-        raise PrepError(
-            f"--vertices must be between {MIN_VERTICES} and {MAX_VERTICES} (got {n_vertices}); "
-            f"use {BASEL_VERTICES} for the Basel size."
+        raise PrepError.naming(
+            "{n_vertices} must be between {lo} and {hi} (got {value}); use {basel} for the "
+            "Basel size.",
+            lo=MIN_VERTICES,
+            hi=MAX_VERTICES,
+            value=n_vertices,
+            basel=BASEL_VERTICES,
         )
     if seed < 0:
-        raise PrepError(f"--seed must be a non-negative integer (got {seed}).")
+        raise PrepError.naming("{seed} must be a non-negative integer (got {value}).", value=seed)
     for v, name, hi in (
-        (n_shape, "--n-shape", MAX_N_SHAPE),
-        (n_color, "--n-color", MAX_N_COLOR),
-        (n_exp, "--n-exp", MAX_N_EXP),
+        (n_shape, "n_shape", MAX_N_SHAPE),
+        (n_color, "n_color", MAX_N_COLOR),
+        (n_exp, "n_exp", MAX_N_EXP),
     ):
         if not 1 <= v <= hi:
-            raise PrepError(f"{name} must be between 1 and {hi} (got {v}).")
+            raise PrepError.naming(
+                "{" + name + "} must be between 1 and {hi} (got {value}).", hi=hi, value=v
+            )
 
 
 # ---------------------------------------------------------------------------------------------

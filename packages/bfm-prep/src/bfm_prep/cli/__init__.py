@@ -3,12 +3,16 @@
 Errors a user can cause (:class:`bfm_prep.PrepError`) print one line and exit with status 2.
 So do the file-system errors a path given on the command line can cause (a folder that
 cannot be written, a missing parent, a file where a folder belongs, ...): one line naming the
-path, exit status 2. Any other exception is a bug and keeps its traceback.
+path, exit status 2. Any other exception is a bug and keeps its traceback. A command ended
+by SIGTERM (a killed job, a time limit) exits like one interrupted with Ctrl-C: the file being
+written is left as it was, its temporary file removed (exit status 143).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 # Importing a command module registers its command on ``app``.
 from bfm_prep.cli import (  # noqa: E402,F401  (import order: registration)
@@ -48,8 +52,16 @@ def path_error_message(e: OSError) -> str:
     return f"{where}{reason[:1].lower()}{reason[1:]}; {hint}."
 
 
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM (a killed job, a time limit) as SystemExit, so that the atomic writers remove
+    their temporary file on the way out instead of leaving it behind."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``bfm-prep``."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         app(args=argv, prog_name="bfm-prep")
     except PrepError as e:
@@ -58,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     except PATH_ERRORS as e:
         print(f"bfm-prep: error: {path_error_message(e)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 __all__ = ["app", "main"]

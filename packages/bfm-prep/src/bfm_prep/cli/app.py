@@ -2,6 +2,10 @@
 
 import typer
 
+# Help is click's plain formatter, not typer's rich panels (rich_markup_mode=None): rich lays
+# the options out in a table whose columns it shrinks to fit 80 columns (or a pipe) and then
+# cuts option names and long words with "…"; click's definition list never cuts the name
+# column (a long name puts its help on the next line) and wraps help text at spaces.
 app = typer.Typer(
     name="bfm-prep",
     help=(
@@ -12,4 +16,5 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )

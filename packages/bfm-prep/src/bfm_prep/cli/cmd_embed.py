@@ -7,34 +7,13 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_outputs, plural
+from bfm_prep.cli.options import check_outputs, option_words, plural
 from bfm_prep.errors import PrepError
-
-
-def load_mesh_file(path: Path):
-    """(V, F) from a .ply/.obj file (bfm_prep.io.mesh; trimesh as a fallback)."""
-    try:
-        from bfm_prep.io.mesh import load_mesh
-    except ImportError:  # pragma: no cover - the reader ships with bfm-prep
-        load_mesh = None
-    if load_mesh is not None:
-        return load_mesh(path)
-    import numpy as np
-    import trimesh
-
-    if not Path(path).is_file():
-        raise PrepError(f"{path}: no such file; check the path.")
-    try:
-        m = trimesh.load(path, process=False, force="mesh")
-    except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
-        raise PrepError(
-            f"{path}: cannot be read as a mesh ({e}); pass a .ply or .obj file."
-        ) from None
-    return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64)
-
+from bfm_prep.provenance import input_record
 
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
 _HELP = (
@@ -44,7 +23,11 @@ _HELP = (
 )
 
 
-@app.command("uv-embed", help=_HELP)
+@app.command(
+    "uv-embed",
+    help=_HELP,
+    short_help="Flatten a face mesh onto the unit square, mirror-symmetrically.",
+)
 def uv_embed(
     model: Path | None = typer.Option(
         None,
@@ -87,9 +70,10 @@ def uv_embed(
     ),
 ) -> None:
     """``bfm-prep uv-embed`` (help text: ``_HELP``)."""
-    import numpy as np
-
-    from bfm_prep.artifact import input_record, read_model, write_uv
+    # lazy: the embedding needs scipy and libigl, --mesh also trimesh (0.8 s to import) and
+    # --plot matplotlib, each imported only when given; so --help, the other commands and a
+    # plain uv-embed go without them
+    from bfm_prep.artifact import read_model, write_uv
     from bfm_prep.embedding import embed_mesh
 
     t0 = time.perf_counter()
@@ -108,7 +92,9 @@ def uv_embed(
                 inputs["model"] = input_record(model)
                 name = str(model)
             else:
-                v, f = load_mesh_file(mesh)
+                from bfm_prep.io.mesh import load_mesh
+
+                v, f = load_mesh(mesh)
                 inputs["mesh"] = input_record(mesh)
                 name = str(mesh)
             sym_arg = symmetry
@@ -116,11 +102,13 @@ def uv_embed(
                 p = Path(symmetry)
                 if not p.is_file():
                     raise PrepError(
-                        f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or a PAIRS_FILE."
+                        f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or "
+                        "a PAIRS_FILE."
                     )
                 inputs["symmetry_pairs"] = input_record(p)
                 sym_arg = p
-            emb = embed_mesh(v, f, sym_arg, weights=weights, name=name)
+            with option_words(symmetry="--symmetry"):
+                emb = embed_mesh(v, f, sym_arg, weights=weights, name=name)
         finally:
             for w in caught:
                 print(f"bfm-prep: warning: {w.message}", file=sys.stderr)
@@ -141,7 +129,8 @@ def uv_embed(
 
     n_pairs = int((emb.mirror != np.arange(len(emb.mirror))).sum() // 2)
     holes = (
-        f", {plural(c['n_holes'], 'hole')} (closed by a virtual fan vertex for the solve, open in UV)"
+        f", {plural(c['n_holes'], 'hole')} (closed by a virtual fan vertex for the solve, "
+        "open in UV)"
         if c["n_holes"]
         else ", no holes"
     )
@@ -152,19 +141,18 @@ def uv_embed(
         f"the symmetry line; mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
         f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)"
     )
+    clamped = plural(c["clamped_weights"], "non-positive cotangent weight")
+    print(f"Weights: {params['weights']} ({clamped} raised to the floor)")
     print(
-        f"Weights: {params['weights']} ({plural(c['clamped_weights'], 'non-positive cotangent weight')} raised "
-        "to the floor)"
-    )
-    print(
-        f"Checks: flipped triangles {c['flipped_triangles']}; symmetry error {c['symmetry_error']:.3g}; "
+        f"Checks: flipped triangles {c['flipped_triangles']}; "
+        f"symmetry error {c['symmetry_error']:.3g}; "
         f"boundary error {c['boundary_error']:.3g}; line error {c['line_error']:.3g}"
     )
     if c["flipped_triangles"]:
         n_flip = c["flipped_triangles"]
         print(
-            f"bfm-prep: warning: {plural(n_flip, 'triangle')} {'is' if n_flip == 1 else 'are'} flipped in UV; see the picture "
-            "(--plot) and docs/uv-embedding.md.",
+            f"bfm-prep: warning: {plural(n_flip, 'triangle')} {'is' if n_flip == 1 else 'are'} "
+            "flipped in UV; see the picture (--plot) and docs/uv-embedding.md.",
             file=sys.stderr,
         )
     names = [str(path.resolve())] + [str(p) for p in (save_pairs, plot) if p is not None]

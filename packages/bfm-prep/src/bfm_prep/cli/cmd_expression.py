@@ -11,8 +11,20 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, parse_landmark_options, plural
+from bfm_prep.cli.options import check_out_path, option_words, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
+
+# The build's parameters, said in its errors as this command's options.
+_OPTIONS = {
+    "n_shape": "--n-shape",
+    "n_exp": "--n-exp",
+    "n_color": "--n-color",
+    "expression_path": "--expression",
+    "mapping_path": "--mapping",
+    "expression_std_path": "--expression-std",
+    "std_path": "--expression-std",
+    "landmarks": "--landmarks",
+}
 
 
 def _parse_weight(text: str) -> float:
@@ -37,7 +49,11 @@ _HELP = (
 )
 
 
-@app.command("build-expression", help=_HELP)
+@app.command(
+    "build-expression",
+    help=_HELP,
+    short_help="Build a model: BFM identity + expression components on every vertex.",
+)
 def build_expression(
     bfm: Path = typer.Option(
         ...,
@@ -105,6 +121,8 @@ def build_expression(
     ),
 ) -> None:
     """``bfm-prep build-expression`` (help text: ``_HELP``)."""
+    # lazy: the build needs scipy and libigl; imported here, --help and the other commands go
+    # without them
     from bfm_prep.artifact import write_model
     from bfm_prep.build import build_model
 
@@ -116,18 +134,19 @@ def build_expression(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = build_model(
-                bfm,
-                expression_path=expression,
-                mapping_path=mapping,
-                expression_std_path=expression_std,
-                n_shape=n_shape,
-                n_exp=n_exp,
-                landmarks=lm,
-                n_color=n_color,
-                weight=weight,
-                diagnostics=diag,
-            )
+            with option_words(**_OPTIONS):
+                model = build_model(
+                    bfm,
+                    expression_path=expression,
+                    mapping_path=mapping,
+                    expression_std_path=expression_std,
+                    n_shape=n_shape,
+                    n_exp=n_exp,
+                    landmarks=lm,
+                    n_color=n_color,
+                    weight=weight,
+                    diagnostics=diag,
+                )
         finally:  # each warning on one line, also when the build fails
             for w in caught:
                 print(f"bfm-prep: warning: {w.message}", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
+from bfm_prep.cli.options import option_words
 
 _HELP = (
     "Summarise an artifact or a supported input file.\n\n"
@@ -16,7 +17,7 @@ _HELP = (
 )
 
 
-@app.command("inspect", help=_HELP)
+@app.command("inspect", help=_HELP, short_help="Summarise an artifact or a supported input file.")
 def inspect_command(
     file: Path = typer.Argument(
         ...,
@@ -39,9 +40,12 @@ def inspect_command(
     ),
 ) -> None:
     """``bfm-prep inspect FILE`` (help text: ``_HELP``)."""
+    # lazy: inspect reads every format (scipy, h5py, trimesh) and draws its table with rich
+    # (not needed for --plain); imported here, --help and the other commands go without them
     from bfm_prep.inspect import format_plain, inspect_file
 
-    summary = inspect_file(file, hash_inputs=not no_hash)
+    with option_words(help="--help"):
+        summary = inspect_file(file, hash_inputs=not no_hash)
     if plain:
         typer.echo(format_plain(summary))
         return

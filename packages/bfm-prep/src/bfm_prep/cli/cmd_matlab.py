@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, parse_landmark_options
+from bfm_prep.cli.options import check_out_path, option_words, parse_landmark_options
+from bfm_prep.provenance import input_record
 
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
 _HELP = (
@@ -19,7 +20,11 @@ _HELP = (
 )
 
 
-@app.command("import-matlab", help=_HELP)
+@app.command(
+    "import-matlab",
+    help=_HELP,
+    short_help="Convert the original MATLAB project's resampled model to a UV grid.",
+)
 def import_matlab(
     model_mat: Path = typer.Argument(
         ...,
@@ -53,18 +58,21 @@ def import_matlab(
     ),
 ) -> None:
     """``bfm-prep import-matlab`` (help text: ``_HELP``)."""
-    from bfm_prep.artifact import input_record, write_grid
+    # lazy: the import needs scipy (MATLAB files, the grid's UV); imported here, --help and
+    # the other commands go without it
+    from bfm_prep.artifact import write_grid
     from bfm_prep.io.landmarks import load_landmarks
     from bfm_prep.matlab_import import import_matlab_model, load_inside_mask
 
     t0 = time.perf_counter()
     check_out_path(out)
     lm_files = parse_landmark_options(landmarks)
-    grid = import_matlab_model(model_mat, n_identity=n_identity)
-    n = grid.res * grid.res
-    if inside is not None:
-        grid.inside = load_inside_mask(inside, n)
-        grid.model.provenance["inputs"]["inside"] = input_record(inside)
+    with option_words(n_identity="--n-identity", inside="--inside"):
+        grid = import_matlab_model(model_mat, n_identity=n_identity)
+        n = grid.res * grid.res
+        if inside is not None:
+            grid.inside = load_inside_mask(inside, n)
+            grid.model.provenance["inputs"]["inside"] = input_record(inside)
     m = grid.model
     m.landmarks = {name: load_landmarks(p, n_vertices=n) for name, p in lm_files.items()}
     for name, p in lm_files.items():

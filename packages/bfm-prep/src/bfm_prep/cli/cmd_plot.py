@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_outputs, plural
+from bfm_prep.cli.options import check_outputs, option_words, plural
 
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
 _HELP = (
@@ -18,7 +18,11 @@ _HELP = (
 )
 
 
-@app.command("plot", help=_HELP)
+@app.command(
+    "plot",
+    help=_HELP,
+    short_help="Pictures (and meshes) of a model, UV-embedding or UV-grid artifact.",
+)
 def plot(
     file: Path = typer.Argument(
         ..., help="A model, UV-embedding or UV-grid artifact (.h5).", show_default=False
@@ -40,13 +44,15 @@ def plot(
     seed: int = typer.Option(0, "--seed", help="Seed of the random samples."),
 ) -> None:
     """``bfm-prep plot`` (help text: ``_HELP``)."""
+    # lazy: the pictures need matplotlib and the meshes trimesh; imported here, --help and the
+    # other commands go without them
     from bfm_prep.pictures.model_views import plot_artifact
 
     t0 = time.perf_counter()
     check_outputs(("--out", out), folders=("--out",))
-    written = plot_artifact(file, out, n_samples=samples, seed=seed, export_mesh=export_mesh)
+    with option_words(n_samples="--samples", outdir="--out"):
+        written = plot_artifact(file, out, n_samples=samples, seed=seed, export_mesh=export_mesh)
     for p in written:
         print(p)
-    print(
-        f"Wrote {plural(len(written), 'file')} to {out.resolve()} in {time.perf_counter() - t0:.1f} s"
-    )
+    seconds = time.perf_counter() - t0
+    print(f"Wrote {plural(len(written), 'file')} to {out.resolve()} in {seconds:.1f} s")

@@ -8,8 +8,13 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, parse_landmark_options, plural
+from bfm_prep.cli.options import check_out_path, option_words, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
+from bfm_prep.provenance import input_record
+
+# Without --uv the embedding is computed here; its advice to give mirror pairs goes through
+# uv-embed, since this command has no --symmetry.
+_OPTIONS = {"res": "--res", "symmetry": "--uv with a uv.h5 from bfm-prep uv-embed --symmetry"}
 
 # Help text: one paragraph, no line breaks inside it (typer rewraps it to the terminal).
 _HELP = (
@@ -21,7 +26,11 @@ _HELP = (
 )
 
 
-@app.command("uv-resample", help=_HELP)
+@app.command(
+    "uv-resample",
+    help=_HELP,
+    short_help="Resample a model onto an R x R grid in its UV flattening.",
+)
 def uv_resample(
     model: Path = typer.Option(
         ..., "--model", help="The model artifact (bfm-prep build-expression).", show_default=False
@@ -51,7 +60,9 @@ def uv_resample(
     ),
 ) -> None:
     """``bfm-prep uv-resample`` (help text: ``_HELP``)."""
-    from bfm_prep.artifact import input_record, read_model, write_grid
+    # lazy: the resampling needs scipy (and without --uv the embedding libigl); imported here,
+    # --help and the other commands go without them
+    from bfm_prep.artifact import read_model, write_grid
     from bfm_prep.io.landmarks import load_landmarks
     from bfm_prep.resample import check_res, resample_to_grid
 
@@ -59,14 +70,14 @@ def uv_resample(
     check_out_path(out)
     lm_files = parse_landmark_options(landmarks)
     src = read_model(model)
-    # Before any work: R in range, stating the memory the grid would need (which depends on
-    # the number of components, known now).
-    check_res(res, src.n_components, src.color_basis.shape[2] if src.has_color else 0)
-    extra = {name: load_landmarks(p, n_vertices=src.n_vertices) for name, p in lm_files.items()}
-    uv_array, uv_source, uv_checks = _load_uv(uv, src)
-    t_uv = time.perf_counter()
-
-    grid = resample_to_grid(src, uv_array, res, landmarks=extra)
+    with option_words(**_OPTIONS):
+        # Before any work: R in range, stating the memory the grid would need (which depends
+        # on the number of components, known now).
+        check_res(res, src.n_components, src.color_basis.shape[2] if src.has_color else 0)
+        extra = {name: load_landmarks(p, n_vertices=src.n_vertices) for name, p in lm_files.items()}
+        uv_array, uv_source, uv_checks = _load_uv(uv, src)
+        t_uv = time.perf_counter()
+        grid = resample_to_grid(src, uv_array, res, landmarks=extra)
     m = grid.model
     inputs = dict(src.provenance.get("inputs", {}))
     inputs["model"] = input_record(model)
@@ -92,8 +103,8 @@ def uv_resample(
     print(f"UV: {uv_source} ({t_uv - t0:.1f} s)")
     print(
         f"Grid: {res} x {res} = {res * res} vertices, {len(m.faces)} triangles; "
-        f"{plural(c['n_outside'], 'grid point')} outside the mesh (filled from the nearest mesh point, "
-        f"at most {c['max_fill_distance_cells']:.2f} grid cells away)"
+        f"{plural(c['n_outside'], 'grid point')} outside the mesh (filled from the nearest mesh "
+        f"point, at most {c['max_fill_distance_cells']:.2f} grid cells away)"
     )
     print(
         f"Orientation: {100 * c['orientation_agreement']:.2f}% of grid triangles agree with the "
@@ -106,6 +117,7 @@ def uv_resample(
 
 def _load_uv(uv: Path | None, model) -> tuple:
     """(uv (N, 2), description, embedding checks) from --uv, or from the embedding itself."""
+    # lazy: as in uv_resample, and the embedding (libigl) only without --uv
     from bfm_prep.artifact import FORMAT_UV, read_format, read_uv
     from bfm_prep.io.bfm_uv import load_bfm_uv
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_outputs
+from bfm_prep.cli.options import check_outputs, option_words
 from bfm_prep.synth import (
     DEFAULT_N_COLOR,
     DEFAULT_N_EXP,
@@ -33,7 +33,9 @@ _HELP = (
 )
 
 
-@app.command("synth", help=_HELP)
+@app.command(
+    "synth", help=_HELP, short_help="Write a synthetic face model in the licensed files' formats."
+)
 def synth(
     outdir: Path = typer.Argument(
         ...,
@@ -53,9 +55,16 @@ def synth(
 ) -> None:
     t0 = time.perf_counter()
     check_outputs(("OUTDIR", outdir), folders=("OUTDIR",))
-    paths = write_synthetic(
-        outdir, seed=seed, n_vertices=vertices, n_shape=n_shape, n_color=n_color, n_exp=n_exp
-    )
+    with option_words(
+        n_vertices="--vertices",
+        seed="--seed",
+        n_shape="--n-shape",
+        n_color="--n-color",
+        n_exp="--n-exp",
+    ):
+        paths = write_synthetic(
+            outdir, seed=seed, n_vertices=vertices, n_shape=n_shape, n_color=n_color, n_exp=n_exp
+        )
     dt = time.perf_counter() - t0
     typer.echo(
         f"Synthetic face model (seed {seed}, {vertices} vertices) written in {dt:.1f} s to "

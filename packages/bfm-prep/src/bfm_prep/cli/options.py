@@ -1,12 +1,28 @@
-"""Option parsing shared by several commands (no math here either)."""
+"""Option parsing shared by several commands (no math here either): landmark options, output
+paths checked before any work, the library's parameter names said as options, plurals."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bfm_prep.errors import PrepError
+
+
+@contextlib.contextmanager
+def option_words(**words: str) -> Iterator[None]:
+    """Errors of the library calls inside the block name this command's options, not the
+    library's parameters: ``option_words(n_shape="--n-shape")`` turns "n_shape 300 asks for
+    ..." into "--n-shape 300 asks for ..." (:meth:`bfm_prep.errors.PrepError.in_words`)."""
+    try:
+        yield
+    except PrepError as e:
+        if e.template is None:
+            raise
+        raise e.in_words(words) from None
 
 
 def parse_landmark_options(items: list[str]) -> dict[str, Path]:
@@ -25,7 +41,8 @@ def parse_landmark_options(items: list[str]) -> dict[str, Path]:
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
-    """``"1 file"``, ``"2 files"``; ``many`` for an irregular plural (``"vertex"``, ``"vertices"``)."""
+    """``"1 file"``, ``"2 files"``; ``many`` for an irregular plural (``"vertex"``,
+    ``"vertices"``)."""
     n = int(n)
     return f"{n} {word if n == 1 else (many or word + 's')}"
 

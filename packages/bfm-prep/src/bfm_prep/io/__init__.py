@@ -18,7 +18,8 @@ file and what is wrong. Units out of here: millimetres, colour in [0, 1], indice
 from bfm_prep.io.bfm2009 import load_bfm2009
 from bfm_prep.io.bfm2017 import load_bfm2017
 from bfm_prep.io.coarsedata import load_coarsedata_expression
-from bfm_prep.io.expression import ExpressionBasis, detect_expression_format, load_expression
+from bfm_prep.io.expression import detect_expression_format, load_expression
+from bfm_prep.io.expression_basis import ExpressionBasis
 from bfm_prep.io.landmarks import default_landmark_name, load_landmark_mapping, load_landmarks
 from bfm_prep.io.matfile import load_mat, mat_variables, require
 from bfm_prep.io.mesh import load_mesh

@@ -134,22 +134,32 @@ def check_indices(idx: np.ndarray, name: str, path, n: int | None, base: int = 0
     return idx
 
 
-def n_components(requested: int | None, available: int, option: str, what: str, path) -> int:
-    """Validate a requested component count (None: all).
+def check_component_count(
+    requested: int | None, available: int, parameter: str, what: str, path
+) -> int:
+    """A requested component count, checked against the ``available`` ones (None: all).
 
-    ``option`` is the command-line option (``--n-shape``); a keyword name (``n_shape``) is
-    spelled as that option in the message.
+    Args:
+        parameter: the reader's parameter that asked (``"n_shape"``), named in the message
+            (:meth:`PrepError.naming`, so that a command can say its option instead).
+        what: the kind of component, for the message (``"identity"``).
     """
     if requested is None:
         return available
-    if not option.startswith("--"):
-        option = "--" + option.replace("_", "-")
+    field = "{" + parameter + "}"
     if isinstance(requested, bool) or int(requested) != requested or requested < 0:
-        raise PrepError(f"{option} {requested!r} is not a valid component count; pass 0 or more.")
+        raise PrepError.naming(
+            field + " {requested!r} is not a valid component count; pass 0 or more.",
+            requested=requested,
+        )
     if requested > available:
-        raise PrepError(
-            f"{option} {requested} asks for more {what} components than the "
-            f"{available} in {path}; pass at most {available}."
+        raise PrepError.naming(
+            field + " {requested} asks for more {what} components than the "
+            "{available} in {path}; pass at most {available}.",
+            requested=requested,
+            what=what,
+            available=available,
+            path=path,
         )
     return int(requested)
 
@@ -174,6 +184,10 @@ def orient_front(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, b
     The area-weighted normals of a face mesh seen from the front sum to a vector along +z; when
     the sum points to -z every triangle is reversed (columns 1 and 2 swapped).
     Returns (faces, flipped).
+
+    stn-core has a twin, ``stn_core.grid_model.orient_faces_towards_camera``, that cannot be
+    shared: bfm-prep never imports torch or stn-core, stn-core never imports bfm-prep, and
+    each must orient the faces of files written elsewhere.
     """
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)

@@ -34,20 +34,21 @@ import warnings
 
 import numpy as np
 
-from bfm_prep.artifact import input_record
+from bfm_prep.errors import PrepError
 from bfm_prep.io._checks import (
     as_index_array,
     as_vector,
+    check_component_count,
     check_indices,
     check_matrix,
     check_real,
     fail,
-    n_components,
     orient_front,
     warn_unused_vertices,
 )
 from bfm_prep.io.matfile import load_mat, require
 from bfm_prep.model import IDENTITY, MorphableModel
+from bfm_prep.provenance import input_record
 
 WHAT = "the Basel Face Model 2009 file 01_MorphableModel.mat"
 _KEYS = ("shapeMU", "shapePC", "shapeEV", "texMU", "texPC", "texEV", "tl")
@@ -75,7 +76,15 @@ def _scaled(pc: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def _pca_part(
-    d, path, mu_key, pc_key, ev_key, n_rows: int | None, n_keep: int | None, option: str, what: str
+    d,
+    path,
+    mu_key,
+    pc_key,
+    ev_key,
+    n_rows: int | None,
+    n_keep: int | None,
+    parameter: str,
+    what: str,
 ):
     mu = check_real(require(d, mu_key, path, what=WHAT), mu_key, path)
     mu = (
@@ -104,7 +113,7 @@ def _pca_part(
     ev = as_vector(ev, ev_key, path, pc.shape[1], f"one per column of {pc_key}")
     if (ev < 0).any():
         raise fail(path, f"{ev_key} has negative values", "expected standard deviations (>= 0)")
-    k = n_components(n_keep, pc.shape[1], option, what, path)
+    k = check_component_count(n_keep, pc.shape[1], parameter, what, path)
     return mu, pc, ev, k
 
 
@@ -142,7 +151,9 @@ def load_bfm2009(
             color_std=tev[:kc].astype(np.float64) / 255.0,
         )
     elif n_color:
-        raise fail(path, "has no colour model (texMU, texPC, texEV)", "drop n_color")
+        raise PrepError.naming(
+            "{path}: has no colour model (texMU, texPC, texEV); drop {n_color}.", path=path
+        )
 
     tl = require(d, "tl", path, what=WHAT)
     tl = check_matrix(tl, "tl", path, cols=3, cols_what="three vertex indices per triangle")

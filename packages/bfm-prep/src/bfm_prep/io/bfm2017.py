@@ -28,30 +28,30 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 
-from bfm_prep.artifact import input_record
+from bfm_prep.errors import PrepError
 from bfm_prep.io._checks import (
     as_index_array,
     as_vector,
+    check_component_count,
     check_indices,
     check_matrix,
     check_real,
     fail,
-    n_components,
     orient_front,
     warn_unused_vertices,
 )
 from bfm_prep.io.bfm2009 import check_unit_columns
 from bfm_prep.io.matfile import open_hdf5
 from bfm_prep.model import EXPRESSION, IDENTITY, MorphableModel
+from bfm_prep.provenance import input_record
 
 WHAT = "a Basel Face Model 2017/2019 .h5 file"
 
 
 def _dataset(f, name: str, path, required: bool = True):
-    import h5py
-
     item = f.get(name)
     if item is None:
         if not required:
@@ -69,7 +69,7 @@ def _dataset(f, name: str, path, required: bool = True):
         ) from None
 
 
-def _pca(f, group: str, path, n_rows: int | None, n_keep, option: str, what: str):
+def _pca(f, group: str, path, n_rows: int | None, n_keep, parameter: str, what: str):
     """(mean (3N,), basis (3N, k) scaled, std (k,), available K) of one statismo PCA model."""
     mean = check_real(_dataset(f, f"{group}/model/mean", path), f"{group}/model/mean", path)
     mean = as_vector(
@@ -103,7 +103,7 @@ def _pca(f, group: str, path, n_rows: int | None, n_keep, option: str, what: str
     )
     if (var < 0).any():
         raise fail(path, f"{vname} has negative values", "expected variances (>= 0)")
-    k = n_components(n_keep, basis.shape[1], option, what, path)
+    k = check_component_count(n_keep, basis.shape[1], parameter, what, path)
     check_unit_columns(basis[:, :k], name, path)
     std = np.sqrt(var[:k].astype(np.float64))
     scaled = np.array(basis[:, :k], dtype=np.float64, order="C")
@@ -174,7 +174,9 @@ def load_bfm2017(
         elif "expression/model/pcaBasis" in f:
             e_avail = int(f["expression/model/pcaBasis"].shape[-1])
         elif n_exp:
-            raise fail(path, "has no expression model (expression/model)", "drop n_exp")
+            raise PrepError.naming(
+                "{path}: has no expression model (expression/model); drop {n_exp}.", path=path
+            )
 
         color = {}
         kc = 0
@@ -192,7 +194,9 @@ def load_bfm2017(
         elif "color/model/pcaBasis" in f:
             c_avail = int(f["color/model/pcaBasis"].shape[-1])
         elif n_color:
-            raise fail(path, "has no colour model (color/model)", "drop n_color")
+            raise PrepError.naming(
+                "{path}: has no colour model (color/model); drop {n_color}.", path=path
+            )
 
     k, ke = s_basis.shape[1], e_basis.shape[1]
     mean = s_mean.reshape(n, 3)

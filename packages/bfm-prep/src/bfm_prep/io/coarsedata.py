@@ -24,9 +24,9 @@ import os
 
 import numpy as np
 
-from bfm_prep.artifact import input_record
-from bfm_prep.io._checks import fail, n_components, require_file
-from bfm_prep.io.expression import COARSEDATA, ExpressionBasis
+from bfm_prep.io._checks import check_component_count, fail, require_file
+from bfm_prep.io.expression_basis import COARSEDATA, ExpressionBasis
+from bfm_prep.provenance import input_record
 
 REAL_V = 53215
 SCALING = (
@@ -118,7 +118,7 @@ def load_coarsedata_expression(
     """
     d, v = read_coarsedata_header(bin_path)
     std = read_std(std_path, d)
-    k = n_components(n_exp, d, "n_exp", "expression", bin_path)
+    k = check_component_count(n_exp, d, "n_exp", "expression", bin_path)
     with open(bin_path, "rb") as f:
         f.seek(4)
         mean = np.fromfile(f, dtype="<f4", count=3 * v)

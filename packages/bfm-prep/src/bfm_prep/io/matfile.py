@@ -25,7 +25,9 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+import h5py
 import numpy as np
+import scipy.io
 
 from bfm_prep.errors import PrepError
 from bfm_prep.io._checks import dtype_name, fail, require_file
@@ -172,8 +174,6 @@ def _check_v5_elements(path, endian: str) -> None:
 
 
 def _load_v5(path, keys: list[str] | None, endian: str) -> dict:
-    import scipy.io
-
     _check_v5_elements(path, endian)
     try:
         d = scipy.io.loadmat(path, squeeze_me=False, variable_names=keys)
@@ -192,8 +192,6 @@ def _load_v5(path, keys: list[str] | None, endian: str) -> dict:
 
 def open_hdf5(path):
     """``h5py.File(path, "r")``, or a PrepError saying the file is not HDF5 / is truncated."""
-    import h5py
-
     require_file(path)
     if not h5py.is_hdf5(path):
         size = os.path.getsize(path)
@@ -235,8 +233,6 @@ def _h5_reason(text: str) -> str:
 
 def _v73_value(ds, path, name):
     """One top-level v7.3 dataset as a MATLAB-oriented array (None for what is skipped)."""
-    import h5py
-
     cls = ds.attrs.get("MATLAB_class", b"")
     cls = cls.decode() if isinstance(cls, bytes) else str(cls)
     try:
@@ -279,8 +275,6 @@ _MATLAB_DTYPES = {
 
 
 def _load_v73(path, keys: list[str] | None) -> dict:
-    import h5py
-
     out = {}
     with open_hdf5(path) as f:
         try:
@@ -329,8 +323,6 @@ def load_mat(path: str | os.PathLike, keys: Iterable[str] | None = None) -> MatC
         _, endian = _mat_header(_read_head(path, 128))
         data = _load_v5(path, keys, endian)
     else:
-        import h5py
-
         if not h5py.is_hdf5(path):
             raise fail(
                 path,
@@ -345,8 +337,6 @@ def mat_variables(path: str | os.PathLike) -> list[tuple[str, tuple[int, ...], s
     """``[(name, shape, class)]`` of every variable, without reading the data."""
     version = mat_version(path)
     if version == V5:
-        import scipy.io
-
         _, endian = _mat_header(_read_head(path, 128))
         _check_v5_elements(path, endian)
         try:
@@ -359,8 +349,6 @@ def mat_variables(path: str | os.PathLike) -> list[tuple[str, tuple[int, ...], s
                 f"cannot be read as a MATLAB v5 MAT-file ({type(e).__name__}: {e})",
                 "the file is truncated or damaged; copy it again",
             ) from None
-    import h5py
-
     if not h5py.is_hdf5(path):
         raise fail(
             path,

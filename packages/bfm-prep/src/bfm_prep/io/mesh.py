@@ -67,6 +67,8 @@ def _read_obj(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_ply(path) -> tuple[np.ndarray, np.ndarray]:
+    # lazy: trimesh takes about 0.8 s to import and only PLY files need it; at the top it would
+    # slow down every command that reads through bfm_prep.io (inspect of any file included)
     import trimesh
 
     try:

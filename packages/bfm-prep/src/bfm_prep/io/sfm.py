@@ -20,20 +20,20 @@ import zipfile
 
 import numpy as np
 
-from bfm_prep.artifact import input_record
 from bfm_prep.io._checks import (
     as_index_array,
     as_vector,
+    check_component_count,
     check_indices,
     check_matrix,
     check_real,
     fail,
-    n_components,
     orient_front,
     require_file,
     warn_unused_vertices,
 )
 from bfm_prep.model import EXPRESSION, IDENTITY, MorphableModel
+from bfm_prep.provenance import input_record
 
 WHAT = "the Surrey Face Model sfm_shape_3448.npz"
 WHAT_BS = "the Surrey Face Model expression_blendshapes_3448.npz"
@@ -102,7 +102,7 @@ def load_sfm(
     )
     if (ev < 0).any():
         raise fail(shape_npz, "eigenvalues has negative values", "expected variances (>= 0)")
-    k = n_components(n_shape, basis.shape[1], "n_shape", "identity", shape_npz)
+    k = check_component_count(n_shape, basis.shape[1], "n_shape", "identity", shape_npz)
     tri = check_matrix(d["triangles"], "triangles", shape_npz, cols=3)
     faces = check_indices(as_index_array(tri, "triangles", shape_npz), "triangles", shape_npz, n)
 

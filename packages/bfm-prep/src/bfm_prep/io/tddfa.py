@@ -25,18 +25,18 @@ import warnings
 
 import numpy as np
 
-from bfm_prep.artifact import input_record
 from bfm_prep.io._checks import (
     as_index_array,
     as_vector,
+    check_component_count,
     check_indices,
     check_matrix,
     check_real,
     fail,
-    n_components,
 )
-from bfm_prep.io.expression import TDDFA, ExpressionBasis
+from bfm_prep.io.expression_basis import TDDFA, ExpressionBasis
 from bfm_prep.io.matfile import load_mat, require
+from bfm_prep.provenance import input_record
 
 WHAT_EXP = "the 3DDFA expression model Model_Expression.mat"
 WHAT_MAP = "the 3DDFA-to-Basel mapping map_tddfa_to_basel.mat"
@@ -71,7 +71,7 @@ def load_tddfa_expression(path: str | os.PathLike, n_exp: int | None = None) -> 
         3 * v,
         "3 x the number of vertices, as the rows of w_exp",
     )
-    k = n_components(n_exp, w.shape[1], "n_exp", "expression", path)
+    k = check_component_count(n_exp, w.shape[1], "n_exp", "expression", path)
     file_std = None
     if "sigma_exp" in d:
         s = np.asarray(d["sigma_exp"])

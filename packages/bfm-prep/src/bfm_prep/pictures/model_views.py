@@ -11,24 +11,31 @@ face), image column 0 is u = 0 (the viewer's left in a frontal view, the subject
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from PIL import Image
 
 from bfm_prep.artifact import (
     FORMAT_GRID,
     FORMAT_MODEL,
     FORMAT_UV,
-    UVEmbedding,
     UVGridModel,
     read_format,
     read_grid,
     read_model,
     read_uv,
 )
+from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
+from bfm_prep.mesh_export import export_mesh as write_mesh
 from bfm_prep.model import MorphableModel
+from bfm_prep.pictures.uv_layout import plot_uv_layout
 
 # Light direction (towards the light), from the upper left in front of the face.
 LIGHT = np.array([-0.35, 0.45, 1.0]) / np.linalg.norm([-0.35, 0.45, 1.0])
@@ -36,16 +43,13 @@ AMBIENT = 0.18
 SKIN = np.array([0.80, 0.72, 0.66])  # albedo when the model has no colour
 OUTSIDE_GREY = np.array([0.55, 0.55, 0.55])
 RENDER_PX = 560
-# The most random samples ``plot`` renders: each is a picture (and with --export-mesh two
+# The most random samples ``plot`` renders: each is a picture (and with export_mesh two
 # meshes) taking about a second; more than a few dozen is a typo, not a wish.
 MAX_SAMPLES = 64
 
 
 def _figure(width_in: float, height_in: float, dpi: int = 100):
     """A matplotlib Figure on the Agg canvas (no pyplot: no global state, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
@@ -102,8 +106,6 @@ def draw_render(
     limits: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Draw a shaded front view into a matplotlib axes (no ticks, equal aspect)."""
-    from matplotlib.collections import PolyCollection
-
     polygons, rgb, _ = shade_faces(vertices, faces, colors)
     # Edges in the face colour close the hairline gaps antialiasing leaves between triangles.
     ax.add_collection(
@@ -139,24 +141,14 @@ def render_image(
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 image as a PNG atomically."""
-    import io
-
-    from PIL import Image
-
-    from bfm_prep.artifact import atomic_write_bytes
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
-def _save(fig, path) -> Path:
+def _save_figure(fig, path) -> Path:
     """Write a figure to a PNG atomically."""
-    import io
-
-    from bfm_prep.artifact import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor="white")
     atomic_write_bytes(path, buf.getvalue())
@@ -246,19 +238,7 @@ def plot_grid_mask(grid: UVGridModel, path) -> Path:
         f"{grid.inside.size - n_in} outside (dark)"
     )
     fig = _image_figure(img.reshape(grid.res, grid.res, 3), title, grid, landmarks=True)
-    return _save(fig, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# UV layout of an embedding
-
-
-def plot_uv_embedding(emb: UVEmbedding, path, vertices: np.ndarray | None = None) -> Path:
-    """The flattened mesh in UV with its boundary and symmetry line
-    (:func:`bfm_prep.pictures.uv_layout.plot_uv_layout`)."""
-    from bfm_prep.pictures.uv_layout import plot_uv_layout
-
-    return plot_uv_layout(emb, path, vertices=vertices)
+    return _save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +266,6 @@ def _render_set(
     texture=None,
 ) -> list[Path]:
     """Mean and sample renders (and meshes), all at one scale so they compare."""
-    from bfm_prep.mesh_export import export_mesh as write_mesh
-
     written = []
     shapes = [("mean", model.shape(), model.color() if model.has_color else None)]
     for i, (alpha, beta) in enumerate(_samples(model, n_samples, seed), start=1):
@@ -340,9 +318,11 @@ def plot_artifact(
     """
     path, outdir = Path(path), Path(outdir)
     if n_samples < 0 or n_samples > MAX_SAMPLES:
-        raise PrepError(
-            f"--samples {n_samples}: expected 0 to {MAX_SAMPLES} random samples "
-            "(each one is rendered to its own picture)."
+        raise PrepError.naming(
+            "{n_samples} {value}: expected 0 to {max_samples} random samples "
+            "(each one is rendered to its own picture).",
+            value=n_samples,
+            max_samples=MAX_SAMPLES,
         )
     fmt = read_format(path)
     if not path.is_file():
@@ -353,11 +333,11 @@ def plot_artifact(
             f"{path}: {what}; pass a model, UV embedding or UV-grid .h5 written by bfm-prep."
         )
     if outdir.exists() and not outdir.is_dir():
-        raise PrepError(f"--out {outdir}: exists and is not a folder.")
+        raise PrepError.naming("{outdir} {path}: exists and is not a folder.", path=outdir)
     written: list[Path] = []
     if fmt == FORMAT_UV:
         emb = read_uv(path)
-        written.append(plot_uv_embedding(emb, outdir / "uv_layout.png"))
+        written.append(plot_uv_layout(emb, outdir / "uv_layout.png"))
         return written
     if fmt == FORMAT_MODEL:
         model = read_model(path)
@@ -372,7 +352,7 @@ def plot_artifact(
         f"Geometry image of the mean ({grid.res} x {grid.res}): R, G, B = x, y, z"
         + (f"\n{n_out} outside grid points grey" if n_out else ""),
     )
-    written.append(_save(fig, outdir / "geometry_image.png"))
+    written.append(_save_figure(fig, outdir / "geometry_image.png"))
     col = color_image(grid)
     if col is not None:
         fig = _image_figure(
@@ -380,8 +360,8 @@ def plot_artifact(
             f"Mean colour in UV ({grid.res} x {grid.res})"
             + (f"\n{n_out} outside grid points grey" if n_out else ""),
         )
-        written.append(_save(fig, outdir / "color_uv.png"))
-    faces = m.faces[grid.inside[m.faces].all(axis=1)]
+        written.append(_save_figure(fig, outdir / "color_uv.png"))
+    faces = grid.drawn_faces
     if faces.size == 0:
         raise PrepError(
             f"{path}: no grid triangle has all three vertices inside; nothing to render."

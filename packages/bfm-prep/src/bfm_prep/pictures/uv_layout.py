@@ -4,12 +4,18 @@ flipped triangles (docs/uv-embedding.md)."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure
+from scipy.sparse.csgraph import connected_components
 
-from bfm_prep.artifact import UVEmbedding, atomic_write_bytes
+from bfm_prep.artifact import UVEmbedding
+from bfm_prep.atomic import atomic_write_bytes
+from bfm_prep.mesh_checks import HalfEdges
 
 
 def plot_uv_layout(
@@ -26,18 +32,8 @@ def plot_uv_layout(
     inner boundaries (holes) green, flipped or degenerate triangles filled orange. With the
     3D ``vertices`` the triangles are shaded by area distortion (log of UV area over 3D area,
     relative to the median), which shows where the flattening stretches or squeezes.
-
-    ``plot_uv_layout(emb, vertices, path)`` (the order in API.md) is accepted too.
+    Drawn on matplotlib's Agg canvas without pyplot (no global state, no display).
     """
-    if isinstance(path, np.ndarray) and not isinstance(vertices, np.ndarray):
-        path, vertices = vertices, path
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection, PolyCollection
-    from matplotlib.figure import Figure
-
     uv = np.asarray(emb.uv, dtype=np.float64)
     f = np.asarray(emb.faces, dtype=np.int64)
     tri = uv[f]
@@ -91,8 +87,6 @@ def plot_uv_layout(
     )
 
     # boundary loops: half-edges without a twin
-    from bfm_prep.mesh_checks import HalfEdges
-
     he = HalfEdges.from_faces(f, len(uv))
     bmask = he.boundary_mask()
     bs, bd = he.src[bmask], he.dst[bmask]
@@ -151,24 +145,15 @@ def plot_uv_layout(
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return _write(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _outer_component(bs: np.ndarray, bd: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Mask of boundary segments on the loop that reaches farthest from the UV centre."""
     if bs.size == 0:
         return np.zeros(0, dtype=bool)
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
-
     n = len(uv)
     g = sp.coo_matrix((np.ones(len(bs)), (bs, bd)), shape=(n, n))
     _, lab = connected_components(g, directed=False)
     far = np.linalg.norm(uv[bs] - 0.5, axis=1)
     return lab[bs] == lab[bs[np.argmax(far)]]
-
-
-def _write(path, data: bytes) -> Path:
-    path = Path(os.fspath(path))
-    atomic_write_bytes(path, data)
-    return path
