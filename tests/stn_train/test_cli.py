@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
 
 import h5py
 import pytest
-from stn_train.cli import main
+import typer
+from stn_train.cli import app, main
 
 from tests.stn_train.train_helpers import grid_model_file, render_manifest, tiny_checkpoint
 
@@ -479,3 +482,55 @@ class TestWording:
         code, out, _ = run_cli(["fit", "--help"], capsys)
         assert code == 0
         assert "--pictures" in out and "--no-pictures" in out and "--no-no-pictures" not in out
+
+
+def _help_names(command) -> list[str]:
+    """Every option name (``--out``, ``--no-pictures``) and argument name of a command."""
+    names = []
+    for p in command.params:
+        if p.param_type_name == "argument":
+            names.append(p.metavar or p.name)
+        else:
+            names += [*p.opts, *p.secondary_opts]
+    return names
+
+
+def _assert_whole(text: str, name: str, where: str) -> None:
+    assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (where, name, text)
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
+    """A 60- or 80-column terminal gets every command and option name whole, nothing cut
+    with an ellipsis, and no line wider than the terminal."""
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    group = typer.main.get_command(app)
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "…" not in out and "..." not in out.split("Commands:")[1], out
+    for name in group.commands:
+        _assert_whole(out, name, "stn-train --help")
+    for name, command in group.commands.items():
+        code, out, _ = run_cli([name, "--help"], capsys)
+        assert code == 0 and "…" not in out, (name, out)
+        assert max(len(line) for line in out.splitlines()) <= int(columns), (name, out)
+        for option in _help_names(command):
+            _assert_whole(out, option, f"stn-train {name} --help")
+
+
+def test_help_piped_shows_every_option_name_whole():
+    """Piped to another program (no terminal, no COLUMNS), in a fresh process: the same."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "stn_train", name, "--help"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "…" not in proc.stdout, (name, proc.stdout)
+        for option in _help_names(command):
+            _assert_whole(proc.stdout, option, f"stn-train {name} --help | cat")

@@ -85,10 +85,14 @@ class _Commands(TyperGroup):
             fail(_os_error_message(e))
 
 
+# Help is click's plain formatter, not typer's rich panels (rich_markup_mode=None): rich's
+# options table shrinks every column to fit the terminal and cuts long option names with an
+# ellipsis (``--photometric-wei…`` at 80 columns or when piped); click's never cuts a name.
 app = typer.Typer(
     name="stn-train",
     help="Train, evaluate and apply the 3DMM-STN localiser.",
     cls=_Commands,
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

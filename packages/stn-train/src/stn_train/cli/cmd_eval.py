@@ -13,7 +13,7 @@ from stn_train.runtime import resolve_device
 _O = typer.Option
 
 
-@app.command("eval")
+@app.command("eval", short_help="Landmark, pose and shape errors of a trained localiser.")
 def eval_(
     checkpoint: Path = _O(..., help="checkpoints/best.pt or last.pt of a run."),
     model: Path = _O(..., help="The grid model it was trained with."),

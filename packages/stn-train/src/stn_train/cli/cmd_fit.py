@@ -25,7 +25,7 @@ from stn_train.runtime import resolve_device
 __all__ = ["fit", "summary_table"]
 
 
-@app.command("fit")
+@app.command("fit", short_help="Fit the model to photographs, one folder per image.")
 def fit(
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     model: Path = typer.Option(..., "--model", help="UV-grid model (.h5, bfm-prep uv-resample)."),

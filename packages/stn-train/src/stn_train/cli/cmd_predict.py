@@ -13,7 +13,7 @@ from stn_train.runtime import resolve_device
 _O = typer.Option
 
 
-@app.command()
+@app.command(short_help="Apply a localiser: theta, flattened faces, meshes.")
 def predict(
     images: list[Path] = typer.Argument(..., help="Face images (cropped around the face)."),
     checkpoint: Path = _O(..., help="checkpoints/best.pt or last.pt of a run."),

@@ -14,7 +14,7 @@ from stn_train.train import train
 _O = typer.Option
 
 
-@app.command()
+@app.command(short_help="Train the localiser (one process, or many with torchrun).")
 def run(
     ctx: typer.Context,
     model: Path | None = _O(None, help="UV-grid model (.h5, from bfm-prep uv-resample)."),
@@ -28,10 +28,8 @@ def run(
     config: Path | None = _O(
         None, help="TOML file whose keys are these options' names (command line wins)."
     ),
-    landmarks: str | None = _O(
-        None, help="The model's landmark set of the annotations \\[aflw21]."
-    ),
-    backbone: str | None = _O(None, help="vgg16 | resnet18 | resnet50 | small \\[vgg16]."),
+    landmarks: str | None = _O(None, help="The model's landmark set of the annotations [aflw21]."),
+    backbone: str | None = _O(None, help="vgg16 | resnet18 | resnet50 | small [vgg16]."),
     weights: Path | None = _O(
         None, help="Backbone weights: vgg-face.mat or a state dict (never downloaded)."
     ),
@@ -42,25 +40,25 @@ def run(
     epochs: int | None = _O(None, help="Epochs [20] (--steps wins)."),
     steps: int | None = _O(None, help="Optimiser steps (instead of --epochs)."),
     lr: float | None = _O(None, help="Learning rate [1e-4]."),
-    optimizer: str | None = _O(None, help="adam | adamw | sgd \\[adam]."),
+    optimizer: str | None = _O(None, help="adam | adamw | sgd [adam]."),
     weight_decay: float | None = _O(None, help="Weight decay [0]."),
     momentum: float | None = _O(None, help="SGD momentum (Nesterov) [0.9]."),
-    schedule: str | None = _O(None, help="cosine | step | none \\[cosine]."),
+    schedule: str | None = _O(None, help="cosine | step | none [cosine]."),
     warmup_steps: int | None = _O(None, help="Linear learning-rate warm-up steps [0]."),
     weight_landmark: float | None = _O(None, help="Landmark loss weight, original's [0.8998]."),
     weight_prior: float | None = _O(None, help="Shape prior weight, original's [0.1]."),
     weight_siamese: float | None = _O(None, help="Siamese loss weight, original's [1e-4]."),
     weight_symmetry: float | None = _O(None, help="Symmetry loss weight, original's [1e-4]."),
     pairs: bool | None = _O(
-        None, "--pairs/--no-pairs", help="Siamese pairs (subject or mirror) \\[pairs]."
+        None, "--pairs/--no-pairs", help="Siamese pairs (subject or mirror) [pairs]."
     ),
     augment: bool | None = _O(
-        None, "--augment/--no-augment", help="Crop, flip and colour jitter (manifests) \\[augment]."
+        None, "--augment/--no-augment", help="Crop, flip and colour jitter (manifests) [augment]."
     ),
-    visibility_mode: str | None = _O(None, help="normals | depth \\[normals]."),
-    bf16: bool | None = _O(None, "--bf16/--no-bf16", help="bfloat16 autocast on CUDA \\[bf16]."),
+    visibility_mode: str | None = _O(None, help="normals | depth [normals]."),
+    bf16: bool | None = _O(None, "--bf16/--no-bf16", help="bfloat16 autocast on CUDA [bf16]."),
     channels_last: bool | None = _O(
-        None, "--channels-last/--no-channels-last", help="channels_last on CUDA \\[on]."
+        None, "--channels-last/--no-channels-last", help="channels_last on CUDA [on]."
     ),
     clip_grad: float | None = _O(None, help="Clip the gradient norm to this (0: off) [0]."),
     max_bad_steps: int | None = _O(

@@ -9,7 +9,7 @@ import stn_train
 from stn_train.cli.app import app
 
 
-@app.command()
+@app.command(short_help="Print the stn-train and stn-core versions.")
 def version() -> None:
     """Print the stn-train and stn-core versions."""
     typer.echo(f"stn-train {stn_train.__version__} (stn-core {stn_core.__version__})")
