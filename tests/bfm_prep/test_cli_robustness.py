@@ -4,7 +4,6 @@ one error line, exit status 2, no traceback and no output file."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from bfm_prep.resample import resample_to_grid
 
 from tests.bfm_prep.cli_helpers import invoke
 from tests.bfm_prep.test_resample import make_model, square_mesh
+from tests.cli_help import assert_whole, help_names
 
 MAX_RES = 4096  # the documented largest --res
 
@@ -399,21 +399,6 @@ def test_help_rendered_without_mid_sentence_breaks(capsys, monkeypatch):
         assert desc
 
 
-def _help_names(command) -> list[str]:
-    """Every option name (``--out``, ``--export-mesh``) and argument name of a command."""
-    names = []
-    for p in command.params:
-        if p.param_type_name == "argument":
-            names.append(p.metavar or p.name)
-        else:
-            names += [*p.opts, *p.secondary_opts]
-    return names
-
-
-def _assert_whole(text: str, name: str, where: str) -> None:
-    assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (where, name, text)
-
-
 @pytest.mark.parametrize("columns", ["60", "80"])
 def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
     """An 80-column terminal, a 60-column one and a pipe (80 columns) all get every option
@@ -424,7 +409,7 @@ def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
     code, out, _ = run("--help", capsys=capsys)
     assert code == 0 and "…" not in out
     for name, command in group.commands.items():
-        _assert_whole(out, name, "bfm-prep --help")
+        assert_whole(out, name, "bfm-prep --help")
         assert command.short_help and " ".join(command.short_help.split()[:3]) in " ".join(
             out.split()
         ), (name, out)
@@ -432,8 +417,8 @@ def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
         code, out, _ = run(name, "--help", capsys=capsys)
         assert code == 0 and "…" not in out, (name, out)
         assert max(len(line) for line in out.splitlines()) <= int(columns), (name, out)
-        for option in _help_names(command):
-            _assert_whole(out, option, f"bfm-prep {name} --help")
+        for option in help_names(command):
+            assert_whole(out, option, f"bfm-prep {name} --help")
 
 
 def test_help_piped_shows_every_option_name_whole(tmp_path):
@@ -459,8 +444,8 @@ def test_help_piped_shows_every_option_name_whole(tmp_path):
     for name, command in group.commands.items():
         text = next(t for t in texts if f"Usage: bfm-prep {name} " in t)
         assert "…" not in text, (name, text)
-        for option in _help_names(command):
-            _assert_whole(text, option, f"bfm-prep {name} --help | cat")
+        for option in help_names(command):
+            assert_whole(text, option, f"bfm-prep {name} --help | cat")
 
 
 def test_plural_of_one_file(files, capsys):

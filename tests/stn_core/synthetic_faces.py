@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
 import torch
 from stn_core import UVGridModel, project_theta
 from stn_core.renderer import render
 from stn_core.shading import sh_ambient, sh_directional
+
+from tests.synthetic_grid import synthetic_grid
 
 # Grid side, identity, expression and colour components.
 RES, K_ID, K_EXP, K_COLOR = 40, 10, 5, 10
@@ -24,24 +25,9 @@ BACKGROUND = 0.3
 def synthetic_colour_model(folder: Path) -> UVGridModel:
     """The R = 40 grid model (float64) of the synthetic model written into ``folder``; skips
     when bfm-prep is not installed."""
-    synth = pytest.importorskip("bfm_prep.synth")
-    from bfm_prep.build import build_model
-    from bfm_prep.embedding import embed_model
-    from bfm_prep.resample import resample_to_grid
-
-    files = synth.write_synthetic(
-        folder, seed=0, n_vertices=2000, n_shape=K_ID, n_color=K_COLOR, n_exp=K_EXP
+    grid = synthetic_grid(
+        folder, seed=0, n_vertices=2000, res=RES, n_id=K_ID, n_exp=K_EXP, n_color=K_COLOR
     )
-    mm = build_model(
-        files["bfm"],
-        files["expression"],
-        files["mapping"],
-        n_shape=K_ID,
-        n_exp=K_EXP,
-        landmarks={"aflw21": files["aflw21"]},
-        n_color=K_COLOR,
-    )
-    grid = resample_to_grid(mm, embed_model(mm).uv, RES)
     g = grid.model
     return UVGridModel.from_arrays(
         g.shape_mean,

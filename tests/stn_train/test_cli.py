@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import typer
 from stn_train.cli import app, main
 
+from tests.cli_help import assert_whole, help_names
 from tests.stn_train.train_helpers import grid_model_file, render_manifest, tiny_checkpoint
 
 
@@ -484,21 +484,6 @@ class TestWording:
         assert "--pictures" in out and "--no-pictures" in out and "--no-no-pictures" not in out
 
 
-def _help_names(command) -> list[str]:
-    """Every option name (``--out``, ``--no-pictures``) and argument name of a command."""
-    names = []
-    for p in command.params:
-        if p.param_type_name == "argument":
-            names.append(p.metavar or p.name)
-        else:
-            names += [*p.opts, *p.secondary_opts]
-    return names
-
-
-def _assert_whole(text: str, name: str, where: str) -> None:
-    assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (where, name, text)
-
-
 @pytest.mark.parametrize("columns", ["60", "80"])
 def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
     """A 60- or 80-column terminal gets every command and option name whole, nothing cut
@@ -509,13 +494,13 @@ def test_help_shows_every_option_name_whole(capsys, monkeypatch, columns):
     code, out, _ = run_cli(["--help"], capsys)
     assert code == 0 and "…" not in out and "..." not in out.split("Commands:")[1], out
     for name in group.commands:
-        _assert_whole(out, name, "stn-train --help")
+        assert_whole(out, name, "stn-train --help")
     for name, command in group.commands.items():
         code, out, _ = run_cli([name, "--help"], capsys)
         assert code == 0 and "…" not in out, (name, out)
         assert max(len(line) for line in out.splitlines()) <= int(columns), (name, out)
-        for option in _help_names(command):
-            _assert_whole(out, option, f"stn-train {name} --help")
+        for option in help_names(command):
+            assert_whole(out, option, f"stn-train {name} --help")
 
 
 def test_help_piped_shows_every_option_name_whole():
@@ -532,5 +517,5 @@ def test_help_piped_shows_every_option_name_whole():
         )
         assert proc.returncode == 0, proc.stderr
         assert "…" not in proc.stdout, (name, proc.stdout)
-        for option in _help_names(command):
-            _assert_whole(proc.stdout, option, f"stn-train {name} --help | cat")
+        for option in help_names(command):
+            assert_whole(proc.stdout, option, f"stn-train {name} --help | cat")

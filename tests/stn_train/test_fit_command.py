@@ -23,6 +23,8 @@ from stn_train.fit import fit_images
 from stn_train.pictures.fitting import uv_map
 from typer.testing import CliRunner
 
+from tests.synthetic_grid import synthetic_grid
+
 RES, K_ID, K_EXP, K_COLOR = 32, 6, 3, 6
 SIZE = 112
 NOISE = 0.01
@@ -45,26 +47,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """A small colour grid model written by bfm-prep's pipeline: (path, UVGridModel)."""
-    synth = pytest.importorskip("bfm_prep.synth")
-    from bfm_prep.artifact import write_grid
-    from bfm_prep.build import build_model
-    from bfm_prep.embedding import embed_model
-    from bfm_prep.resample import resample_to_grid
-
     folder = tmp_path_factory.mktemp("model")
-    files = synth.write_synthetic(
-        folder, seed=1, n_vertices=1500, n_shape=K_ID, n_color=K_COLOR, n_exp=K_EXP
+    grid = synthetic_grid(
+        folder, seed=1, n_vertices=1500, res=RES, n_id=K_ID, n_exp=K_EXP, n_color=K_COLOR
     )
-    mm = build_model(
-        files["bfm"],
-        files["expression"],
-        files["mapping"],
-        n_shape=K_ID,
-        n_exp=K_EXP,
-        landmarks={"aflw21": files["aflw21"]},
-        n_color=K_COLOR,
-    )
-    path = write_grid(folder / "grid.h5", resample_to_grid(mm, embed_model(mm).uv, RES))
+    from bfm_prep.artifact import write_grid
+
+    path = write_grid(folder / "grid.h5", grid)
     return path, UVGridModel.load(path, dtype=torch.float64)
 
 

@@ -2,7 +2,8 @@
 folder, renamed over the target, so that an interrupted run never leaves a half-written file
 under the final name), with one writer per kind: text, JSON, CSV, PNG, a matplotlib figure,
 a ``torch.save`` object, a textured Wavefront OBJ. And the checks of an output folder before
-any work is done.
+any work is done. (bfm-prep has its own atomic writer, ``bfm_prep.atomic``, and mesh export:
+the packages share no code, only the artifact files; docs/layout.md.)
 
 Conventions: images are (H, W, 3) or (H, W) arrays, float in [0, 1] (rounded to 8 bits) or
 uint8; meshes are in the model frame, mm (x right, y up, z towards the viewer), on the R x R
