@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stn_core import ArtifactError, StnError, UVGridModel
 from stn_core.grid_model import orient_faces_towards_camera
 
@@ -248,3 +253,103 @@ class TestTo:
         a = torch.randn(5, dtype=torch.float64)
         torch.testing.assert_close(m.shape(a), m.mean + m.basis @ a)
         assert m.shape(a[None].expand(2, 5)).shape == (2, RES * RES, 3)
+
+
+def _corrupt(path, dataset: str, data) -> None:
+    """Replace ``dataset`` of an artifact with ``data`` (any dtype, any shape)."""
+    with h5py.File(path, "r+") as f:
+        del f[dataset]
+        f.create_dataset(dataset, data=data)
+
+
+class TestDamagedArtifacts:
+    """A damaged grid model is refused on read with one sentence naming what is wrong,
+    never loaded with non-numeric or non-finite values, never a traceback of another kind."""
+
+    @pytest.mark.parametrize(
+        "dataset, data, match",
+        [
+            ("shape/mean", np.full((RES * RES, 3), b"x"), "mean must hold numbers"),
+            ("shape/basis", np.full((RES * RES, 3, 5), b"1.0"), "basis must hold numbers"),
+            ("shape/basis", np.full((RES * RES, 3, 5), np.nan), "basis holds 735 NaN"),
+            ("shape/mean", np.full((RES * RES, 3), np.inf), "mean holds 147 NaN or infinite"),
+            ("shape/std", -np.ones(5), "std must be positive"),
+            ("uv", np.full((RES * RES, 2), np.nan), "uv holds"),
+            ("color/std", np.array([0.1, -0.2]), "color_std must be positive"),
+            ("color/mean", np.full((RES * RES, 3), np.nan), "color_mean holds"),
+            ("faces", grid_faces(RES).astype(np.float64), "faces must hold integer indices"),
+            ("landmarks/nose", np.array([24.0]), "landmark set 'nose' must hold integer"),
+        ],
+    )
+    def test_refused_with_the_dataset_named(self, tmp_path, dataset, data, match):
+        path = write_artifact(tmp_path / "g.h5", arrays())
+        _corrupt(path, dataset, data)
+        with pytest.raises(ArtifactError, match=match) as e:
+            UVGridModel.load(path)
+        assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+    def test_res_that_is_not_an_integer(self, tmp_path):
+        path = write_artifact(tmp_path / "g.h5", arrays())
+        with h5py.File(path, "r+") as f:
+            f.attrs["res"] = "seven"
+        with pytest.raises(ArtifactError, match="res is 'seven', not an integer"):
+            UVGridModel.load(path)
+
+    def test_from_arrays_refuses_fractional_landmarks(self):
+        d = arrays(color=False)
+        d["landmarks"] = {"x": np.array([3.5])}
+        with pytest.raises(ArtifactError, match="landmark set 'x' must hold integer indices"):
+            UVGridModel.from_arrays(**d)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        dataset=st.sampled_from(
+            [
+                "shape/mean",
+                "shape/basis",
+                "shape/std",
+                "shape/kind",
+                "faces",
+                "uv",
+                "inside",
+                "color/mean",
+                "color/basis",
+                "color/std",
+                "landmarks/aflw21",
+            ]
+        ),
+        kind=st.sampled_from(["float", "int", "bytes", "bool", "nonfinite"]),
+        shape=st.sampled_from(["same", "scalar", "flat", "extra"]),
+        seed=st.integers(0, 2**16),
+    )
+    def test_any_damage_loads_or_is_one_artifact_error(self, dataset, kind, shape, seed):
+        """Random dtypes, shapes and non-finite values in any dataset: the reader loads the
+        file or raises ArtifactError with one line, never another exception."""
+        rng = np.random.default_rng(seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_artifact(Path(tmp) / "g.h5", arrays())
+            with h5py.File(path, "r") as f:
+                old = f[dataset][()]
+            dims = {
+                "same": np.shape(old),
+                "scalar": (),
+                "flat": (int(np.size(old)),),
+                "extra": (*np.shape(old), 2),
+            }[shape]
+            values = rng.normal(size=dims) * 40
+            data = {
+                "float": values,
+                "int": np.rint(values).astype(np.int64),
+                "bytes": np.asarray(values.astype(str), dtype="S"),
+                "bool": values > 0,
+                "nonfinite": np.where(rng.uniform(size=dims) < 0.5, np.nan, values),
+            }[kind]
+            _corrupt(path, dataset, data)
+            try:
+                model = UVGridModel.load(path)
+            except ArtifactError as e:
+                assert "\n" not in str(e) and str(e).startswith(str(path))
+            else:
+                for t in (model.mean, model.basis, model.std, model.uv):
+                    assert torch.isfinite(t).all()
+                assert (model.std > 0).all()

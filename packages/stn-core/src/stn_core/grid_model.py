@@ -160,7 +160,7 @@ class UVGridModel:
                 do not (see :func:`orient_faces_towards_camera`); False keeps them as given.
             device, dtype: where the tensors live and the floating-point dtype.
         """
-        mean_np = np.asarray(_np(mean), dtype=np.float64)
+        mean_np = _numbers(mean, "mean")
         if mean_np.ndim == 2 and mean_np.shape[1] == 1:
             mean_np = mean_np[:, 0]
         if mean_np.ndim == 1:
@@ -170,7 +170,7 @@ class UVGridModel:
             mean_np.ndim == 2 and mean_np.shape[1] == 3, f"mean must be (N, 3), got {mean_np.shape}"
         )
         n = mean_np.shape[0]
-        basis_np = np.asarray(_np(basis), dtype=np.float64)
+        basis_np = _numbers(basis, "basis")
         if basis_np.ndim == 2:
             _check(
                 basis_np.shape[0] == 3 * n,
@@ -186,24 +186,22 @@ class UVGridModel:
             res = int(round(np.sqrt(n)))
         res = int(res)
         _check(res * res == n, f"{n} vertices do not form a {res} x {res} grid")
-        faces_np = np.asarray(_np(faces))
+        faces_np = _indices(faces, "faces")
         _check(
             faces_np.ndim == 2 and faces_np.shape[1] == 3,
             f"faces must be (F, 3), got {faces_np.shape}",
         )
-        _check(
-            np.issubdtype(faces_np.dtype, np.integer) or np.all(faces_np == np.round(faces_np)),
-            "faces must hold integer vertex indices",
-        )
-        faces_np = faces_np.astype(np.int64)
         if faces_np.size:
             _check(
                 faces_np.min() >= 0 and faces_np.max() < n,
                 f"faces index vertices {faces_np.min()}..{faces_np.max()}, outside 0..{n - 1} "
                 "(faces must be 0-based)",
             )
-        std_np = np.ones(k) if std is None else np.asarray(_np(std), dtype=np.float64).reshape(-1)
+        std_np = np.ones(k) if std is None else _numbers(std, "std").reshape(-1)
         _check(std_np.shape == (k,), f"std must have {k} entries, got {std_np.shape}")
+        _check(
+            bool((std_np > 0).all()), "std must be positive (a standard deviation per component)"
+        )
         if kind is None:
             n_id = k if n_identity is None else int(n_identity)
             _check(0 <= n_id <= k, f"n_identity must be in 0..{k}, got {n_id}")
@@ -220,7 +218,7 @@ class UVGridModel:
                 else np.zeros((n, 2))
             )
         else:
-            uv_np = np.asarray(_np(uv), dtype=np.float64)
+            uv_np = _numbers(uv, "uv")
         _check(uv_np.shape == (n, 2), f"uv must be ({n}, 2), got {uv_np.shape}")
         inside_np = (
             np.ones(n, bool) if inside is None else np.asarray(_np(inside)).astype(bool).reshape(-1)
@@ -228,7 +226,7 @@ class UVGridModel:
         _check(inside_np.shape == (n,), f"inside must have {n} entries, got {inside_np.shape}")
         lms = {}
         for name, idx in (landmarks or {}).items():
-            idx_np = np.asarray(_np(idx)).astype(np.int64).reshape(-1)
+            idx_np = _indices(idx, f"landmark set {name!r}").reshape(-1)
             if idx_np.size:
                 _check(
                     idx_np.min() >= 0 and idx_np.max() < n,
@@ -238,12 +236,12 @@ class UVGridModel:
             lms[str(name)] = idx_np
         color = None
         if color_mean is not None:
-            cm = np.asarray(_np(color_mean), dtype=np.float64)
+            cm = _numbers(color_mean, "color_mean")
             if cm.ndim == 1:
                 cm = cm.reshape(-1, 3)
             _check(cm.shape == (n, 3), f"color_mean must be ({n}, 3), got {cm.shape}")
             _check(color_basis is not None, "color_mean was given without color_basis")
-            cb = np.asarray(_np(color_basis), dtype=np.float64)
+            cb = _numbers(color_basis, "color_basis")
             if cb.ndim == 2:
                 cb = cb.reshape(n, 3, -1)
             _check(
@@ -253,9 +251,10 @@ class UVGridModel:
             cs = (
                 np.ones(cb.shape[2])
                 if color_std is None
-                else np.asarray(_np(color_std), dtype=np.float64).reshape(-1)
+                else _numbers(color_std, "color_std").reshape(-1)
             )
             _check(cs.shape == (cb.shape[2],), f"color_std must have {cb.shape[2]} entries")
+            _check(bool((cs > 0).all()), "color_std must be positive")
             color = (cm, cb, cs)
         flipped = False
         if orient_faces:
@@ -331,7 +330,12 @@ class UVGridModel:
                     "rebuild the artifact."
                 )
             try:
-                res = int(f.attrs["res"])
+                res = f.attrs["res"]
+                if not (np.issubdtype(np.asarray(res).dtype, np.integer) and np.ndim(res) == 0):
+                    raise ArtifactError(
+                        f"{path}: attribute res is {res!r}, not an integer; the file is damaged "
+                        "(rebuild it with bfm-prep uv-resample)."
+                    )
                 g = f["shape"]
                 color = {}
                 if "color" in f:
@@ -360,9 +364,18 @@ class UVGridModel:
                     f"{path}: missing dataset or attribute ({e}); rebuild the artifact "
                     "with bfm-prep uv-resample."
                 ) from None
+        for name, a in [("faces", arrays["faces"])] + [
+            (f"landmark set {k!r}", v) for k, v in arrays["landmarks"].items()
+        ]:
+            if np.asarray(a).dtype.kind not in "iu":
+                raise ArtifactError(
+                    f"{path}: {name} must hold integer indices, got values of type "
+                    f"{np.asarray(a).dtype}; the file is damaged (rebuild it with bfm-prep "
+                    "uv-resample)."
+                )
         try:
             return cls.from_arrays(
-                res=res,
+                res=int(res),
                 orient_faces=orient_faces,
                 device=device,
                 dtype=dtype,
@@ -499,6 +512,36 @@ def _np(x):
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return x
+
+
+def _numbers(x, name: str) -> np.ndarray:
+    """``x`` as a finite float64 array, or an ArtifactError naming ``name``: an array of
+    strings, objects or booleans, or one holding NaN or infinity, is not a model array."""
+    a = np.asarray(_np(x))
+    _check(
+        a.dtype.kind in "fiu",
+        f"{name} must hold numbers, but its values are of type {a.dtype} (the file is damaged)",
+    )
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        _check(False, f"{name} holds {int(bad.sum())} NaN or infinite values (first at {first})")
+    return a
+
+
+def _indices(x, name: str) -> np.ndarray:
+    """``x`` as an int64 array of indices, or an ArtifactError naming ``name``: integers, or
+    (from MATLAB, which stores them as doubles) floats with integer values."""
+    a = np.asarray(_np(x))
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    _check(
+        a.dtype.kind == "f" and bool(np.isfinite(a).all()) and bool((a == np.round(a)).all()),
+        f"{name} must hold integer indices, got values of type {a.dtype}"
+        + (" that are not whole numbers" if a.dtype.kind == "f" else ""),
+    )
+    return a.astype(np.int64)
 
 
 def _check(ok: bool, message: str) -> None:
