@@ -301,7 +301,7 @@ class TestDamagedArtifacts:
         with pytest.raises(ArtifactError, match="landmark set 'x' must hold integer indices"):
             UVGridModel.from_arrays(**d)
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(
         dataset=st.sampled_from(
             [

@@ -352,7 +352,7 @@ class UVGridModel:
                     mean=g["mean"][()],
                     basis=g["basis"][()],
                     std=g["std"][()],
-                    kind=list(g["kind"][()]),
+                    kind=list(np.atleast_1d(g["kind"][()])),
                     faces=f["faces"][()],
                     uv=f["uv"][()],
                     inside=f["inside"][()],
