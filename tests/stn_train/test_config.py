@@ -141,11 +141,22 @@ class TestResumeMerge:
             merge_for_resume(self.saved, given, {"lr"})
         assert "--lr 0.5 differs from the resumed run's 0.001" in e.value.for_cli()
 
-    def test_other_model_refused(self):
-        given = RunConfig(model="/other.h5", out="/run")
-        with pytest.raises(TrainError, match="model") as e:
-            merge_for_resume(self.saved, given, {"model"})
-        assert "--model" in e.value.for_cli()
+    def test_other_data_path_refused(self):
+        """Another data file would change the batches: refused, naming the option. (The grid
+        model may come from another path: the checkpoint checks its arrays, see
+        test_train_loop.test_resume_with_other_model_content.)"""
+        saved = dict(self.saved, synthetic=None, data="/d.jsonl")
+        given = RunConfig(model="/m.h5", out="/run", data="/other.jsonl")
+        with pytest.raises(TrainError, match="data") as e:
+            merge_for_resume(saved, given, {"data"})
+        assert "--data /other.jsonl differs" in e.value.for_cli()
+
+    def test_moved_folder_and_model_path_are_taken(self):
+        given = RunConfig(model="/new/m.h5", out="/moved/run")
+        merged = merge_for_resume(self.saved, given, {"model", "out"})
+        assert merged.out == "/moved/run" and merged.model == "/new/m.h5"
+        merged = merge_for_resume(self.saved, RunConfig(out="/elsewhere"), set())
+        assert merged.out == "/elsewhere" and merged.model == "/m.h5"
 
 
 def test_toml_text_is_readable_back(tmp_path):

@@ -297,6 +297,11 @@ class UVGridModel:
         is missing, not HDF5, another format, an unsupported version, or lacks a dataset.
         """
         path = Path(path)
+        if path.is_dir():
+            raise ArtifactError(
+                f"{path} is a folder, not a file; pass a grid model (.h5) written by bfm-prep "
+                "uv-resample."
+            )
         if not path.is_file():
             raise ArtifactError(
                 f"{path}: no such file; pass a grid model written by bfm-prep uv-resample."

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 from stn_train.localiser import build_localiser
 from stn_train.outputs import save_torch
 
@@ -159,6 +159,7 @@ def load_checkpoint(
             trained for another grid model (one sentence naming the file and what to pass).
     """
     path = Path(path)
+    refuse_folder(path, "checkpoint", "pass RUN_DIR/checkpoints/last.pt or best.pt")
     if not path.is_file():
         raise TrainError(
             f"checkpoint {path} does not exist; pass a file written by stn-train run "

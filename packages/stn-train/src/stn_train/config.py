@@ -19,7 +19,10 @@ wrong types and impossible values are refused with one sentence (:class:`TrainEr
 
 When a run is resumed (``--resume``), the settings saved in ``RUN_DIR/config.toml`` are used;
 options given again must agree with them, except those in :data:`RESUME_OVERRIDABLE`
-(extending a run with more ``--steps``, fewer ``--workers``, ...).
+(extending a run with more ``--steps``, fewer ``--workers``, ...). The run is the folder given
+(``--out``, or the folder of ``--config RUN_DIR/config.toml``) wherever it was recorded, so a
+moved or copied run folder resumes; the grid model may be given at a new path (the checkpoint
+checks its arrays).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 from stn_train.outputs import write_text
 
 if sys.version_info >= (3, 11):
@@ -49,6 +52,7 @@ __all__ = [
     "read_config_file",
     "resolve_run_config",
     "merge_for_resume",
+    "is_run_folder",
     "config_to_toml",
     "write_config",
 ]
@@ -153,7 +157,8 @@ class RunConfig:
                 )
         if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise TrainError(f"{{0}} {self.device!r} is not cpu, cuda or cuda:N.", ("device",))
-        positive = ["image_size", "batch_size", "epochs", "max_bad_steps", "log_every"]
+        # image_size has its own lower bound, below (one message for 0 and for 1).
+        positive = ["batch_size", "epochs", "max_bad_steps", "log_every"]
         for key in positive:
             if getattr(self, key) < 1:
                 value = getattr(self, key)
@@ -240,6 +245,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         TrainError: missing file, invalid TOML, an unknown key, a table, or a wrong type.
     """
     path = Path(path)
+    refuse_folder(path, "config file", "pass a TOML file (see --help)")
     if not path.is_file():
         raise TrainError(f"config file {path} does not exist; pass a TOML file (see --help).")
     try:
@@ -268,6 +274,11 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a training run that can be resumed (``checkpoints/last.pt``)."""
+    return (Path(path) / "checkpoints" / "last.pt").is_file()
+
+
 def resolve_run_config(
     given: dict[str, Any], config_file: str | os.PathLike | None = None
 ) -> RunConfig:
@@ -278,6 +289,11 @@ def resolve_run_config(
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(read_config_file(config_file))
+        folder = Path(config_file).parent
+        if given.get("resume") and "out" not in given and is_run_folder(folder):
+            # Resuming from a run's own config.toml: the run is the folder it lies in, even
+            # when the folder was moved since (its recorded ``out`` is where it was).
+            values["out"] = str(folder.absolute())
     for key, value in given.items():
         if key not in _FIELDS:
             raise TrainError(f"unknown setting {key!r}.")
@@ -288,6 +304,11 @@ def resolve_run_config(
 def merge_for_resume(saved: dict[str, Any], current: RunConfig, explicit: set[str]) -> RunConfig:
     """The saved run's settings, with the explicitly given overridable ones.
 
+    The run folder is the one being resumed (``current.out``), wherever the run was recorded:
+    a moved or copied run folder resumes. The grid model may be given at another path (the
+    checkpoint checks its arrays, not its path), and the backbone weights are not read again
+    (the checkpoint holds the network). Every other setting given again must agree.
+
     Raises:
         TrainError: an explicitly given setting outside :data:`RESUME_OVERRIDABLE` differs
             from the saved run's.
@@ -295,8 +316,10 @@ def merge_for_resume(saved: dict[str, Any], current: RunConfig, explicit: set[st
     merged = {k: saved[k] for k in _FIELDS if k in saved}
     for key in sorted(explicit):
         value = getattr(current, key)
-        if key in RESUME_OVERRIDABLE:
+        if key in RESUME_OVERRIDABLE or key in ("model", "weights"):
             merged[key] = value
+        elif key == "out":
+            continue
         elif key in PATH_KEYS and value is not None and merged.get(key) is not None:
             if Path(value).resolve() != Path(merged[key]).resolve():
                 raise TrainError(
@@ -310,6 +333,7 @@ def merge_for_resume(saved: dict[str, Any], current: RunConfig, explicit: set[st
                 "resume, or start a new run in another {1}.",
                 (key, "out"),
             )
+    merged["out"] = current.out
     merged["resume"] = True
     return RunConfig(**merged)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["TrainError", "option_name"]
+import os
+
+__all__ = ["TrainError", "option_name", "refuse_folder"]
 
 
 def option_name(setting: str) -> str:
@@ -40,3 +42,10 @@ class TrainError(Exception):
         for i, name in enumerate(names):
             text = text.replace(f"{{{i}}}", name)
         return text
+
+
+def refuse_folder(path, what: str, hint: str) -> None:
+    """Raise ``"{what} {path} is a folder, not a file; {hint}."`` when ``path`` is a folder
+    (so that a folder given where a file belongs is not reported as a missing file)."""
+    if os.path.isdir(path):
+        raise TrainError(f"{what} {path} is a folder, not a file; {hint}.")

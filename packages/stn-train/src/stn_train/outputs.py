@@ -13,9 +13,12 @@ UV grid (vertex k at row k // R, column k % R).
 from __future__ import annotations
 
 import csv
+import fcntl
+import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,10 +46,50 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
+def _file_mode() -> int:
+    """The mode an ordinary new file gets under this process's umask (mkstemp's are 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+# A temporary younger than this is left alone (between mkstemp and flock it is unlocked).
+_FRESH_S = 10.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries a killed write to ``path`` left behind (``.NAME.*.tmp``).
+
+    A temporary being written is locked (``flock``) by its writer until it is renamed or
+    removed, and the lock dies with the writer's process, even under ``kill -9``; so a
+    temporary that can be locked here belongs to no live writer and is removed. Another
+    process writing the same target at this moment keeps its file.
+    """
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime < _FRESH_S:
+                continue  # may be a writer's that has not taken its lock yet
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # locked: a live writer's
+        else:
+            tmp.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def atomic_write(path: PathLike, mode: str = "w", sync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on a clean exit it replaces
     ``path``, on an exception it is removed and ``path`` is left as it was.
+
+    The file gets the mode an ordinary write would (the umask's), and the temporaries that a
+    killed earlier write to the same ``path`` left behind are removed first.
 
     Args:
         path: the target file (its folder is created when missing).
@@ -56,15 +99,19 @@ def atomic_write(path: PathLike, mode: str = "w", sync: bool = False) -> Iterato
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # ours until renamed: see _remove_stale_temporaries
+        os.fchmod(fd, _MODE)
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **text) as f:
             yield f
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+            # Renamed while still open (and locked): no other cleaner can take it first.
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -51,7 +51,11 @@ from stn_train.outputs import (
 )
 from stn_train.runtime import load_grid_model, resolve_device
 
-__all__ = ["PredictResult", "predict", "square_input"]
+__all__ = ["PredictResult", "predict", "square_input", "MIN_FACE_SIDE"]
+
+# Images smaller than this on their short side are predicted with a warning (the smallest
+# network input stn-train trains at, RunConfig.image_size >= 32).
+MIN_FACE_SIDE = 32
 
 
 @dataclass
@@ -64,6 +68,9 @@ class PredictResult:
     subjects: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     """(image, reason) of each image that could not be read (the others were predicted)."""
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
+    """(image, what) of each image that was predicted but is unlikely to be a usable face
+    (too small)."""
 
 
 def square_input(image: torch.Tensor, size: int) -> tuple[torch.Tensor, dict]:
@@ -171,6 +178,7 @@ def predict(
     out = Path(out)
     made = False  # the output folder is created with the first image's files
     skipped: list[tuple[Path, str]] = []
+    warnings: list[tuple[Path, str]] = []
     n_done = 0
     names = _unique_names(files)
     sums: dict[str, np.ndarray] = {}
@@ -185,6 +193,16 @@ def predict(
             except ImageReadError as e:
                 skipped.append((f, str(e).rstrip(".")))
                 continue
+            h, w = image.shape[-2:]
+            if min(h, w) < MIN_FACE_SIDE:
+                warnings.append(
+                    (
+                        f,
+                        f"only {w} x {h} pixels, enlarged to the network's {size} x {size}: "
+                        "the prediction is unlikely to mean much; pass a face crop of at least "
+                        f"{MIN_FACE_SIDE} pixels",
+                    )
+                )
             x, to_image = square_input(image, size)
             inputs.append(x)
             maps.append(to_image)
@@ -243,4 +261,4 @@ def predict(
             mean = sums[s] / np.maximum(c, 1)[..., None]
             write_png(folder / f"{s}.png", mean)
             write_png(folder / f"{s}.count.png", c / max(totals[s], 1))
-    return PredictResult(out, n_done, names, subjects, skipped)
+    return PredictResult(out, n_done, names, subjects, skipped, warnings)

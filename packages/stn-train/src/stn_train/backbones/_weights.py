@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 
 
 def read_state_dict(path: str | Path, what: str, missing_hint: str, format_hint: str) -> Mapping:
@@ -23,6 +23,7 @@ def read_state_dict(path: str | Path, what: str, missing_hint: str, format_hint:
     is missing, unreadable, or holds something other than a mapping.
     """
     path = Path(path)
+    refuse_folder(path, f"{what} weights file", f"pass {missing_hint}")
     if not path.is_file():
         raise TrainError(f"{what} weights file {path} does not exist; pass {missing_hint}.")
     try:

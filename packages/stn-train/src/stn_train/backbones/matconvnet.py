@@ -38,7 +38,7 @@ from stn_train.backbones.vgg import (
     VGGFace,
     load_state_into_vgg,
 )
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 from stn_train.outputs import save_torch
 
 __all__ = [
@@ -117,6 +117,7 @@ def read_simplenn(path: str | Path) -> SimpleNN:
             ``layers`` cell array of structs.
     """
     path = Path(path)
+    refuse_folder(path, "VGG-Face weights file", "pass the path of vgg-face.mat or a state dict")
     if not path.is_file():
         raise TrainError(
             f"VGG-Face weights file {path} does not exist; pass the path of the MatConvNet "

@@ -12,6 +12,8 @@ typer application and turns a user's error into one line and exit status 2.
 
 from __future__ import annotations
 
+import signal
+
 # Importing a command module registers its command on ``app``.
 from stn_train.cli import cmd_eval, cmd_fit, cmd_predict, cmd_run, cmd_version  # noqa: F401
 from stn_train.cli.app import app
@@ -19,6 +21,13 @@ from stn_train.cli.app import app
 __all__ = ["app", "main"]
 
 
+def _terminated(signum, frame) -> None:
+    # SIGTERM (a scheduler's or torchrun's stop) unwinds like Ctrl-C: the writes in progress
+    # remove their temporaries, and the exit status is the conventional 128 + 15.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``stn-train``."""
+    signal.signal(signal.SIGTERM, _terminated)
     app(args=argv, prog_name="stn-train")

@@ -45,3 +45,5 @@ def predict(
         typer.echo(f"{k} subject {plural(k, 'mean')} in {result.out_dir / 'subjects'}")
     for image, reason in result.skipped:
         typer.echo(f"stn-train: skipped {image}: {' '.join(reason.split())}.", err=True)
+    for image, what in result.warnings:
+        typer.echo(f"stn-train: warning: {image}: {what}.", err=True)

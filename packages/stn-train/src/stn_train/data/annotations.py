@@ -26,7 +26,7 @@ from stn_core.conventions import labels_from_original
 
 from stn_train.data.images import IMAGE_EXTENSIONS, image_size
 from stn_train.data.manifest import ManifestEntry, write_manifest
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 from stn_train.outputs import atomic_write, write_png, write_text
 
 __all__ = [
@@ -65,6 +65,7 @@ def read_pts(path: str | Path, one_based: bool = True) -> np.ndarray:
         TrainError: the file is missing or not in this format.
     """
     path = Path(path)
+    refuse_folder(path, "annotation file", "pass a .pts file")
     if not path.is_file():
         raise TrainError(f"annotation file not found: {path}.")
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -163,6 +164,7 @@ def read_landmark_csv(
             f"convention must be one of {', '.join(CSV_CONVENTIONS)}; got {convention!r}."
         )
     path = Path(path)
+    refuse_folder(path, "annotation file", "pass a landmark CSV file")
     if not path.is_file():
         raise TrainError(f"annotation file not found: {path}.")
     folder = Path(images_dir) if images_dir is not None else path.parent

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -52,6 +52,10 @@ _CONVERTIBLE = {"P", "CMYK", "YCbCr", "LAB", "HSV"}
 
 
 def _open(path: Path, from_manifest: bool = True) -> Image.Image:
+    if path.is_dir():
+        raise ImageReadError(
+            f"image {path} is a folder, not a file; pass an image file.", "missing"
+        )
     if not path.is_file():
         hint = (
             "check the path in the manifest (relative paths are relative to the manifest's folder)."
@@ -156,6 +160,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         TrainError: the file is missing or not an image.
     """
     path = Path(path)
+    refuse_folder(path, "image", "pass an image file")
     if not path.is_file():
         raise TrainError(f"image not found: {path}; check the image folder and file names.")
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stn_train.errors import TrainError
+from stn_train.errors import TrainError, refuse_folder
 from stn_train.outputs import write_text
 
 __all__ = ["ManifestEntry", "read_manifest", "write_manifest"]
@@ -134,6 +134,7 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
         TrainError: the file is missing, empty, or a line is not a valid manifest line.
     """
     path = Path(path).expanduser().absolute()
+    refuse_folder(path, "manifest", "pass the path of a .jsonl manifest")
     if not path.is_file():
         raise TrainError(f"manifest not found: {path}; pass the path of a .jsonl manifest.")
     entries = []

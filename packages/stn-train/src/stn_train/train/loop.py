@@ -221,10 +221,6 @@ class _Trainer:
         except StnError as exc:
             raise TrainError(f"{{0}}: {exc}", ("landmarks",)) from None
         self.data = inputs.build_data(cfg, self.model)
-        if ctx.is_main:
-            make_output_folder(self.run_dir)
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            write_config(cfg, self.run_dir / "config.toml")
 
         size = cfg.image_size
         torch.manual_seed(cfg.seed)
@@ -261,6 +257,12 @@ class _Trainer:
         self.multipliers = LossWeights(
             cfg.weight_landmark, cfg.weight_prior, cfg.weight_siamese, cfg.weight_symmetry
         ).multipliers(size)
+        # The run folder is made once everything above has been read and checked, so that a
+        # run refused at its start (bad weights, bad data) leaves no folder behind.
+        if ctx.is_main:
+            make_output_folder(self.run_dir)
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_config(cfg, self.run_dir / "config.toml")
 
     def restore(self) -> None:
         """A resumed run takes the checkpoint's weights, optimiser, schedule, position and
