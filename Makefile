@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constra
 PKG_META := packages/bfm-prep/pyproject.toml packages/stn-core/pyproject.toml \
             packages/stn-train/pyproject.toml constraints.txt requirements-dev.txt
 
-.PHONY: env test lint demo bench clean
+.PHONY: env test lint detect-extra demo bench clean
 
 env: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The optional extra stn-train[detect] (dlib-bin, face-recognition-models: about 130 MB of
+# binary wheels and models); not needed by make demo. CI installs it so its tests run.
+detect-extra: $(STAMP)
+	$(PIP) -e 'packages/stn-train[detect]'
 
 demo: $(STAMP)
 	OUT=$(OUT) BIN=$(BIN) bash tools/demo.sh

@@ -17,8 +17,10 @@ import fcntl
 import glob
 import json
 import os
+import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "save_figure",
     "save_torch",
     "write_textured_obj",
+    "unique_names",
     "check_output_folder",
     "make_output_folder",
 ]
@@ -227,6 +230,20 @@ def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def unique_names(files: Sequence[PathLike]) -> list[str]:
+    """One output name per input file, unique and safe in a file name: the file's stem; where
+    two stems are equal, prefixed by their folder's name (``alice_img0``); then numbered."""
+    paths = [Path(f) for f in files]
+    stems = Counter(p.stem for p in paths)
+    names, seen = [], Counter()
+    for p in paths:
+        name = p.stem if stems[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "image"
+        seen[name] += 1
+        names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return names
 
 
 def check_output_folder(path: PathLike, setting: str = "out") -> None:

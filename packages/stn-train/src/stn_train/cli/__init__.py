@@ -8,6 +8,7 @@ typer application and turns a user's error into one line and exit status 2.
         --out runs/a/eval
     stn-train predict faces/*.jpg --checkpoint runs/a/checkpoints/best.pt --model grid.h5 --out pred
     stn-train fit faces/*.jpg --model grid.h5 --landmarks faces/ --out fits
+    stn-train detect photos/ --out faces   (the optional extra stn-train[detect])
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from __future__ import annotations
 import signal
 
 # Importing a command module registers its command on ``app``.
-from stn_train.cli import cmd_eval, cmd_fit, cmd_predict, cmd_run, cmd_version  # noqa: F401
+from stn_train.cli import (  # noqa: F401
+    cmd_detect,
+    cmd_eval,
+    cmd_fit,
+    cmd_predict,
+    cmd_run,
+    cmd_version,
+)
 from stn_train.cli.app import app
 
 __all__ = ["app", "main"]

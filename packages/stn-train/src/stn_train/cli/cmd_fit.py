@@ -2,6 +2,7 @@
 
     stn-train fit faces/*.jpg --model grid.h5 --landmarks faces/ --out fits
     stn-train fit a.png b.png --model grid.h5 --landmarks marks.csv --out fits --landmarks-only
+    stn-train fit photo.jpg --model grid.h5 --out fits      (every face found; stn-train[detect])
 
 :func:`stn_train.fit.fit_images` does the work; this module prints a table of the results and
 the reasons for skipped images, and exits with status 2 when no image could be fitted.
@@ -19,6 +20,7 @@ from rich.table import Table
 from stn_core.fitting import FitWeights
 
 from stn_train.cli.app import app, fail, plural, progress_bar
+from stn_train.detection import CONTOUR_WEIGHT, FaceDetector
 from stn_train.fit import FitRecord, fit_images
 from stn_train.runtime import resolve_device
 
@@ -29,10 +31,11 @@ __all__ = ["fit", "summary_table"]
 def fit(
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     model: Path = typer.Option(..., "--model", help="UV-grid model (.h5, bfm-prep uv-resample)."),
-    landmarks: Path = typer.Option(
-        ...,
+    landmarks: Path | None = typer.Option(
+        None,
         "--landmarks",
-        help="Folder of <stem>.pts, or one manifest .jsonl, landmark .csv or .json file.",
+        help="Folder of <stem>.pts, or one manifest .jsonl, landmark .csv or .json file "
+        "(without it: the faces are detected, see --detect).",
     ),
     out: Path = typer.Option(..., "--out", help="Output folder (one subfolder per image)."),
     landmarks_only: bool = typer.Option(
@@ -55,8 +58,27 @@ def fit(
         "--pictures/--no-pictures",
         help="Write the pictures and the mesh (--no-pictures: params.json only).",
     ),
+    detect: bool = typer.Option(
+        False,
+        "--detect",
+        help="Uncropped photos: find every face and fit its 68 detected landmarks (the "
+        "default without --landmarks; needs stn-train[detect]).",
+    ),
+    detector: str = typer.Option("hog", help="With detection: hog | cnn (turned faces)."),
+    crop_size: int = typer.Option(256, help="With detection: side of each face's crop."),
 ) -> None:
-    """Fit the morphable model to photographs: pose, shape, expression, albedo and lighting."""
+    """Fit the morphable model to photographs: pose, shape, expression, albedo and lighting;
+    without --landmarks, to every face found in them."""
+    if detect and landmarks is not None:
+        fail("pass --landmarks or --detect, not both (--detect finds the landmarks itself).")
+    finder = None
+    if landmarks is None:
+        finder = FaceDetector(detector)
+        typer.echo(
+            f"No --landmarks: finding the faces (dlib {detector}) and fitting their 68 detected "
+            "iBUG landmarks (the model's ibug68 set; the jaw contour weighs "
+            f"{CONTOUR_WEIGHT})."
+        )
     weights = None
     if photometric_weight is not None:
         try:
@@ -80,6 +102,8 @@ def fit(
             pictures=pictures,
             progress=progress,
             cpu_threads=cpu_threads,
+            detector=finder,
+            crop_size=crop_size,
         )
     n_fit = sum(r.status == "fitted" for r in records)
     skipped = [r for r in records if r.status != "fitted"]
@@ -93,7 +117,9 @@ def fit(
         )
     console = Console()
     console.print(summary_table(records))
-    console.print(f"{n_fit} of {len(records)} {plural(len(records), 'image')} fitted -> {out}")
+    unit = "image" if finder is None else "face"
+    total = sum(r.face is not None for r in records) if finder is not None else len(records)
+    console.print(f"{n_fit} of {total} {plural(total, unit)} fitted -> {out}")
     _report_skipped(skipped)
 
 
@@ -117,7 +143,9 @@ def summary_table(records: Sequence[FitRecord]):
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    shown = _display_names([r.image for r in records])
+    photos = list(dict.fromkeys(r.image for r in records))
+    short = dict(zip(photos, _display_names(photos), strict=True))
+    shown = [short[r.image] + ("" if r.face is None else f" #{r.face}") for r in records]
     for r, name in zip(records, shown, strict=True):
         if r.note or r.reason:
             note = r.note or r.reason

@@ -32,6 +32,7 @@ __all__ = [
     "image_size",
     "to_tensor",
     "load_image",
+    "image_files",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -187,3 +188,24 @@ def load_image(
     (``from_manifest=False``: the messages do not point at a manifest)."""
     img, note = read_rgb(path, non_rgb, from_manifest=from_manifest)
     return to_tensor(img), note
+
+
+def image_files(paths) -> list[Path]:
+    """Image files from files and folders (a folder's images, sorted, not recursing).
+
+    Raises:
+        TrainError: nothing given, or a folder that holds no image.
+    """
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise TrainError(f"folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+            files += found
+        else:
+            files.append(p)
+    if not files:
+        raise TrainError("no images given; pass image files or folders.")
+    return files

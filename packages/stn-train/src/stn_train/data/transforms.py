@@ -27,6 +27,9 @@ __all__ = [
     "CropWindow",
     "crop_window",
     "crop_points",
+    "to_source",
+    "points_to_source",
+    "theta_to_source",
     "crop_image",
     "resize_square",
     "crop_resize",
@@ -220,6 +223,32 @@ def crop_points(points: torch.Tensor, window: CropWindow, size: int) -> torch.Te
     scale = size / window.side
     origin = points.new_tensor([window.x0, window.y0])
     return (points - origin + 0.5) * scale - 0.5
+
+
+def to_source(window: CropWindow, size: int) -> dict:
+    """The map from a ``size`` x ``size`` crop's pixels back to the source image's, the inverse
+    of :func:`crop_points`: ``x_source = scale * (x + 0.5) - 0.5 + offset`` (and so for y),
+    as ``{"scale": side / size, "offset": [x0, y0]}`` (the form manifests and predictions
+    record)."""
+    return {"scale": window.side / size, "offset": [window.x0, window.y0]}
+
+
+def points_to_source(points: torch.Tensor, transform: dict) -> torch.Tensor:
+    """Points (..., 2) in a crop -> in its source image (:func:`to_source`'s map)."""
+    offset = points.new_tensor(transform["offset"])
+    return transform["scale"] * (points + 0.5) - 0.5 + offset
+
+
+def theta_to_source(theta: torch.Tensor, transform: dict) -> torch.Tensor:
+    """theta (..., 6 + K) of a face in a crop -> the same face in the source image.
+
+    A projected point ``p = s R X + t`` maps to ``scale * (p + 0.5) - 0.5 + offset``, so the
+    rotation and shape stay, ``log_s`` gains ``log(scale)`` and ``t`` maps as a point.
+    """
+    out = theta.clone()
+    out[..., 3:5] = points_to_source(theta[..., 3:5], transform)
+    out[..., 5] = theta[..., 5] + math.log(transform["scale"])
+    return out
 
 
 def crop_image(image: torch.Tensor, window: CropWindow) -> torch.Tensor:

@@ -8,6 +8,12 @@
 - ``mesh.obj`` + ``mesh.mtl`` + ``mesh_texture.png``: the fitted shape in mm, textured with the
   fitted albedo (a landmark-only fit has no albedo: its texture is the flattened photograph);
 - ``cost.png``: the cost per iteration.
+
+For a face found by the detector (in ``OUT/<photo>.faceK/``) the fit ran on the face's crop,
+so ``theta`` and the landmarks above are in the crop's pixels; ``params.json`` adds the photo's
+view (:func:`photo_record`): ``theta_photo``, ``box_photo``, ``landmarks_detected_photo``,
+``landmarks_fitted_photo`` and ``crop_to_photo``; and ``OUT/<photo>.overlay.png`` draws every
+face's fit on the whole photo (:func:`write_photo_fit`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,27 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from stn_core import bilinear_sample, project_theta, vertex_normals
 from stn_core.fitting import FitWeights, ImageFitResult
 from stn_core.renderer import render
-from stn_core.shading import sh_ambient, sh_directional
 
+from stn_train.data.images import load_image
+from stn_train.data.transforms import points_to_source, theta_to_source
 from stn_train.outputs import write_json, write_textured_obj
+from stn_train.pictures.common import display_lighting
+from stn_train.pictures.detection import write_photo_overlay
 from stn_train.pictures.fitting import save_cost_plot, save_overlay, save_uv_map, uv_map
 
-__all__ = ["CONVENTIONS", "finite_or_none", "params_record", "write_fit_files"]
+__all__ = [
+    "CONVENTIONS",
+    "finite_or_none",
+    "params_record",
+    "photo_record",
+    "write_fit_files",
+    "write_photo_fit",
+]
 
 CONVENTIONS = (
     "docs/conventions.md: theta = [r (axis-angle, rad), t (px), log_s, alpha]; "
@@ -81,13 +98,6 @@ def params_record(
     }
 
 
-def _display_lighting(sh: torch.Tensor) -> torch.Tensor:
-    """(1, 9, 3) SH light for drawing a model that has no colour: ambient plus a light from
-    above the camera, so that the overlay shows the fitted shape, not a flat silhouette."""
-    up = torch.tensor([0.3, 0.4, 1.0], dtype=sh.dtype, device=sh.device)
-    return (sh_ambient(0.35, dtype=sh.dtype, device=sh.device) + sh_directional(up, 0.75))[None]
-
-
 def write_fit_files(
     folder: Path,
     params: dict,
@@ -118,7 +128,11 @@ def write_fit_files(
     h, w = image.shape[-2:]
     theta = result.theta[j : j + 1]
     colors = result.albedo[j : j + 1] if model.has_color else None
-    sh = result.sh[j : j + 1] if model.has_color else _display_lighting(result.sh)
+    sh = (
+        result.sh[j : j + 1]
+        if model.has_color
+        else display_lighting(result.sh.dtype, result.sh.device)
+    )
     drawn = render(model, theta, colors, (int(h), int(w)), sh=sh, background=image[None])
     save_overlay(
         folder / "overlay.png",
@@ -159,3 +173,51 @@ def write_fit_files(
     save_cost_plot(folder / "cost.png", stage, cost, title=Path(params["image"]).name)
     files.append("cost.png")
     return files
+
+
+def photo_record(result: ImageFitResult, j: int, face, to_photo: dict) -> dict:
+    """The photo-frame entries of a detected face's ``params.json``: the fit of crop ``j``
+    mapped back to the photo (:func:`stn_train.data.transforms.theta_to_source`)."""
+    theta = result.theta[j].detach().cpu().double()
+    fitted = points_to_source(result.landmarks[j].detach().cpu().double(), to_photo)
+    return {
+        "theta_photo": theta_to_source(theta, to_photo).tolist(),
+        "crop_to_photo": to_photo,
+        "box_photo": [float(v) for v in face.box],
+        "detection_score": float(face.score),
+        "landmarks_detected_photo": np.asarray(face.landmarks).tolist(),
+        "landmarks_fitted_photo": fitted.tolist(),
+        "landmark_weights": np.asarray(face.visible).tolist(),
+    }
+
+
+def write_photo_fit(model, photo: Path, faces: list, path: Path) -> Path:
+    """Every fitted face of ``photo`` drawn on it at full resolution (its fitted albedo and
+    lighting, or grey under a display light for a landmark-only fit): ``faces`` holds each
+    face's (DetectedFace, params record with ``theta_photo``, ``albedo``, ``sh``)."""
+    image, _ = load_image(photo, from_manifest=False)
+    h, w = image.shape[-2:]
+    dev, dt = model.device, model.dtype
+    drawn, mask = image.to(dev, dt), torch.zeros(h, w, dtype=torch.bool, device=dev)
+    fitted = []
+    for _, params in faces:
+        theta = torch.tensor(params["theta_photo"], dtype=dt, device=dev)[None]
+        if model.has_color and not params["landmarks_only"]:
+            beta = torch.tensor(params["albedo"], dtype=dt, device=dev)
+            colors = (model.color_mean + model.color_basis @ beta)[None]
+            sh = torch.tensor(params["sh"], dtype=dt, device=dev)[None]
+        else:
+            colors, sh = None, display_lighting(dt, dev)
+        out = render(model, theta, colors, (h, w), sh=sh, background=drawn[None])
+        drawn, mask = out.image[0], mask | out.mask[0].reshape(h, w)
+        fitted.append(np.asarray(params["landmarks_fitted_photo"]))
+    write_photo_overlay(
+        image,
+        drawn.cpu().float(),
+        mask.cpu(),
+        [face.box for face, _ in faces],
+        [face.landmarks for face, _ in faces],
+        fitted,
+        path,
+    )
+    return path
