@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from bfm_prep.artifact import write_model
 from bfm_prep.atomic import atomic_file, atomic_h5, atomic_path, atomic_write_bytes
+from bfm_prep.errors import PrepError
 
 from tests.bfm_prep.test_artifact import random_model
 
@@ -237,6 +238,33 @@ write_model({str(target)!r}, random_model(np.random.default_rng(0)))
 
 # ---------------------------------------------------------------------------------------------
 # commands that write several files write all of them or none
+
+
+def test_uv_embed_leaves_none_of_its_three_files_when_one_fails(tmp_path, run_cli, monkeypatch):
+    import bfm_prep.artifact
+
+    from tests.bfm_prep.test_embed_cli import write_ply
+    from tests.bfm_prep.test_symmetry import face_grid
+
+    def fails(path, emb):
+        raise PrepError("the artifact failed.")
+
+    monkeypatch.setattr(bfm_prep.artifact, "write_uv", fails)
+    V, F, _ = face_grid(eyes=True)
+    mesh = write_ply(tmp_path / "face.ply", V, F)
+    res = run_cli(
+        "uv-embed",
+        "--mesh",
+        mesh,
+        "--out",
+        tmp_path / "u.h5",
+        "--plot",
+        tmp_path / "u.png",
+        "--save-pairs",
+        tmp_path / "pairs.txt",
+    )
+    assert res.returncode == 2 and "the artifact failed" in res.stderr, res.stderr
+    assert os.listdir(tmp_path) == ["face.ply"]
 
 
 def test_synth_leaves_none_of_its_files_when_one_fails(tmp_path, monkeypatch):
