@@ -274,6 +274,15 @@ def _bfm2009(tmp_path, **change):
     return write_mat5(tmp_path / "01_MorphableModel.mat", d)
 
 
+def _bfm2017_without_mean(tmp_path, group: bool):
+    p = write_bfm2017(tmp_path / "b.h5", **small_2017())
+    with h5py.File(p, "r+") as f:
+        del f["shape/model/mean"]
+        if group:
+            f.create_group("shape/model/mean")
+    return p
+
+
 def _one_bad(a, value):
     a = np.array(a, dtype=np.float64)
     a.flat[1] = value
@@ -294,6 +303,8 @@ def _one_bad(a, value):
             ),
             "shape/model/pcaVariance",
         ),
+        (lambda t: _bfm2017_without_mean(t, group=False), "no shape/model/mean"),
+        (lambda t: _bfm2017_without_mean(t, group=True), "no shape/model/mean"),
         (
             lambda t: write_mat5(
                 t / "map.mat", {"map_tddfa_to_basel": np.array([[0.0, np.nan, 2.0]])}
@@ -314,6 +325,23 @@ def _one_bad(a, value):
             ),
             "eigenvalues",
         ),
+        (
+            lambda t: (
+                np.savez(
+                    t / "sfm.npz",
+                    mean=np.zeros(9),
+                    basis=np.zeros((9, 2)),
+                    eigenvalues=np.ones(2),
+                    triangles=np.array(7),
+                )
+                or t / "sfm.npz"
+            ),
+            "triangles has the wrong shape ()",
+        ),
+        (
+            lambda t: np.savez(t / "bs.npz", deformations=np.array("x")) or t / "bs.npz",
+            "deformations has the wrong shape ()",
+        ),
         (lambda t: (t / "lm.txt").write_text("1\nnan\n3\n") and t / "lm.txt", "NaN or infinite"),
         (
             lambda t: (t / "std.txt").write_text("1.0 inf 2.0\n") and t / "std.txt",
@@ -326,9 +354,13 @@ def _one_bad(a, value):
         "bfm2009-ev-inf",
         "bfm2009-tex-nan",
         "bfm2017-nan",
+        "bfm2017-no-mean",
+        "bfm2017-mean-a-group",
         "mapping-nan",
         "bfm-uv-inf",
         "sfm-text",
+        "sfm-scalar-triangles",
+        "sfm-blendshapes-scalar",
         "landmark-list-nan",
         "number-list-inf",
     ],
@@ -421,3 +453,26 @@ def test_inside_mask_says_what_is_wrong(tmp_path, run_cli, mask, words):
     )
     assert res.returncode == 2 and words in res.stderr, res.stderr
     assert not out.exists()
+
+
+def test_writers_refuse_values_the_format_cannot_hold(tmp_path):
+    """Nothing bfm-prep writes is a file its readers would call damaged: a value beyond
+    float32's range (stored as infinity) or a NaN is refused, and no file is written."""
+    uv, faces = square_mesh(5, seed=1)
+    m = make_model(uv, faces)
+    m.shape_basis[3, 1, 0] = 1e39
+    with pytest.raises(
+        PrepError,
+        match=r"m\.h5: not written: shape/basis holds values beyond the float32 range",
+    ):
+        write_model(tmp_path / "m.h5", m)
+    emb = UVEmbedding(
+        uv=np.where(np.arange(uv.size).reshape(uv.shape) == 4, np.nan, uv),
+        faces=faces,
+        mirror=np.arange(len(uv)),
+        symmetry_line=np.zeros(0, int),
+        plane=np.array([1.0, 0, 0, 0]),
+    )
+    with pytest.raises(PrepError, match=r"uv\.h5: not written: uv holds 1 NaN or infinite value"):
+        write_uv(tmp_path / "uv.h5", emb)
+    assert os.listdir(tmp_path) == []

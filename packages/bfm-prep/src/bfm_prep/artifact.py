@@ -38,6 +38,7 @@ from bfm_prep.validation import (
     MASK,
     TEXT,
     DamagedArray,
+    check_finite,
     check_kind,
     check_positive,
     check_shape,
@@ -134,11 +135,23 @@ def _write_header(f: h5py.File, fmt: str, provenance: dict) -> None:
     )
 
 
+def _floats(a: np.ndarray, name: str, dtype=np.float32) -> np.ndarray:
+    """``a`` as the artifact stores it, every value finite: nothing bfm-prep writes is a file
+    its readers would call damaged (a value beyond float32's range would become infinite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(a).astype(dtype)
+    if out.size and not np.isfinite(out).all():
+        if np.isfinite(np.asarray(a, dtype=np.float64)).all():
+            raise DamagedArray(name, "holds values beyond the float32 range (|x| > 3.4e38)")
+        check_finite(out, name)
+    return out
+
+
 def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
     g = f.create_group("shape")
-    g.create_dataset("mean", data=m.shape_mean.astype(np.float32))
-    g.create_dataset("basis", data=m.shape_basis.astype(np.float32))
-    g.create_dataset("std", data=m.shape_std.astype(np.float32))
+    g.create_dataset("mean", data=_floats(m.shape_mean, "shape/mean"))
+    g.create_dataset("basis", data=_floats(m.shape_basis, "shape/basis"))
+    g.create_dataset("std", data=_floats(m.shape_std, "shape/std"))
     g.create_dataset("kind", data=np.array(m.shape_kind, dtype="S"))
     g.attrs["n_identity"] = m.n_identity
     g.attrs["n_expression"] = m.n_expression
@@ -146,9 +159,9 @@ def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
     f.create_dataset("faces", data=m.faces.astype(np.int64))
     if m.has_color:
         c = f.create_group("color")
-        c.create_dataset("mean", data=m.color_mean.astype(np.float32))
-        c.create_dataset("basis", data=m.color_basis.astype(np.float32))
-        c.create_dataset("std", data=m.color_std.astype(np.float32))
+        c.create_dataset("mean", data=_floats(m.color_mean, "color/mean"))
+        c.create_dataset("basis", data=_floats(m.color_basis, "color/basis"))
+        c.create_dataset("std", data=_floats(m.color_std, "color/std"))
         c.attrs["range"] = "RGB in [0, 1]"
     lm = f.create_group("landmarks")
     for name, idx in sorted(m.landmarks.items()):
@@ -156,9 +169,23 @@ def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
     lm.attrs["index_base"] = 0
 
 
+@contextlib.contextmanager
+def _writing(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """:func:`atomic_h5`, with a value the format cannot hold said in one sentence (and, as
+    with any failure, no file written)."""
+    try:
+        with atomic_h5(path) as f:
+            yield f
+    except DamagedArray as e:
+        raise PrepError(
+            f"{path}: not written: {e.name} {e.problem}; the inputs it was made from hold "
+            "such values, check them (bfm-prep inspect)."
+        ) from None
+
+
 def write_model(path: str | os.PathLike, model: MorphableModel) -> Path:
     """Write a ``stn-morphable-model`` artifact atomically; returns the path."""
-    with atomic_h5(path) as f:
+    with _writing(path) as f:
         _write_header(f, FORMAT_MODEL, model.provenance)
         _write_model_groups(f, model)
     return Path(path)
@@ -166,26 +193,26 @@ def write_model(path: str | os.PathLike, model: MorphableModel) -> Path:
 
 def write_uv(path: str | os.PathLike, emb: UVEmbedding) -> Path:
     """Write a ``stn-uv-embedding`` artifact atomically; returns the path."""
-    with atomic_h5(path) as f:
+    with _writing(path) as f:
         _write_header(f, FORMAT_UV, emb.provenance)
-        f.create_dataset("uv", data=np.asarray(emb.uv, dtype=np.float64))
+        f.create_dataset("uv", data=_floats(emb.uv, "uv", np.float64))
         f.create_dataset("faces", data=np.asarray(emb.faces, dtype=np.int64))
         s = f.create_group("symmetry")
         s.create_dataset("mirror", data=np.asarray(emb.mirror, dtype=np.int64))
         s.create_dataset("line", data=np.asarray(emb.symmetry_line, dtype=np.int64))
-        s.create_dataset("plane", data=np.asarray(emb.plane, dtype=np.float64))
+        s.create_dataset("plane", data=_floats(emb.plane, "symmetry/plane", np.float64))
         f.attrs["checks"] = json.dumps(emb.checks, sort_keys=True, default=float)
     return Path(path)
 
 
 def write_grid(path: str | os.PathLike, grid: UVGridModel) -> Path:
     """Write a ``stn-uv-grid-model`` artifact atomically; returns the path."""
-    with atomic_h5(path) as f:
+    with _writing(path) as f:
         _write_header(f, FORMAT_GRID, grid.model.provenance)
         f.attrs["res"] = int(grid.res)
         f.attrs["grid_order"] = "k = row * res + col; row 0 at the top (v = 1), col 0 at u = 0"
         _write_model_groups(f, grid.model)
-        f.create_dataset("uv", data=np.asarray(grid.uv, dtype=np.float64))
+        f.create_dataset("uv", data=_floats(grid.uv, "uv", np.float64))
         f.create_dataset("inside", data=np.asarray(grid.inside, dtype=bool))
     return Path(path)
 

@@ -201,18 +201,30 @@ def _inspect_provenance(f, s: Summary) -> None:
 
 
 def _inspect_bfm2017(f, s: Summary) -> None:
-    def cols(name):
-        return f[name].shape[-1] if name in f else 0
+    def dataset(name: str):
+        item = f.get(name)
+        return item if isinstance(item, h5py.Dataset) and item.ndim else None
 
-    mean = f["shape/model/mean"]
+    def cols(name: str):
+        d = dataset(name)
+        return d.shape[-1] if d is not None else 0
+
+    mean = dataset("shape/model/mean")
+    if mean is None:
+        raise fail(
+            s.path,
+            "has shape/model/pcaBasis but no shape/model/mean vector, so it is a damaged "
+            "Basel Face Model 2017/2019",
+            "copy the file again",
+        )
     n = mean.shape[0] // 3
     s.add("vertices", n)
-    cells = f.get("shape/representer/cells", f.get("representer/cells"))
+    cells = dataset("shape/representer/cells") or dataset("representer/cells")
     s.add("faces", cells.shape[-1] if cells is not None else "missing")
     s.add("identity components", cols("shape/model/pcaBasis"))
     s.add("expression components", cols("expression/model/pcaBasis"))
     s.add("colour components", cols("color/model/pcaBasis") if "color" in f else "no colour model")
-    if isinstance(f.get("shape/model/pcaVariance"), h5py.Dataset):
+    if dataset("shape/model/pcaVariance") is not None:
         name = "shape/model/pcaVariance"
         var = check_real(f[name][()], name, s.path).astype(np.float64)
         s.add("identity std (mm)", _range(np.sqrt(np.maximum(var, 0))))
@@ -343,6 +355,7 @@ def _inspect_npz(path: Path, s: Summary) -> None:
     if {"mean", "basis", "eigenvalues", "triangles"} <= set(arrays):
         s.kind = "Surrey Face Model shape (.npz)"
         s.add("vertices", arrays["mean"].size // 3)
+        _require_matrices(path, arrays, ("basis", "triangles"))
         s.add("faces", arrays["triangles"].shape[0])
         s.add("identity components", arrays["basis"].shape[-1])
         ev = check_real(arrays["eigenvalues"], "eigenvalues", path).astype(np.float64)
@@ -350,6 +363,7 @@ def _inspect_npz(path: Path, s: Summary) -> None:
         s.add("own uv", "present" if "uv" in arrays else "absent")
     elif "deformations" in arrays:
         s.kind = "Surrey Face Model expression blendshapes (.npz)"
+        _require_matrices(path, arrays, ("deformations",))
         s.add("vertices", arrays["deformations"].shape[0] // 3)
         s.add("blendshapes", arrays["deformations"].shape[-1])
         if "names" in arrays:
@@ -358,6 +372,17 @@ def _inspect_npz(path: Path, s: Summary) -> None:
         s.kind = "NumPy archive (.npz)"
     for k, a in arrays.items():
         s.add(f"array {k}", f"{_fmt(a.shape)} {a.dtype}")
+
+
+def _require_matrices(path: Path, arrays: dict, names: tuple[str, ...]) -> None:
+    """The arrays ``names`` of a Surrey Face Model archive must be 2-D (as its reader says)."""
+    for name in names:
+        if arrays[name].ndim != 2:
+            raise fail(
+                path,
+                f"{name} has the wrong shape {tuple(arrays[name].shape)}, expected a 2-D matrix",
+                "the Surrey Face Model file is damaged",
+            )
 
 
 def _inspect_coarsedata(path: Path, s: Summary) -> None:
