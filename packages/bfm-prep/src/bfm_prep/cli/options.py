@@ -134,8 +134,8 @@ def check_outputs(
                 for in_option, in_path in inputs:
                     if same_file(path / name, in_path):
                         raise PrepError(
-                            f"{option} {path}: would replace the input {in_option} {in_path} "
-                            f"with its {name}; pass another folder for {option}."
+                            f"{option} {path}: the command would write its {name} there, over "
+                            f"the input {in_option} {in_path}; pass another folder for {option}."
                         )
         else:
             for in_option, in_path in inputs:
