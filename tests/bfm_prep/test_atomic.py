@@ -4,15 +4,18 @@ temporary file and an existing file unchanged; written files follow the umask.""
 from __future__ import annotations
 
 import ast
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bfm_prep.artifact import write_model
 from bfm_prep.atomic import atomic_file, atomic_h5, atomic_path, atomic_write_bytes
+from bfm_prep.errors import PrepError
 
 from tests.bfm_prep.test_artifact import random_model
 
@@ -165,3 +168,122 @@ main(["synth", {str(out)!r}, "--vertices", "500", "--n-shape", "2", "--n-color",
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == 143, proc.stderr
     assert out.is_dir() and os.listdir(out) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# temporary files left by a killed writer (SIGKILL, a power cut): the next write removes them
+
+DAY = 24 * 3600
+
+
+def _temporary(folder: Path, name: str, age_s: float = DAY) -> Path:
+    p = folder / name
+    p.write_bytes(b"\0" * 4096)
+    t = time.time() - age_s
+    os.utime(p, (t, t))
+    return p
+
+
+def test_next_write_removes_the_stale_temporaries_of_its_target_only(tmp_path):
+    stale = [_temporary(tmp_path, ".m.h5.abcd1234.tmp"), _temporary(tmp_path, ".m.h5.x_9y8z7w.tmp")]
+    kept = [
+        _temporary(tmp_path, ".m.h5.efgh5678.tmp", age_s=5),  # being written right now
+        _temporary(tmp_path, ".n.h5.abcd1234.tmp"),  # another target's
+        _temporary(tmp_path, ".m.h5.notes.tmp"),  # not the writer's pattern
+        _temporary(tmp_path, "m.h5.abcd1234.tmp"),  # not hidden: not the writer's
+        _temporary(tmp_path, ".m.h5.abcd1234.tmp.bak"),
+        _temporary(tmp_path, ".xm.h5.abcd1234.tmp"),
+    ]
+    # An old temporary file that a live process still writes (HDF5 locks the files it
+    # writes; a stopped job keeps its lock) is kept too.
+    busy = _temporary(tmp_path, ".m.h5.lock5678.tmp")
+    kept.append(busy)
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        write_model(tmp_path / "m.h5", random_model(np.random.default_rng()))
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.h5", *(p.name for p in kept)])
+
+
+def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "m.h5"
+    script = f"""
+import os, signal
+import h5py
+import numpy as np
+real = h5py.Group.create_dataset
+def then_killed(self, *a, **k):
+    out = real(self, *a, **k)
+    self.file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+    return out
+h5py.Group.create_dataset = then_killed
+from bfm_prep.artifact import write_model
+from tests.bfm_prep.test_artifact import random_model
+write_model({str(target)!r}, random_model(np.random.default_rng(0)))
+"""
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=120, cwd=repo
+    )
+    assert proc.returncode == -9, proc.stderr
+    left = os.listdir(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".m.h5.") and left[0].endswith(".tmp"), left
+    t = time.time() - DAY
+    os.utime(tmp_path / left[0], (t, t))
+    write_model(target, random_model(np.random.default_rng(1)))
+    assert os.listdir(tmp_path) == ["m.h5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# commands that write several files write all of them or none
+
+
+def test_uv_embed_leaves_none_of_its_three_files_when_one_fails(tmp_path, run_cli, monkeypatch):
+    import bfm_prep.artifact
+
+    from tests.bfm_prep.test_embed_cli import write_ply
+    from tests.bfm_prep.test_symmetry import face_grid
+
+    def fails(path, emb):
+        raise PrepError("the artifact failed.")
+
+    monkeypatch.setattr(bfm_prep.artifact, "write_uv", fails)
+    V, F, _ = face_grid(eyes=True)
+    mesh = write_ply(tmp_path / "face.ply", V, F)
+    res = run_cli(
+        "uv-embed",
+        "--mesh",
+        mesh,
+        "--out",
+        tmp_path / "u.h5",
+        "--plot",
+        tmp_path / "u.png",
+        "--save-pairs",
+        tmp_path / "pairs.txt",
+    )
+    assert res.returncode == 2 and "the artifact failed" in res.stderr, res.stderr
+    assert os.listdir(tmp_path) == ["face.ply"]
+
+
+def test_synth_leaves_none_of_its_files_when_one_fails(tmp_path, monkeypatch):
+    import scipy.io
+    from bfm_prep.synth import write_synthetic
+
+    real = scipy.io.savemat
+    calls = []
+
+    def third_fails(f, *a, **k):
+        calls.append(f)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(f, *a, **k)
+
+    monkeypatch.setattr(scipy.io, "savemat", third_fails)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "README.txt").write_text("an earlier run\n")
+    with pytest.raises(OSError, match="No space left"):
+        write_synthetic(tmp_path / "s", n_vertices=500, n_shape=2, n_color=2, n_exp=2)
+    assert os.listdir(tmp_path / "s") == ["README.txt"]
+    assert (tmp_path / "s" / "README.txt").read_text() == "an earlier run\n"

@@ -29,8 +29,20 @@ import numpy as np
 from bfm_prep import __version__
 from bfm_prep.atomic import atomic_h5
 from bfm_prep.errors import PrepError
+from bfm_prep.io._checks import require_file
 from bfm_prep.io.matfile import open_hdf5
 from bfm_prep.model import MorphableModel
+from bfm_prep.validation import (
+    FLOAT,
+    INDEX,
+    MASK,
+    TEXT,
+    DamagedArray,
+    check_finite,
+    check_kind,
+    check_positive,
+    check_shape,
+)
 
 FORMAT_MODEL = "stn-morphable-model"
 FORMAT_UV = "stn-uv-embedding"
@@ -123,11 +135,23 @@ def _write_header(f: h5py.File, fmt: str, provenance: dict) -> None:
     )
 
 
+def _floats(a: np.ndarray, name: str, dtype=np.float32) -> np.ndarray:
+    """``a`` as the artifact stores it, every value finite: nothing bfm-prep writes is a file
+    its readers would call damaged (a value beyond float32's range would become infinite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(a).astype(dtype)
+    if out.size and not np.isfinite(out).all():
+        if np.isfinite(np.asarray(a, dtype=np.float64)).all():
+            raise DamagedArray(name, "holds values beyond the float32 range (|x| > 3.4e38)")
+        check_finite(out, name)
+    return out
+
+
 def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
     g = f.create_group("shape")
-    g.create_dataset("mean", data=m.shape_mean.astype(np.float32))
-    g.create_dataset("basis", data=m.shape_basis.astype(np.float32))
-    g.create_dataset("std", data=m.shape_std.astype(np.float32))
+    g.create_dataset("mean", data=_floats(m.shape_mean, "shape/mean"))
+    g.create_dataset("basis", data=_floats(m.shape_basis, "shape/basis"))
+    g.create_dataset("std", data=_floats(m.shape_std, "shape/std"))
     g.create_dataset("kind", data=np.array(m.shape_kind, dtype="S"))
     g.attrs["n_identity"] = m.n_identity
     g.attrs["n_expression"] = m.n_expression
@@ -135,9 +159,9 @@ def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
     f.create_dataset("faces", data=m.faces.astype(np.int64))
     if m.has_color:
         c = f.create_group("color")
-        c.create_dataset("mean", data=m.color_mean.astype(np.float32))
-        c.create_dataset("basis", data=m.color_basis.astype(np.float32))
-        c.create_dataset("std", data=m.color_std.astype(np.float32))
+        c.create_dataset("mean", data=_floats(m.color_mean, "color/mean"))
+        c.create_dataset("basis", data=_floats(m.color_basis, "color/basis"))
+        c.create_dataset("std", data=_floats(m.color_std, "color/std"))
         c.attrs["range"] = "RGB in [0, 1]"
     lm = f.create_group("landmarks")
     for name, idx in sorted(m.landmarks.items()):
@@ -145,9 +169,23 @@ def _write_model_groups(f: h5py.File, m: MorphableModel) -> None:
     lm.attrs["index_base"] = 0
 
 
+@contextlib.contextmanager
+def _writing(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """:func:`atomic_h5`, with a value the format cannot hold said in one sentence (and, as
+    with any failure, no file written)."""
+    try:
+        with atomic_h5(path) as f:
+            yield f
+    except DamagedArray as e:
+        raise PrepError(
+            f"{path}: not written: {e.name} {e.problem}; the inputs it was made from hold "
+            "such values, check them (bfm-prep inspect)."
+        ) from None
+
+
 def write_model(path: str | os.PathLike, model: MorphableModel) -> Path:
     """Write a ``stn-morphable-model`` artifact atomically; returns the path."""
-    with atomic_h5(path) as f:
+    with _writing(path) as f:
         _write_header(f, FORMAT_MODEL, model.provenance)
         _write_model_groups(f, model)
     return Path(path)
@@ -155,40 +193,47 @@ def write_model(path: str | os.PathLike, model: MorphableModel) -> Path:
 
 def write_uv(path: str | os.PathLike, emb: UVEmbedding) -> Path:
     """Write a ``stn-uv-embedding`` artifact atomically; returns the path."""
-    with atomic_h5(path) as f:
+    with _writing(path) as f:
         _write_header(f, FORMAT_UV, emb.provenance)
-        f.create_dataset("uv", data=np.asarray(emb.uv, dtype=np.float64))
+        f.create_dataset("uv", data=_floats(emb.uv, "uv", np.float64))
         f.create_dataset("faces", data=np.asarray(emb.faces, dtype=np.int64))
         s = f.create_group("symmetry")
         s.create_dataset("mirror", data=np.asarray(emb.mirror, dtype=np.int64))
         s.create_dataset("line", data=np.asarray(emb.symmetry_line, dtype=np.int64))
-        s.create_dataset("plane", data=np.asarray(emb.plane, dtype=np.float64))
+        s.create_dataset("plane", data=_floats(emb.plane, "symmetry/plane", np.float64))
         f.attrs["checks"] = json.dumps(emb.checks, sort_keys=True, default=float)
     return Path(path)
 
 
 def write_grid(path: str | os.PathLike, grid: UVGridModel) -> Path:
     """Write a ``stn-uv-grid-model`` artifact atomically; returns the path."""
-    with atomic_h5(path) as f:
+    with _writing(path) as f:
         _write_header(f, FORMAT_GRID, grid.model.provenance)
         f.attrs["res"] = int(grid.res)
         f.attrs["grid_order"] = "k = row * res + col; row 0 at the top (v = 1), col 0 at u = 0"
         _write_model_groups(f, grid.model)
-        f.create_dataset("uv", data=np.asarray(grid.uv, dtype=np.float64))
+        f.create_dataset("uv", data=_floats(grid.uv, "uv", np.float64))
         f.create_dataset("inside", data=np.asarray(grid.inside, dtype=bool))
     return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------
 # reading
+#
+# Every dataset is read through _dataset, which checks its data type (and finiteness) with
+# bfm_prep.validation before anything converts it; the model, the embedding and the grid then
+# check shapes and index ranges. A failed check is one sentence: "<path>: a damaged <format>
+# artifact (<dataset> <what is wrong>); rebuild it with bfm-prep."
+
+# The smallest grid a grid artifact may have (the grid's UV divides by res - 1).
+_MIN_GRID_RES = 2
 
 
 @contextlib.contextmanager
 def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> Iterator[h5py.File]:
     path = Path(path)
     expected = (expected,) if isinstance(expected, str) else expected
-    if not path.is_file():
-        raise PrepError(f"{path}: no such file; check the path.")
+    require_file(path)
     if not h5py.is_hdf5(path):
         raise PrepError(
             f"{path}: not an HDF5 file (or truncated); pass an artifact written by bfm-prep."
@@ -200,10 +245,11 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
                 f"{path}: format is {fmt!r}, expected {' or '.join(map(repr, expected))}; "
                 "pass the artifact the command asks for."
             )
-        version = int(f.attrs.get("format_version", -1))
+        version = _attr_whole(f, "format_version")
         if version not in SUPPORTED_VERSIONS[fmt]:
+            shown = version if version is not None else _attr_shown(f, "format_version")
             raise PrepError(
-                f"{path}: {fmt} format version {version} is not supported by this bfm-prep "
+                f"{path}: {fmt} format version {shown} is not supported by this bfm-prep "
                 f"(supported: {SUPPORTED_VERSIONS[fmt]}); upgrade bfm-prep or rebuild the artifact."
             )
         try:
@@ -216,6 +262,11 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
                 else f"a dataset or attribute is missing ({e.args[0] if e.args else e})"
             )
             raise PrepError(f"{path}: {what}; rebuild the artifact.") from None
+        except DamagedArray as e:
+            raise PrepError(
+                f"{path}: a damaged {fmt} artifact ({e.name} {e.problem}); rebuild it with "
+                "bfm-prep."
+            ) from None
         except PrepError as e:  # the model's / grid's validation: name the file
             text = str(e)
             for head in ("Invalid grid model: ", "Invalid model: ", "Invalid UV embedding: "):
@@ -230,8 +281,44 @@ def _open_artifact(path: str | os.PathLike, expected: str | tuple[str, ...]) -> 
 def _attr_str(f: h5py.File, name: str) -> str | None:
     v = f.attrs.get(name)
     if isinstance(v, bytes):
-        v = v.decode()
+        v = v.decode("utf-8", errors="replace")
     return None if v is None else str(v)
+
+
+def _attr_whole(f: h5py.File, name: str) -> int | None:
+    """An attribute that must be a whole number (an integer scalar), or None."""
+    v = f.attrs.get(name)
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_):
+        return int(v)
+    return None
+
+
+def _attr_shown(f: h5py.File, name: str) -> str:
+    """An attribute's value as a message shows it: text quoted, numbers as they are."""
+    v = f.attrs.get(name)
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", errors="replace")
+    if isinstance(v, np.generic):
+        v = v.item()
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _attr_json(f: h5py.File, name: str) -> dict:
+    """A JSON-object attribute (``inputs``, ``parameters``, ``checks``); {} when absent."""
+    text = _attr_str(f, name)
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise DamagedArray(f"the attribute {name}", "is not JSON text") from None
+    if not isinstance(value, dict):
+        raise DamagedArray(
+            f"the attribute {name}", f"holds JSON {type(value).__name__}, expected an object"
+        )
+    return value
 
 
 def read_format(path: str | os.PathLike) -> str | None:
@@ -247,28 +334,102 @@ def read_format(path: str | os.PathLike) -> str | None:
         return _attr_str(f, "format")
 
 
+def _item(f: h5py.File, name: str):
+    """The object at ``name`` (``"shape/mean"``); a DamagedArray names the part of the path
+    that is missing, or that is a dataset where a group belongs."""
+    node = f
+    parts = name.split("/")
+    for i, part in enumerate(parts):
+        here = "/".join(parts[: i + 1])
+        if not isinstance(node, h5py.Group):
+            raise DamagedArray("/".join(parts[:i]), "is a dataset, not a group")
+        if part not in node:
+            where = f" from the group {'/'.join(parts[:i])!r}" if i else ""
+            kind = "dataset" if i == len(parts) - 1 else "group"
+            raise DamagedArray(f"the {kind} {part!r}", f"is missing{where}")
+        node = node[part]
+        if i < len(parts) - 1 and not isinstance(node, h5py.Group):
+            raise DamagedArray(here, "is a dataset, not a group")
+    return node
+
+
+def _dataset(f: h5py.File, name: str, kind: str) -> np.ndarray:
+    """Dataset ``name`` read and checked to hold ``kind`` (:mod:`bfm_prep.validation`)."""
+    item = _item(f, name)
+    if not isinstance(item, h5py.Dataset):
+        raise DamagedArray(name, "is a group, not a dataset")
+    try:
+        a = item[()]
+    except (OSError, TypeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DamagedArray(name, f"cannot be read ({reason})") from None
+    if isinstance(a, h5py.Empty):
+        raise DamagedArray(name, "holds no data (an empty dataspace)")
+    return check_kind(a, name, kind)
+
+
+def _group(f: h5py.File, name: str) -> h5py.Group | None:
+    """The optional group ``name`` (``color``, ``landmarks``), or None when absent."""
+    if name not in f:
+        return None
+    g = f[name]
+    if not isinstance(g, h5py.Group):
+        raise DamagedArray(name, "is a dataset, not a group")
+    return g
+
+
+def _kinds(f: h5py.File) -> list[str]:
+    raw = _dataset(f, "shape/kind", TEXT)
+    check_shape(raw, "shape/kind", (None,))
+    kinds = []
+    for k in raw.tolist():
+        if isinstance(k, bytes):
+            try:
+                k = k.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DamagedArray("shape/kind", "holds bytes that are not UTF-8 text") from None
+        if not isinstance(k, str):
+            raise DamagedArray("shape/kind", f"holds {type(k).__name__} values, expected text")
+        kinds.append(k)
+    return kinds
+
+
 def _read_provenance(f: h5py.File) -> dict:
     return {
-        "inputs": json.loads(_attr_str(f, "inputs") or "{}"),
-        "parameters": json.loads(_attr_str(f, "parameters") or "{}"),
+        "inputs": _attr_json(f, "inputs"),
+        "parameters": _attr_json(f, "parameters"),
         "created_by": _attr_str(f, "created_by"),
         "created_at": _attr_str(f, "created_at"),
     }
 
 
 def _read_model_groups(f: h5py.File) -> MorphableModel:
-    g = f["shape"]
+    shape_std = _dataset(f, "shape/std", FLOAT)
+    check_positive(shape_std, "shape/std")
+    faces = _dataset(f, "faces", INDEX)
+    if faces.ndim == 2 and faces.shape[0] == 0:
+        raise DamagedArray("faces", "holds no triangles")
     kw = {}
-    if "color" in f:
-        c = f["color"]
-        kw = dict(color_mean=c["mean"][()], color_basis=c["basis"][()], color_std=c["std"][()])
-    landmarks = {name: ds[()] for name, ds in f["landmarks"].items()} if "landmarks" in f else {}
+    if _group(f, "color") is not None:
+        color_std = _dataset(f, "color/std", FLOAT)
+        check_positive(color_std, "color/std")
+        kw = dict(
+            color_mean=_dataset(f, "color/mean", FLOAT),
+            color_basis=_dataset(f, "color/basis", FLOAT),
+            color_std=color_std,
+        )
+    landmarks = {}
+    group = _group(f, "landmarks")
+    for name in group if group is not None else ():
+        idx = _dataset(f, f"landmarks/{name}", INDEX)
+        check_shape(idx, f"landmarks/{name}", (None,))
+        landmarks[name] = idx
     return MorphableModel(
-        shape_mean=g["mean"][()],
-        shape_basis=g["basis"][()],
-        shape_std=g["std"][()],
-        shape_kind=[k.decode() if isinstance(k, bytes) else str(k) for k in g["kind"][()]],
-        faces=f["faces"][()],
+        shape_mean=_dataset(f, "shape/mean", FLOAT),
+        shape_basis=_dataset(f, "shape/basis", FLOAT),
+        shape_std=shape_std,
+        shape_kind=_kinds(f),
+        faces=faces,
         landmarks=landmarks,
         provenance=_read_provenance(f),
         **kw,
@@ -276,22 +437,27 @@ def _read_model_groups(f: h5py.File) -> MorphableModel:
 
 
 def read_model(path: str | os.PathLike) -> MorphableModel:
-    """Read a ``stn-morphable-model`` artifact (float32 on disk, float64 in memory)."""
+    """Read a ``stn-morphable-model`` artifact (float32 on disk, float64 in memory).
+
+    Raises:
+        PrepError: not a file, not HDF5 or truncated, another format or version, a missing
+            dataset, a dataset of the wrong data type or shape, NaN or infinity, a standard
+            deviation that is not positive, an index out of range.
+    """
     with _open_artifact(path, FORMAT_MODEL) as f:
         return _read_model_groups(f)
 
 
 def read_uv(path: str | os.PathLike) -> UVEmbedding:
-    """Read a ``stn-uv-embedding`` artifact."""
+    """Read a ``stn-uv-embedding`` artifact (checked as :func:`read_model` says)."""
     with _open_artifact(path, FORMAT_UV) as f:
-        s = f["symmetry"]
         emb = UVEmbedding(
-            uv=f["uv"][()],
-            faces=f["faces"][()],
-            mirror=s["mirror"][()],
-            symmetry_line=s["line"][()],
-            plane=s["plane"][()],
-            checks=json.loads(_attr_str(f, "checks") or "{}"),
+            uv=_dataset(f, "uv", FLOAT),
+            faces=_dataset(f, "faces", INDEX),
+            mirror=_dataset(f, "symmetry/mirror", INDEX),
+            symmetry_line=_dataset(f, "symmetry/line", INDEX),
+            plane=_dataset(f, "symmetry/plane", FLOAT),
+            checks=_attr_json(f, "checks"),
             provenance=_read_provenance(f),
         )
         _validate_uv(emb)
@@ -310,6 +476,8 @@ def _validate_uv(emb: UVEmbedding) -> None:
     n = uv.shape[0]
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise bad(f"faces has shape {faces.shape}, expected (M, 3)")
+    if faces.shape[0] == 0:
+        raise bad("faces holds no triangles")
     if faces.size and (faces.min() < 0 or faces.max() >= n):
         raise bad(f"faces index vertices {faces.min()}..{faces.max()}, outside 0..{n - 1}")
     if mirror.shape != (n,):
@@ -317,16 +485,28 @@ def _validate_uv(emb: UVEmbedding) -> None:
     if n and (mirror.min() < 0 or mirror.max() >= n):
         raise bad(f"symmetry/mirror indexes vertices outside 0..{n - 1}")
     line = np.asarray(emb.symmetry_line)
+    check_shape(line, "symmetry/line", (None,))
     if line.size and (line.min() < 0 or line.max() >= n):
         raise bad(f"symmetry/line indexes vertices outside 0..{n - 1}")
+    check_shape(np.asarray(emb.plane), "symmetry/plane", (4,))
+    emb.uv = uv.astype(np.float64)
+    emb.faces, emb.mirror = faces.astype(np.int64), mirror.astype(np.int64)
+    emb.symmetry_line = line.astype(np.int64)
+    emb.plane = np.asarray(emb.plane, dtype=np.float64)
 
 
 def read_grid(path: str | os.PathLike) -> UVGridModel:
-    """Read a ``stn-uv-grid-model`` artifact."""
+    """Read a ``stn-uv-grid-model`` artifact (checked as :func:`read_model` says)."""
     with _open_artifact(path, FORMAT_GRID) as f:
+        res = _attr_whole(f, "res")
+        if res is None or res < _MIN_GRID_RES:
+            raise DamagedArray(
+                "the attribute res",
+                f"is {_attr_shown(f, 'res')}, expected a whole number >= {_MIN_GRID_RES}",
+            )
         return UVGridModel(
             model=_read_model_groups(f),
-            res=int(f.attrs["res"]),
-            uv=f["uv"][()],
-            inside=f["inside"][()].astype(bool),
+            res=res,
+            uv=_dataset(f, "uv", FLOAT),
+            inside=_dataset(f, "inside", MASK).astype(bool),
         )

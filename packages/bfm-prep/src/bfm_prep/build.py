@@ -48,6 +48,8 @@ def _existing_file(path: PathLike, what: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise PrepError(f"{path}: no such file (the {what}); check the path.")
+    if path.is_dir():
+        raise PrepError(f"{path}: is a folder, not a file (the {what}); pass the file itself.")
     if not path.is_file():
         raise PrepError(f"{path}: not a file (the {what}); pass the file itself.")
     return path

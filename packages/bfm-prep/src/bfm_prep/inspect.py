@@ -16,8 +16,11 @@ Recognition is by content, in this order:
 7. Text: a landmark definition (.anl, index list, eos mapping) or a list of numbers
    (e.g. ``std_exp.txt``).
 
-Anything else is a PrepError (exit status 2 from the CLI). Reading is light: big arrays are
-described by their shapes, not loaded.
+Anything else is a PrepError (exit status 2 from the CLI), and so is a damaged file: an
+artifact that fails the checks of its reader (:mod:`bfm_prep.validation`: text or NaN where
+numbers belong, float indices, a standard deviation that is not positive, ...), an input whose
+loaded arrays hold text, NaN or infinity. Reading is light: big arrays are described by their
+shapes, not loaded.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from bfm_prep.artifact import (
     read_uv,
 )
 from bfm_prep.errors import PrepError
-from bfm_prep.io._checks import fail, require_file
+from bfm_prep.io._checks import as_index_array, check_real, fail, require_file
 from bfm_prep.io.coarsedata import read_coarsedata_header
 from bfm_prep.io.landmarks import (
     EOS_MAPPING,
@@ -90,7 +93,7 @@ def _range(a: np.ndarray) -> str:
 def _attr(obj, name: str):
     v = obj.attrs.get(name)
     if isinstance(v, bytes):
-        v = v.decode()
+        v = v.decode("utf-8", errors="replace")
     if isinstance(v, np.generic):
         v = v.item()
     return v
@@ -198,19 +201,33 @@ def _inspect_provenance(f, s: Summary) -> None:
 
 
 def _inspect_bfm2017(f, s: Summary) -> None:
-    def cols(name):
-        return f[name].shape[-1] if name in f else 0
+    def dataset(name: str):
+        item = f.get(name)
+        return item if isinstance(item, h5py.Dataset) and item.ndim else None
 
-    mean = f["shape/model/mean"]
+    def cols(name: str):
+        d = dataset(name)
+        return d.shape[-1] if d is not None else 0
+
+    mean = dataset("shape/model/mean")
+    if mean is None:
+        raise fail(
+            s.path,
+            "has shape/model/pcaBasis but no shape/model/mean vector, so it is a damaged "
+            "Basel Face Model 2017/2019",
+            "copy the file again",
+        )
     n = mean.shape[0] // 3
     s.add("vertices", n)
-    cells = f.get("shape/representer/cells", f.get("representer/cells"))
+    cells = dataset("shape/representer/cells") or dataset("representer/cells")
     s.add("faces", cells.shape[-1] if cells is not None else "missing")
     s.add("identity components", cols("shape/model/pcaBasis"))
     s.add("expression components", cols("expression/model/pcaBasis"))
     s.add("colour components", cols("color/model/pcaBasis") if "color" in f else "no colour model")
-    if "shape/model/pcaVariance" in f:
-        s.add("identity std (mm)", _range(np.sqrt(np.maximum(f["shape/model/pcaVariance"][()], 0))))
+    if dataset("shape/model/pcaVariance") is not None:
+        name = "shape/model/pcaVariance"
+        var = check_real(f[name][()], name, s.path).astype(np.float64)
+        s.add("identity std (mm)", _range(np.sqrt(np.maximum(var, 0))))
     s.add("units", "mm (pcaBasis orthonormal, pcaVariance = variances)")
 
 
@@ -266,19 +283,19 @@ def _inspect_mat(path: Path, s: Summary, version: str) -> None:
         s.add("identity components", shapes["shapePC"][-1] if shapes["shapePC"] else 0)
         s.add("colour components", shapes["texPC"][-1] if "texPC" in shapes else "no colour model")
         d = load_mat(path, keys=("shapeMU", "shapeEV", "texMU"))
-        mu = np.asarray(d["shapeMU"], dtype=np.float64).reshape(-1)
+        mu = check_real(d["shapeMU"], "shapeMU", path).astype(np.float64).reshape(-1)
         if mu.size and mu.size % 3 == 0:
             ext = np.ptp(mu.reshape(-1, 3), axis=0)
             s.add(
                 "mean-shape extent",
                 " x ".join(f"{x:.0f}" for x in ext) + " (micrometres in the file; / 1000 gives mm)",
             )
-        if "shapeEV" in d and np.asarray(d["shapeEV"]).dtype.kind in "iuf":
-            s.add("identity std (file units)", _range(np.asarray(d["shapeEV"], dtype=np.float64)))
-        if "texMU" in d and np.asarray(d["texMU"]).dtype.kind in "iuf":
+        if "shapeEV" in d:
+            s.add("identity std (file units)", _range(check_real(d["shapeEV"], "shapeEV", path)))
+        if "texMU" in d:
             s.add(
                 "colour mean range",
-                _range(np.asarray(d["texMU"], dtype=np.float64)) + " (/ 255 gives [0, 1])",
+                _range(check_real(d["texMU"], "texMU", path)) + " (/ 255 gives [0, 1])",
             )
         s.add("triangle indices", "1-based (tl)")
     elif "w_exp" in names:
@@ -291,18 +308,17 @@ def _inspect_mat(path: Path, s: Summary, version: str) -> None:
         s.add("units", "micrometres (/ 1000 gives mm); components used as stored")
     elif "map_tddfa_to_basel" in names:
         s.kind = f"3DDFA-to-Basel vertex mapping ({tag})"
-        m = np.asarray(load_mat(path, keys=("map_tddfa_to_basel",))["map_tddfa_to_basel"]).reshape(
-            -1
-        )
+        raw = np.asarray(load_mat(path, keys=("map_tddfa_to_basel",))["map_tddfa_to_basel"])
+        m = as_index_array(raw.reshape(-1), "map_tddfa_to_basel", path)
         s.add("entries (3DDFA vertices)", m.size)
         s.add("Basel index range", _range(m) + " (0-based)")
-        s.add("distinct Basel vertices", int(np.unique(m).size) if m.dtype.kind in "iuf" else "?")
-        s.add("data type", str(m.dtype))
+        s.add("distinct Basel vertices", int(np.unique(m).size))
+        s.add("data type", str(raw.dtype))
     elif "UV" in names:
         s.kind = f"UV embedding ({tag}, e.g. BFM_UV.mat)"
-        uv = np.asarray(load_mat(path, keys=("UV",))["UV"])
+        uv = check_real(load_mat(path, keys=("UV",))["UV"], "UV", path)
         s.add("vertices", uv.shape[0] if uv.ndim == 2 else uv.size)
-        if uv.ndim == 2 and uv.shape[1] == 2 and uv.dtype.kind in "iuf":
+        if uv.ndim == 2 and uv.shape[1] == 2:
             s.add("u range", _range(uv[:, 0]))
             s.add("v range", _range(uv[:, 1]))
     elif {"shapeMU", "shapePC", "faces"} <= names:
@@ -339,13 +355,15 @@ def _inspect_npz(path: Path, s: Summary) -> None:
     if {"mean", "basis", "eigenvalues", "triangles"} <= set(arrays):
         s.kind = "Surrey Face Model shape (.npz)"
         s.add("vertices", arrays["mean"].size // 3)
+        _require_matrices(path, arrays, ("basis", "triangles"))
         s.add("faces", arrays["triangles"].shape[0])
         s.add("identity components", arrays["basis"].shape[-1])
-        ev = np.asarray(arrays["eigenvalues"], dtype=np.float64)
+        ev = check_real(arrays["eigenvalues"], "eigenvalues", path).astype(np.float64)
         s.add("identity std (mm)", _range(np.sqrt(np.maximum(ev, 0))))
         s.add("own uv", "present" if "uv" in arrays else "absent")
     elif "deformations" in arrays:
         s.kind = "Surrey Face Model expression blendshapes (.npz)"
+        _require_matrices(path, arrays, ("deformations",))
         s.add("vertices", arrays["deformations"].shape[0] // 3)
         s.add("blendshapes", arrays["deformations"].shape[-1])
         if "names" in arrays:
@@ -354,6 +372,17 @@ def _inspect_npz(path: Path, s: Summary) -> None:
         s.kind = "NumPy archive (.npz)"
     for k, a in arrays.items():
         s.add(f"array {k}", f"{_fmt(a.shape)} {a.dtype}")
+
+
+def _require_matrices(path: Path, arrays: dict, names: tuple[str, ...]) -> None:
+    """The arrays ``names`` of a Surrey Face Model archive must be 2-D (as its reader says)."""
+    for name in names:
+        if arrays[name].ndim != 2:
+            raise fail(
+                path,
+                f"{name} has the wrong shape {tuple(arrays[name].shape)}, expected a 2-D matrix",
+                "the Surrey Face Model file is damaged",
+            )
 
 
 def _inspect_coarsedata(path: Path, s: Summary) -> None:
@@ -416,6 +445,13 @@ def _inspect_text(path: Path, s: Summary) -> bool:
         return False
     if values.size == 0:
         return False
+    if not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise fail(
+            path,
+            f"is a list of numbers with {bad} NaN or infinite value{'s' * (bad != 1)}",
+            "a landmark list or a std_exp.txt holds finite numbers only",
+        )
     s.kind = "list of numbers (e.g. CoarseData std_exp.txt)"
     s.add("count", values.size)
     s.add("range", _range(values))

@@ -146,6 +146,10 @@ def load_inside_mask(path: str | os.PathLike, n: int) -> np.ndarray:
     """An inside mask from a file: .npy (R*R or R x R, bool or 0/1), or text of R*R 0/1 values
     in grid order; anything else is a one-line error."""
     path = Path(path)
+    if path.is_dir():
+        raise PrepError.naming(
+            "{path}: is a folder, not a file; pass the mask file itself to {inside}.", path=path
+        )
     if not path.is_file():
         raise PrepError.naming("{path}: no such file; check the {inside} path.", path=path)
     try:
@@ -160,6 +164,8 @@ def load_inside_mask(path: str | os.PathLike, n: int) -> np.ndarray:
             "pass a .npy array or a text file of 0/1 values",
         ) from None
     a = np.asarray(a).reshape(-1)
-    if a.size != n or not np.isin(a, (0, 1)).all():
-        raise fail(path, f"must hold {n} values of 0/1 (one per grid vertex), got {a.size}")
+    if a.size != n:
+        raise fail(path, f"holds {a.size} values, expected {n} (one 0/1 per grid vertex)")
+    if a.dtype.kind not in "biuf" or not np.isin(a, (0, 1)).all():
+        raise fail(path, "holds values other than 0 and 1", "pass one 0/1 per grid vertex")
     return a.astype(bool)

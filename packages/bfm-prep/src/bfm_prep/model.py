@@ -11,11 +11,21 @@ Conventions (see docs/artifact-format.md):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from bfm_prep.errors import PrepError
+from bfm_prep.validation import (
+    INDEX,
+    REAL,
+    DamagedArray,
+    check_finite,
+    check_kind,
+    check_positive,
+)
 
 IDENTITY = "identity"
 EXPRESSION = "expression"
@@ -52,6 +62,18 @@ class MorphableModel:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # The data types first: a conversion would turn text into numbers ("1.5") and
+        # fractional indices into whole ones without a word.
+        with _invalid_model():
+            for name in ("shape_mean", "shape_basis", "shape_std"):
+                setattr(self, name, check_kind(getattr(self, name), name, REAL))
+            self.faces = check_kind(self.faces, "faces", INDEX)
+            if self.color_mean is not None:
+                for name in ("color_mean", "color_basis", "color_std"):
+                    setattr(self, name, check_kind(getattr(self, name), name, REAL))
+            self.landmarks = {
+                k: check_kind(v, f"landmark set {k!r}", INDEX) for k, v in self.landmarks.items()
+            }
         self.shape_mean = np.ascontiguousarray(self.shape_mean, dtype=np.float64)
         self.shape_basis = np.ascontiguousarray(self.shape_basis, dtype=np.float64)
         self.shape_std = np.ascontiguousarray(self.shape_std, dtype=np.float64).reshape(-1)
@@ -104,8 +126,9 @@ class MorphableModel:
         return self.color_mean + self.color_basis @ np.asarray(beta, dtype=np.float64)
 
     def validate(self) -> None:
-        """Check shapes and index ranges; raise PrepError naming the offending field."""
-        n = self.shape_mean.shape[0]
+        """Check shapes, index ranges, finiteness and that every standard deviation is > 0;
+        raise PrepError naming the offending field."""
+        n = self.shape_mean.shape[0] if self.shape_mean.ndim else 0
         _expect(
             self.shape_mean.ndim == 2 and self.shape_mean.shape[1] == 3,
             f"shape_mean must be (N, 3), got {self.shape_mean.shape}",
@@ -157,8 +180,23 @@ class MorphableModel:
                     f"landmark set {name!r} indexes vertices {idx.min()}..{idx.max()}, outside "
                     f"0..{n - 1}",
                 )
+        with _invalid_model():
+            for name in ("shape_mean", "shape_basis", "color_mean", "color_basis"):
+                check_finite(getattr(self, name), name)
+            check_positive(self.shape_std, "shape_std")
+            if self.color_std is not None:
+                check_positive(self.color_std, "color_std")
 
 
 def _expect(ok: bool, message: str) -> None:
     if not ok:
         raise PrepError(f"Invalid model: {message}.")
+
+
+@contextlib.contextmanager
+def _invalid_model() -> Iterator[None]:
+    """A failed check of :mod:`bfm_prep.validation` as the model's "Invalid model: ..."."""
+    try:
+        yield
+    except DamagedArray as e:
+        raise PrepError(f"Invalid model: {e.name} {e.problem}.") from None

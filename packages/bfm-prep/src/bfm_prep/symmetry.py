@@ -477,6 +477,11 @@ def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.nda
     """Read a pairs file: one ``i j`` per line (0-based vertex indices, whitespace or comma
     separated); ``#`` starts a comment. Returns (P, 2) int64."""
     path = Path(path)
+    if path.is_dir():
+        raise PrepError(
+            f"{path}: is a folder, not a symmetry pairs file; pass 'auto' or a file of 0-based "
+            "'i j' lines."
+        )
     if not path.is_file():
         raise PrepError(
             f"{path}: no such symmetry pairs file; pass 'auto' or a file of 0-based 'i j' lines."

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.io
 import scipy.linalg
 
-from bfm_prep.atomic import atomic_file
+from bfm_prep.atomic import all_or_nothing, atomic_file
 from bfm_prep.errors import PrepError
 from bfm_prep.synth_mesh import (
     BASEL_TRIANGLES,
@@ -579,7 +579,7 @@ def write_synthetic(
 
     Returns ``{"bfm", "expression", "mapping", "aflw21", "ibug68", "readme"} -> Path``.
     Raises PrepError for bad arguments (before anything is written) or an unusable outdir.
-    Each file is written atomically (temporary file, then rename).
+    Each file is written atomically, and all six together (a failure leaves none of them).
     """
     check_arguments(n_vertices, seed, n_shape, n_color, n_exp)
     out = Path(outdir)
@@ -597,17 +597,18 @@ def write_synthetic(
             f"{out}: cannot create the folder ({e.strerror}); pass a writable path."
         ) from None
     paths = {key: out / name for key, name in FILES.items()}
-    _write_mat(paths["bfm"], face.bfm)
-    _write_mat(paths["expression"], face.expression)
-    _write_mat(paths["mapping"], face.mapping)
     texts = {
         "aflw21": _anl_text(face.landmarks["aflw21"], _AFLW_HEADER),
         "ibug68": _anl_text(face.landmarks["ibug68"], _IBUG_HEADER),
         "readme": _readme(face, seed).encode(),
     }
-    for key, data in texts.items():
-        with atomic_file(paths[key]) as f:
-            f.write(data)
+    with all_or_nothing():  # a failure on the way leaves none of the six files
+        _write_mat(paths["bfm"], face.bfm)
+        _write_mat(paths["expression"], face.expression)
+        _write_mat(paths["mapping"], face.mapping)
+        for key, data in texts.items():
+            with atomic_file(paths[key]) as f:
+                f.write(data)
     return paths
 
 

@@ -74,12 +74,22 @@ def uv_embed(
     # --plot matplotlib, each imported only when given; so --help, the other commands and a
     # plain uv-embed go without them
     from bfm_prep.artifact import read_model, write_uv
+    from bfm_prep.atomic import all_or_nothing
     from bfm_prep.embedding import embed_mesh
 
     t0 = time.perf_counter()
     if (model is None) == (mesh is None):
         raise PrepError("uv-embed: give exactly one of --model model.h5 or --mesh FILE.ply|.obj.")
-    check_outputs(("--out", out), ("--plot", plot), ("--save-pairs", save_pairs))
+    check_outputs(
+        ("--out", out),
+        ("--plot", plot),
+        ("--save-pairs", save_pairs),
+        inputs=[
+            ("--model", model),
+            ("--mesh", mesh),
+            ("--symmetry", None if symmetry == "auto" else Path(symmetry)),
+        ],
+    )
     if weights not in ("cotangent", "mean-value"):
         raise PrepError(f"--weights {weights!r}: use 'cotangent' or 'mean-value'.")
     inputs = {}
@@ -100,6 +110,11 @@ def uv_embed(
             sym_arg = symmetry
             if symmetry != "auto":
                 p = Path(symmetry)
+                if p.is_dir():
+                    raise PrepError(
+                        f"--symmetry {symmetry!r}: is a folder, not a file; pass 'auto' or a "
+                        "PAIRS_FILE."
+                    )
                 if not p.is_file():
                     raise PrepError(
                         f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or "
@@ -115,16 +130,17 @@ def uv_embed(
     emb.provenance["inputs"] = inputs
     c = emb.checks
     params = emb.provenance["parameters"]
-    # The side outputs first and the artifact last: a failure on the way leaves no artifact.
-    if save_pairs is not None:
-        from bfm_prep.symmetry import write_pairs
+    # All three written together: a failure on the way leaves none of them.
+    with all_or_nothing():
+        if save_pairs is not None:
+            from bfm_prep.symmetry import write_pairs
 
-        write_pairs(save_pairs, emb.mirror)
-    if plot is not None:
-        from bfm_prep.pictures.uv_layout import plot_uv_layout
+            write_pairs(save_pairs, emb.mirror)
+        if plot is not None:
+            from bfm_prep.pictures.uv_layout import plot_uv_layout
 
-        plot_uv_layout(emb, plot, v, title=f"UV layout of {Path(name).name}")
-    path = write_uv(out, emb)
+            plot_uv_layout(emb, plot, v, title=f"UV layout of {Path(name).name}")
+        path = write_uv(out, emb)
     seconds = time.perf_counter() - t0
 
     n_pairs = int((emb.mirror != np.arange(len(emb.mirror))).sum() // 2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, option_words, parse_landmark_options, plural
+from bfm_prep.cli.options import check_outputs, option_words, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
 
 # The build's parameters, said in its errors as this command's options.
@@ -129,7 +129,16 @@ def build_expression(
     t0 = time.perf_counter()
     weight = _parse_weight(data_weight)
     lm = parse_landmark_options(landmarks)
-    check_out_path(out)
+    check_outputs(
+        ("--out", out),
+        inputs=[
+            ("--bfm", bfm),
+            ("--expression", expression),
+            ("--mapping", mapping),
+            ("--expression-std", expression_std),
+            *(("--landmarks", p) for p in lm.values()),
+        ],
+    )
     diag: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

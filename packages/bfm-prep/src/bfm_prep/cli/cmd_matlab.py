@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, option_words, parse_landmark_options
+from bfm_prep.cli.options import check_outputs, option_words, parse_landmark_options
 from bfm_prep.provenance import input_record
 
 # Help text: no line breaks inside a paragraph (typer rewraps it to the terminal).
@@ -65,8 +65,15 @@ def import_matlab(
     from bfm_prep.matlab_import import import_matlab_model, load_inside_mask
 
     t0 = time.perf_counter()
-    check_out_path(out)
     lm_files = parse_landmark_options(landmarks)
+    check_outputs(
+        ("--out", out),
+        inputs=[
+            ("MODEL_MAT", model_mat),
+            ("--inside", inside),
+            *(("--landmarks", p) for p in lm_files.values()),
+        ],
+    )
     with option_words(n_identity="--n-identity", inside="--inside"):
         grid = import_matlab_model(model_mat, n_identity=n_identity)
         n = grid.res * grid.res

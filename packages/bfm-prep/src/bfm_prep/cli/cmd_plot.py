@@ -46,10 +46,15 @@ def plot(
     """``bfm-prep plot`` (help text: ``_HELP``)."""
     # lazy: the pictures need matplotlib and the meshes trimesh; imported here, --help and the
     # other commands go without them
-    from bfm_prep.pictures.model_views import plot_artifact
+    from bfm_prep.pictures.model_views import plot_artifact, plot_file_names
 
     t0 = time.perf_counter()
-    check_outputs(("--out", out), folders=("--out",))
+    check_outputs(
+        ("--out", out),
+        folders=("--out",),
+        inputs=[("FILE", file)],
+        folder_files={"--out": plot_file_names(samples, export_mesh)},
+    )
     with option_words(n_samples="--samples", outdir="--out"):
         written = plot_artifact(file, out, n_samples=samples, seed=seed, export_mesh=export_mesh)
     for p in written:

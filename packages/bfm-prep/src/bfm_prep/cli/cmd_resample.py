@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bfm_prep.cli.app import app
-from bfm_prep.cli.options import check_out_path, option_words, parse_landmark_options, plural
+from bfm_prep.cli.options import check_outputs, option_words, parse_landmark_options, plural
 from bfm_prep.errors import PrepError
 from bfm_prep.provenance import input_record
 
@@ -67,8 +67,11 @@ def uv_resample(
     from bfm_prep.resample import check_res, resample_to_grid
 
     t0 = time.perf_counter()
-    check_out_path(out)
     lm_files = parse_landmark_options(landmarks)
+    check_outputs(
+        ("--out", out),
+        inputs=[("--model", model), ("--uv", uv), *(("--landmarks", p) for p in lm_files.values())],
+    )
     src = read_model(model)
     with option_words(**_OPTIONS):
         # Before any work: R in range, stating the memory the grid would need (which depends
@@ -126,6 +129,8 @@ def _load_uv(uv: Path | None, model) -> tuple:
 
         emb = embed_model(model)
         return emb.uv, "computed here (symmetric Tutte embedding, automatic symmetry)", emb.checks
+    if uv.is_dir():
+        raise PrepError(f"--uv {uv}: is a folder, not a file; pass the uv.h5 or BFM_UV.mat itself.")
     if not uv.is_file():
         raise PrepError(f"--uv {uv}: no such file; check the path.")
     fmt = read_format(uv)

@@ -1,12 +1,13 @@
 """Option parsing shared by several commands (no math here either): landmark options, output
-paths checked before any work, the library's parameter names said as options, plurals."""
+paths checked before any work (writable, and never an input), the library's parameter names
+said as options, plurals."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from bfm_prep.errors import PrepError
@@ -85,33 +86,68 @@ def _check_one(option: str, path: Path, folder: bool) -> None:
         ) from None
 
 
-def check_outputs(*outputs: tuple[str, Path | None], folders: tuple[str, ...] = ()) -> None:
-    """Refuse unwritable output paths before any work is done or any output is written.
+def same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path once resolved (``./``, ``..``,
+    symbolic links), or one existing file reached by two names (a hard link)."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+Pair = tuple[str, Path | None]
+
+
+def check_outputs(
+    *outputs: Pair,
+    folders: tuple[str, ...] = (),
+    inputs: Iterable[Pair] = (),
+    folder_files: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """Refuse output paths that cannot be written, or that would replace an input, before any
+    work is done or any output is written: the one check of every command's outputs.
 
     Args:
         outputs: ``(option, path)`` pairs, e.g. ``("--out", out)``; a None path is skipped.
         folders: the options whose path is a folder to write into (created if missing);
             the others are files.
+        inputs: ``(option, path)`` pairs of every file the command reads (``("--model",
+            model)``, one ``("--landmarks", file)`` per set, ...); a None path is skipped.
+        folder_files: for a folder option, the names of the files the command may write
+            into it; none of them may be an input either.
 
     Raises:
         PrepError: a file path that is a folder, a folder path that is a file, a parent that
-            is a file, a folder that cannot be written (or made), or two outputs on one path.
+            is a file, a folder that cannot be written (or made), two outputs on one path, or
+            an output that is an input, reached by any path (the same name, another spelling,
+            a symbolic or a hard link).
     """
-    seen: dict[Path, str] = {}
+    inputs = [(option, Path(p)) for option, p in inputs if p is not None]
+    seen: list[tuple[Path, str]] = []
     for option, path in outputs:
         if path is None:
             continue
         path = Path(path)
         _check_one(option, path, option in folders)
-        key = Path(os.path.abspath(path))
-        if key in seen:
-            raise PrepError(
-                f"{option} {path}: is also given as {seen[key]}; pass different "
-                "paths for the two outputs."
-            )
-        seen[key] = option
-
-
-def check_out_path(out: Path) -> None:
-    """Refuse an --out file that cannot be written, before any work is done."""
-    check_outputs(("--out", out))
+        if option in folders:
+            for name in (folder_files or {}).get(option, ()):
+                for in_option, in_path in inputs:
+                    if same_file(path / name, in_path):
+                        raise PrepError(
+                            f"{option} {path}: the command would write its {name} there, over "
+                            f"the input {in_option} {in_path}; pass another folder for {option}."
+                        )
+        else:
+            for in_option, in_path in inputs:
+                if same_file(path, in_path):
+                    raise PrepError(
+                        f"{option} {path}: is the same file as the input {in_option} {in_path}; "
+                        f"an output never replaces an input, so pass another path for {option}."
+                    )
+        for other, other_option in seen:
+            if same_file(path, other):
+                raise PrepError(
+                    f"{option} {path}: is also given as {other_option}; pass different "
+                    "paths for the two outputs."
+                )
+        seen.append((path, option))

@@ -20,11 +20,14 @@ def fail(path: str | os.PathLike, problem: str, hint: str | None = None) -> Prep
 
 
 def require_file(path: str | os.PathLike) -> None:
-    """Raise a PrepError when ``path`` is not an existing regular file."""
+    """Raise a PrepError when ``path`` is not an existing regular file (a folder is called a
+    folder, not a missing file)."""
+    if os.path.isdir(path):
+        raise fail(path, "is a folder, not a file", "pass the file itself")
     if not os.path.exists(path):
         raise fail(path, "no such file", "check the path")
     if not os.path.isfile(path):
-        raise fail(path, "is not a regular file", "pass a file, not a folder")
+        raise fail(path, "is not a regular file", "pass a regular file")
 
 
 def dtype_name(a: np.ndarray) -> str:
@@ -162,6 +165,28 @@ def check_component_count(
             path=path,
         )
     return int(requested)
+
+
+def check_kept_spread(spread: np.ndarray, name: str, path, kept: int, parameter: str) -> None:
+    """The standard deviations (or variances) of the ``kept`` first components must be > 0:
+    a component without spread adds nothing and has no unit component (``basis / std``).
+
+    Negative values are refused by the callers for every component (a damaged file); a zero
+    only matters among those kept, so the message says how many to keep instead.
+    """
+    zero = np.flatnonzero(np.asarray(spread)[:kept] <= 0)
+    if zero.size:
+        first = int(zero[0])
+        raise PrepError.naming(
+            "{path}: " + name + " is 0 for component {number}, one of the {kept} kept; a "
+            "component without variance adds nothing: keep at most {fewer} with {"
+            + parameter
+            + "}.",
+            path=path,
+            number=first + 1,
+            kept=kept,
+            fewer=first,
+        )
 
 
 def warn_unused_vertices(faces: np.ndarray, n: int, path, mesh: str = "mesh") -> int:

@@ -40,6 +40,7 @@ from bfm_prep.io._checks import (
     as_vector,
     check_component_count,
     check_indices,
+    check_kept_spread,
     check_matrix,
     check_real,
     fail,
@@ -114,6 +115,7 @@ def _pca_part(
     if (ev < 0).any():
         raise fail(path, f"{ev_key} has negative values", "expected standard deviations (>= 0)")
     k = check_component_count(n_keep, pc.shape[1], parameter, what, path)
+    check_kept_spread(ev, ev_key, path, k, parameter)
     return mu, pc, ev, k
 
 

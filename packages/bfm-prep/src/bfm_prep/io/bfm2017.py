@@ -37,6 +37,7 @@ from bfm_prep.io._checks import (
     as_vector,
     check_component_count,
     check_indices,
+    check_kept_spread,
     check_matrix,
     check_real,
     fail,
@@ -104,6 +105,7 @@ def _pca(f, group: str, path, n_rows: int | None, n_keep, parameter: str, what: 
     if (var < 0).any():
         raise fail(path, f"{vname} has negative values", "expected variances (>= 0)")
     k = check_component_count(n_keep, basis.shape[1], parameter, what, path)
+    check_kept_spread(var, vname, path, k, parameter)
     check_unit_columns(basis[:, :k], name, path)
     std = np.sqrt(var[:k].astype(np.float64))
     scaled = np.array(basis[:, :k], dtype=np.float64, order="C")

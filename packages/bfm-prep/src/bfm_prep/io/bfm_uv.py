@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bfm_prep.errors import PrepError
+from bfm_prep.io._checks import check_real
 from bfm_prep.io.matfile import load_mat
 
 BFM_UV_VARIABLE = "UV"
@@ -37,14 +38,13 @@ def load_bfm_uv(path: str | os.PathLike, n_vertices: int | None = None) -> np.nd
             f"{path}: no variable {BFM_UV_VARIABLE!r} (found: {found}); pass the original's "
             "BFM_UV.mat or a uv.h5 written by bfm-prep uv-embed."
         )
-    uv = np.asarray(data[BFM_UV_VARIABLE])
+    # real numbers only (complex ones would lose their imaginary part), every one finite
+    uv = check_real(data[BFM_UV_VARIABLE], BFM_UV_VARIABLE, path)
     if uv.ndim == 2 and uv.shape[1] != 2 and uv.shape[0] == 2:
         uv = uv.T  # a 2 x N variable: one column per vertex
-    if uv.ndim != 2 or uv.shape[1] != 2 or not np.issubdtype(uv.dtype, np.number):
+    if uv.ndim != 2 or uv.shape[1] != 2:
         raise PrepError(f"{path}: {BFM_UV_VARIABLE} must be a numeric N x 2 array, got {uv.shape}.")
     uv = np.ascontiguousarray(uv, dtype=np.float64)
-    if not np.isfinite(uv).all():
-        raise PrepError(f"{path}: {BFM_UV_VARIABLE} contains NaN or infinite values.")
     if n_vertices is not None and len(uv) != n_vertices:
         raise PrepError(
             f"{path}: {BFM_UV_VARIABLE} has {len(uv)} rows but the model has {n_vertices} "

@@ -25,6 +25,7 @@ from bfm_prep.io._checks import (
     as_vector,
     check_component_count,
     check_indices,
+    check_kept_spread,
     check_matrix,
     check_real,
     fail,
@@ -103,6 +104,7 @@ def load_sfm(
     if (ev < 0).any():
         raise fail(shape_npz, "eigenvalues has negative values", "expected variances (>= 0)")
     k = check_component_count(n_shape, basis.shape[1], "n_shape", "identity", shape_npz)
+    check_kept_spread(ev, "eigenvalues", shape_npz, k, "n_shape")
     tri = check_matrix(d["triangles"], "triangles", shape_npz, cols=3)
     faces = check_indices(as_index_array(tri, "triangles", shape_npz), "triangles", shape_npz, n)
 

@@ -75,11 +75,11 @@ def load_tddfa_expression(path: str | os.PathLike, n_exp: int | None = None) -> 
     file_std = None
     if "sigma_exp" in d:
         s = np.asarray(d["sigma_exp"])
-        if s.dtype.kind in "iuf" and s.size == w.shape[1]:
+        if s.dtype.kind in "iuf" and s.size == w.shape[1] and np.isfinite(s).all():
             file_std = s.reshape(-1)[:k].astype(np.float64)
         else:
             warnings.warn(
-                f"{path}: sigma_exp ({s.shape}, {s.dtype}) does not hold one number per "
+                f"{path}: sigma_exp ({s.shape}, {s.dtype}) does not hold one finite number per "
                 "column of w_exp; it is ignored (it is not used anyway)",
                 stacklevel=2,
             )

@@ -11,6 +11,7 @@ face), image column 0 is u = 0 (the viewer's left in a frontal view, the subject
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -31,8 +32,9 @@ from bfm_prep.artifact import (
     read_model,
     read_uv,
 )
-from bfm_prep.atomic import atomic_write_bytes
+from bfm_prep.atomic import all_or_nothing, atomic_write_bytes
 from bfm_prep.errors import PrepError
+from bfm_prep.io._checks import require_file
 from bfm_prep.mesh_export import export_mesh as write_mesh
 from bfm_prep.model import MorphableModel
 from bfm_prep.pictures.uv_layout import plot_uv_layout
@@ -314,9 +316,40 @@ def plot_artifact(
     - ``export_mesh``: ``mean.ply/.obj`` and ``sample_XX.ply/.obj`` (grid: with UV, and for the
       OBJ of the mean the mean colour as a texture image).
 
+    Every file is written atomically and all of them together (:func:`all_or_nothing`): a
+    failure part of the way leaves none of this run's files, and the files of an earlier run
+    as they were.
+
     Returns the files written.
     """
     path, outdir = Path(path), Path(outdir)
+    made_outdir = not outdir.exists()
+    try:
+        with all_or_nothing():
+            return _plot(path, outdir, n_samples, seed, export_mesh)
+    except BaseException:
+        if made_outdir:
+            with contextlib.suppress(OSError):
+                outdir.rmdir()  # only when empty: nothing of anyone else's is removed
+        raise
+
+
+def plot_file_names(n_samples: int, export_mesh: bool) -> list[str]:
+    """Every file name :func:`plot_artifact` may write into its folder, for any artifact
+    (a superset: a model has no grid pictures, a grid without colour no ``color_uv.png``).
+    ``n_samples`` is clipped to 0..MAX_SAMPLES (plot_artifact refuses the others)."""
+    n = min(max(int(n_samples), 0), MAX_SAMPLES)
+    names = ["uv_layout.png", "grid_mask.png", "geometry_image.png", "color_uv.png"]
+    names += ["render_mean.png", "renders.png"]
+    names += [f"render_sample_{i:02d}.png" for i in range(1, n + 1)]
+    if export_mesh:
+        for stem in ["mean"] + [f"sample_{i:02d}" for i in range(1, n + 1)]:
+            names += [f"{stem}.ply", f"{stem}.obj", f"{stem}.mtl", f"{stem}_texture.png"]
+    return names
+
+
+def _plot(path: Path, outdir: Path, n_samples: int, seed: int, export_mesh: bool) -> list[Path]:
+    """:func:`plot_artifact` inside its all-or-nothing block."""
     if n_samples < 0 or n_samples > MAX_SAMPLES:
         raise PrepError.naming(
             "{n_samples} {value}: expected 0 to {max_samples} random samples "
@@ -324,9 +357,8 @@ def plot_artifact(
             value=n_samples,
             max_samples=MAX_SAMPLES,
         )
+    require_file(path)
     fmt = read_format(path)
-    if not path.is_file():
-        raise PrepError(f"{path}: no such file; check the path.")
     if fmt not in (FORMAT_MODEL, FORMAT_UV, FORMAT_GRID):
         what = "an HDF5 file of format " + repr(fmt) if fmt else "not a bfm-prep HDF5 artifact"
         raise PrepError(
