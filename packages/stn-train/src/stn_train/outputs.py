@@ -18,7 +18,7 @@ import glob
 import json
 import os
 import re
-import tempfile
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,15 +49,8 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
-def _file_mode() -> int:
-    """The mode an ordinary new file gets under this process's umask (mkstemp's are 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_MODE = _file_mode()
-# A temporary younger than this is left alone (between mkstemp and flock it is unlocked).
+# A temporary younger than this is left alone (between its creation and its lock it is
+# unlocked).
 _FRESH_S = 10.0
 
 
@@ -86,6 +79,17 @@ def _remove_stale_temporaries(path: Path) -> None:
             os.close(fd)
 
 
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new ``.NAME.XXXXXXXX.tmp`` beside ``path``, opened for writing; created with mode
+    0666 so that the umask gives it an ordinary file's mode (mkstemp's would be 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def atomic_write(path: PathLike, mode: str = "w", sync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on a clean exit it replaces
@@ -103,10 +107,9 @@ def atomic_write(path: PathLike, mode: str = "w", sync: bool = False) -> Iterato
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # ours until renamed: see _remove_stale_temporaries
-        os.fchmod(fd, _MODE)
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **text) as f:
             yield f
