@@ -38,10 +38,16 @@ from scipy.spatial import cKDTree
 from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import MeshTopology, check_mesh
+from bfm_prep.mirror_plane import (
+    NO_SYMMETRY_HINT,
+    candidate_planes,
+    fit_plane,
+    mirror_residual,
+    refine_plane,
+    reflect_points,
+)
 
-# The hint of every "no usable symmetry" error: give the pairs instead (embed_mesh's
-# ``symmetry`` parameter; PrepError.naming lets a command say its own option).
-_HINT = "pass {symmetry} PAIRS_FILE"
+_HINT = NO_SYMMETRY_HINT
 
 
 @dataclass
@@ -65,103 +71,6 @@ class Symmetry:
     mirror: np.ndarray
     line: np.ndarray
     stats: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-# planes
-
-
-def reflect_points(points: np.ndarray, plane: np.ndarray) -> np.ndarray:
-    """Reflect (..., 3) points through the plane ``(n, d)``: ``x - 2 (n . x - d) n``."""
-    n = np.asarray(plane[:3], dtype=np.float64)
-    d = float(plane[3])
-    x = np.asarray(points, dtype=np.float64)
-    return x - 2.0 * ((x @ n) - d)[..., None] * n
-
-
-def fit_plane(vertices: np.ndarray, mirror: np.ndarray) -> np.ndarray:
-    """Least-squares reflection plane of the pairs ``(i, mirror[i])``, normal towards +x."""
-    v = np.asarray(vertices, dtype=np.float64)
-    if np.all(mirror == np.arange(len(v))):
-        raise PrepError.naming(
-            "every vertex is its own mirror: this is no mirror symmetry; " + _HINT + "."
-        )
-    n, d = _ls_plane(v, v[mirror])
-    n2 = _orient_normal(n)
-    return np.concatenate([n2, [d if n2 @ n > 0 else -d]])
-
-
-def _ls_plane(xi: np.ndarray, xj: np.ndarray) -> tuple[np.ndarray, float]:
-    """The plane (n, d) minimising sum |reflect(x_i) - x_j|^2 over pairs.
-
-    With midpoints m and differences e = x_i - x_j, the residual is
-    |e|^2 - (n . e)^2 + 4 (n . m - d)^2: d = n . mean(m), and n is the eigenvector of the
-    smallest eigenvalue of 4 cov(m) - e^T e (the midpoints lie on the plane, the
-    differences along its normal).
-    """
-    m = 0.5 * (xi + xj)
-    e = xi - xj
-    mc = m - m.mean(axis=0)
-    mat = 4.0 * (mc.T @ mc) - e.T @ e
-    n = np.linalg.eigh(mat)[1][:, 0]
-    return n, float(n @ m.mean(axis=0))
-
-
-def _orient_normal(n: np.ndarray) -> np.ndarray:
-    n = n / np.linalg.norm(n)
-    k = 0 if abs(n[0]) > 1e-6 else int(np.argmax(np.abs(n)))
-    return -n if n[k] < 0 else n
-
-
-def mirror_residual(
-    vertices: np.ndarray, mirror: np.ndarray, plane: np.ndarray
-) -> tuple[float, float]:
-    """(rms, max) of ``|reflect(v[mirror[i]]) - v[i]|`` in the mesh's units."""
-    v = np.asarray(vertices, dtype=np.float64)
-    r = np.linalg.norm(reflect_points(v[mirror], plane) - v, axis=1)
-    return float(np.sqrt(np.mean(r**2))), float(r.max())
-
-
-def _candidate_planes(v: np.ndarray) -> list[np.ndarray]:
-    c = v.mean(axis=0)
-    _, _, vt = np.linalg.svd(v - c, full_matrices=False)
-    normals: list[np.ndarray] = []
-    for n in [np.array([1.0, 0.0, 0.0]), vt[0], vt[1], vt[2]]:
-        if all(abs(float(n @ m)) < 0.98 for m in normals):
-            normals.append(n)
-    return [np.concatenate([n, [float(n @ c)]]) for n in normals]
-
-
-def _refine_plane(
-    v: np.ndarray, tree: cKDTree, plane: np.ndarray, rounds: int = 4, sample: int = 4000
-) -> np.ndarray:
-    """Reflection ICP: refit the plane to mutual nearest neighbours of the reflection.
-
-    Works on a fixed subsample of the vertices; neighbours farther than a tenth of the mesh's
-    size are ignored (and keep the k-d tree queries fast for a wrong plane).
-    """
-    n = len(v)
-    sub = np.arange(n) if n <= sample else np.random.default_rng(0).choice(n, sample, replace=False)
-    reach = 0.1 * float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
-    for _ in range(rounds):
-        dist, nn = tree.query(reflect_points(v[sub], plane), distance_upper_bound=reach)
-        ok = np.isfinite(dist)
-        if ok.sum() < 3:
-            break
-        back_d, back = tree.query(reflect_points(v[nn[ok]], plane), distance_upper_bound=reach)
-        mutual = np.zeros(len(sub), dtype=bool)
-        mutual[ok] = back == sub[ok]
-        if mutual.sum() < 3:
-            break
-        keep = mutual & (dist <= 3.0 * np.median(dist[mutual]) + 1e-12)
-        i, j = sub[keep], nn[keep]
-        if np.all(i == j):
-            break
-        nrm, d = _ls_plane(v[i], v[j])
-        if nrm @ plane[:3] < 0:
-            nrm, d = -nrm, -d
-        plane = np.concatenate([nrm, [d]])
-    return plane
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +169,8 @@ def _boundary_seeds(
     e = xi - xj
     mc = m - m.mean(axis=1, keepdims=True)
     mat = 4.0 * np.einsum("cki,ckj->cij", mc, mc) - np.einsum("cki,ckj->cij", e, e)
-    # the least-squares residual is sum |e|^2 + the smallest eigenvalue (see _ls_plane)
+    # the least-squares residual is sum |e|^2 + the smallest eigenvalue
+    # (see mirror_plane.reflection_plane)
     score = (e**2).sum(axis=(1, 2)) + np.linalg.eigvalsh(mat)[:, 0]
     seeds = []
     for cc in np.argsort(score, kind="stable")[:top]:
@@ -398,7 +308,7 @@ def _auto_mirror(
 ) -> tuple[np.ndarray | None, int]:
     tree = cKDTree(v)
     diag = float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
-    candidates = _candidate_planes(v)
+    candidates = candidate_planes(v)
     per_plane = max(8, max_seeds // len(candidates))
     best, best_rms, tried = None, np.inf, 0
     seen: set[bytes] = set()
@@ -418,7 +328,7 @@ def _auto_mirror(
         return best, tried
     # 2. seeds from candidate planes (nearest neighbours of the reflection, the plane itself)
     for plane in candidates:
-        plane = _refine_plane(v, tree, plane)
+        plane = refine_plane(v, tree, plane)
         seeds, scale = _seeds(v, topo, tree, plane, edge, per_plane)
         # A map that fits a reflection about as well as nearest neighbours do is the one:
         # a wrong automorphism (if the graph has one) would be off by the face's size.
