@@ -22,6 +22,13 @@ The pairing is therefore exactly one-to-one even where the mean shape is off by 
 or so, where nearest-neighbour mirroring is not. The plane is then the least-squares
 reflection plane of the pairs, oriented so that its normal points along +x (so that u grows
 with the model's x).
+
+When the triangulation is not mirrored (the Basel mesh, scans: no such map exists), or a
+partner list is not one, the symmetry comes from the shape instead (:func:`geometric_symmetry`):
+pairs from :mod:`bfm_prep.mirror_pairing`, a midline drawn through the vertices nearest the
+plane and the halves it separates from :mod:`bfm_prep.midline_path`; pairs that the midline
+contradicts are dropped. Some vertices then have no partner: they are their own ``mirror``
+without being on the ``line`` (:attr:`Symmetry.unpaired`).
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ from scipy.spatial import cKDTree
 from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import MeshTopology, check_mesh
+from bfm_prep.midline_path import filled_graph, halves, midline_path
+from bfm_prep.mirror_pairing import (
+    pair_by_geometry,
+    residuals,
+    resolve_partner_list,
+    vertex_classes,
+)
 from bfm_prep.mirror_plane import (
     NO_SYMMETRY_HINT,
     candidate_planes,
@@ -48,6 +62,14 @@ from bfm_prep.mirror_plane import (
 )
 
 _HINT = NO_SYMMETRY_HINT
+#: Seeds from a plane: vertices whose reflection lands within this many mean edge lengths of
+#: a vertex.
+SEED_REACH_EDGES = 5.0
+
+
+#: How :func:`find_symmetry` looks for the symmetry: the exact search, then (if it finds none)
+#: the shape; the exact search only; the shape only.
+METHODS = ("auto", "exact", "geometry")
 
 
 @dataclass
@@ -57,20 +79,39 @@ class Symmetry:
     Attributes:
         plane: (4,) float64 ``(n_x, n_y, n_z, d)`` with ``|n| = 1``: the plane ``n . x = d``;
             ``n`` points to the side that gets ``u > 0.5``.
-        mirror: (N,) int64, the mirror partner of each vertex (itself on the symmetry line);
-            an involution mapping every face to a face of reversed orientation.
-        line: (P,) int64, the vertices that are their own mirror, in order along the symmetry
-            line from the chin boundary to the forehead boundary. Consecutive entries are
-            joined by a mesh edge, except where the line crosses a hole (a mouth opening)
-            or runs through the middle of an edge whose two ends are mirror partners.
-        stats: diagnostics: ``residual_rms_mm``, ``residual_max_mm`` (how far the reflected
-            vertices are from their partners), ``n_fixed``, ``n_swapped_edges``, ``method``.
+        mirror: (N,) int64, the mirror partner of each vertex; itself on the symmetry line,
+            and (from the shape, :func:`geometric_symmetry`) for a vertex with no partner.
+            Found exactly, it is an involution mapping every face to a face of reversed
+            orientation.
+        line: (P,) int64, the vertices on the symmetry line, in order from the chin boundary
+            to the forehead boundary. Consecutive entries are joined by a mesh edge, except
+            where the line crosses a hole (a mouth opening) or runs through the middle of
+            an edge whose two ends are mirror partners.
+        stats: the report: ``method`` (``"auto"``, ``"pairs"``: exact; ``"geometry"``,
+            ``"pairs+geometry"``: from the shape), ``exact``, ``n_pairs``, ``n_unpaired``,
+            ``n_fixed`` (on the line), ``residual_rms_mm``, ``residual_max_mm`` (how far the
+            reflected vertices are from their partners), ``n_swapped_edges``, and from the
+            shape the pairing's counts and tolerance (docs/uv-embedding.md).
+        midline: the line as :class:`Midline` nodes (with the holes it crosses); set by
+            :func:`geometric_symmetry`, computed from ``mirror`` otherwise.
+        sides: (N,) int8, -1 / +1 for the halves, 0 on the line; set by
+            :func:`geometric_symmetry`, computed from ``mirror`` otherwise.
     """
 
     plane: np.ndarray
     mirror: np.ndarray
     line: np.ndarray
     stats: dict = field(default_factory=dict)
+    midline: Midline | None = None
+    sides: np.ndarray | None = None
+
+    @property
+    def unpaired(self) -> np.ndarray:
+        """(N,) bool: vertices with no mirror partner (their own mirror, not on the line)."""
+        n = len(self.mirror)
+        out = self.mirror == np.arange(n)
+        out[np.asarray(self.line, dtype=np.int64)] = False
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,12 +234,16 @@ def _seeds(
     rng = np.random.default_rng(0)
     seeds: list[tuple[np.ndarray, np.ndarray]] = []
 
-    # (a) faces whose reflected vertices' nearest neighbours form a reversed face
-    dist, nn = tree.query(reflect_points(v, plane), k=2)
+    # (a) faces whose reflected vertices' nearest neighbours form a reversed face (a vertex
+    # reflected farther than a few edges from the mesh gives none: the bound keeps the
+    # queries fast for a wrong plane, whose reflection lands far from the surface)
+    reach = SEED_REACH_EDGES * edge
+    dist, nn = tree.query(reflect_points(v, plane), k=2, distance_upper_bound=reach)
     g = nn[:, 0][f]
     ok = he.third(g[:, 1], g[:, 0]) == g[:, 2]
     ok &= (g[:, 0] != g[:, 1]) & (g[:, 1] != g[:, 2]) & (g[:, 0] != g[:, 2])
-    conf = dist[:, 0] / np.maximum(dist[:, 1], 1e-12)  # < 1; small = unambiguous
+    with np.errstate(invalid="ignore"):  # inf / inf where the reflection lands far away
+        conf = np.nan_to_num(dist[:, 0] / np.maximum(dist[:, 1], 1e-12), nan=1.0)  # small: sure
     score = (dist[:, 0][f].max(axis=1) / edge) + conf[f].max(axis=1)
     cand = np.flatnonzero(ok)
     if cand.size:
@@ -227,7 +272,7 @@ def _seeds(
         top = np.argsort(s_score, kind="stable")[: max(1, budget // 12)]
         for fi in top[np.isfinite(s_score[top])]:
             seeds.append((np.array([i[fi], j[fi], k[fi]]), np.array([j[fi], i[fi], k[fi]])))
-    return seeds, float(np.median(dist[:, 0]))
+    return seeds, float(np.median(np.where(np.isfinite(dist[:, 0]), dist[:, 0], reach)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,25 +284,36 @@ def find_symmetry(
     faces: np.ndarray,
     pairs: np.ndarray | None = None,
     *,
+    method: str = "auto",
     topology: MeshTopology | None = None,
     name: str = "mesh",
     max_seeds: int = 48,
 ) -> Symmetry:
-    """Find the mirror symmetry of a face mesh (or check the one given by ``pairs``).
+    """Find the mirror symmetry of a face mesh (or read the one a partner list gives).
 
     Args:
         vertices: (N, 3) the (mean) shape; only nearly symmetric is fine.
         faces: (M, 3) int, 0-based, consistently oriented.
-        pairs: optional (P, 2) int array of 0-based mirror pairs ``(i, j)``; a vertex in no
-            pair (or paired with itself) is its own mirror. See :func:`read_pairs`.
+        pairs: optional (P, 2) int array of 0-based mirror pairs ``(i, j)``. If they map the
+            mesh onto itself (every vertex in one pair at most; a vertex in no pair, or
+            paired with itself, is its own mirror) they are the exact symmetry; otherwise
+            (the triangulation is not mirrored, a vertex is in several pairs) they are read
+            as a partner list by :func:`geometric_symmetry`. See :func:`read_pairs`.
+        method: ``"auto"``: the exact search (or check of ``pairs``), then, if it finds no
+            mirror automorphism, the symmetry from the shape; ``"exact"``: the exact one or
+            an error; ``"geometry"``: from the shape only.
         topology: the result of :func:`~bfm_prep.mesh_checks.check_mesh` if already known.
         name: how the mesh is called in error messages.
-        max_seeds: how many seed correspondences ``auto`` tries at most.
+        max_seeds: how many seed correspondences the exact search tries at most.
 
     Raises:
-        PrepError: the mesh is not a manifold disk with holes, no symmetry is found, the
-            pairs do not map the mesh onto itself, or the symmetry line is no single path.
+        PrepError: the mesh is not a manifold disk with holes, no symmetry is found (the
+            shape is not nearly mirror-symmetric either), the pairs index vertices out of
+            range or are no mirror pairs of this shape, or the symmetry line is no single
+            path.
     """
+    if method not in METHODS:
+        raise PrepError(f"unknown symmetry method {method!r}; use one of {METHODS}.")
     v = np.asarray(vertices, dtype=np.float64)
     topo = topology if topology is not None else check_mesh(v, faces, name)
     n = topo.n_vertices
@@ -266,46 +322,211 @@ def find_symmetry(
     edge = float(np.mean(el))
 
     if pairs is not None:
-        phi = mirror_from_pairs(pairs, n)
-        if not prop.is_automorphism(phi):
+        p = check_pairs(pairs, n)
+        phi = None if _repeated(p).size else mirror_from_pairs(p, n)
+        if method != "geometry" and phi is not None and prop.is_automorphism(phi):
+            return _exact_symmetry(v, topo, phi, "pairs", 0, edge, name)
+        if method == "exact":
+            phi = mirror_from_pairs(p, n)  # the error for a vertex in more than one pair
             bad = prop.first_bad_face(phi)
             fb = topo.faces[bad].tolist() if bad is not None else None
             raise PrepError(
                 f"{name}: the symmetry pairs do not map the mesh onto itself (face {bad} = {fb} "
                 "has no mirrored face); check the pairs file (0-based 'i j' per line)."
             )
-        method, tried = "pairs", 0
-    else:
-        phi, tried = _auto_mirror(v, topo, prop, edge, max_seeds)
-        if phi is None:
+        return geometric_symmetry(v, topo, p, name=name)
+
+    tried, planes = 0, None
+    if method != "geometry":
+        phi, tried, planes = _auto_mirror(v, topo, prop, edge, max_seeds)
+        if phi is not None:
+            return _exact_symmetry(v, topo, phi, "auto", tried, edge, name)
+        if method == "exact":
             raise PrepError.naming(
                 "{name}: no mirror symmetry found (tried {tried} seed correspondences: the "
                 "mesh's connectivity is not mirror-symmetric); " + _HINT + ".",
                 name=name,
                 tried=tried,
             )
-        method = "auto"
+    return geometric_symmetry(v, topo, name=name, tried=tried, planes=planes or None)
 
+
+def _exact_symmetry(
+    v: np.ndarray, topo: MeshTopology, phi: np.ndarray, method: str, tried: int, edge, name
+) -> Symmetry:
+    n = topo.n_vertices
     plane = fit_plane(v, phi)
     rms, mx = mirror_residual(v, phi, plane)
     line_nodes = midline(v, topo, phi, plane, name=name)
     line = np.array([x for kind, x in line_nodes.nodes if kind == "vertex"], dtype=np.int64)
     stats = {
         "method": method,
+        "exact": True,
         "seeds_tried": tried,
         "residual_rms_mm": rms,
         "residual_max_mm": mx,
         "mean_edge_mm": edge,
         "n_fixed": int((phi == np.arange(n)).sum()),
         "n_pairs": int((phi > np.arange(n)).sum()),
+        "n_unpaired": 0,
         "n_swapped_edges": int(sum(k == "edge" for k, _ in line_nodes.nodes)),
     }
     return Symmetry(plane=plane, mirror=phi, line=line, stats=stats)
 
 
+def geometric_symmetry(
+    vertices: np.ndarray,
+    topo: MeshTopology,
+    pairs: np.ndarray | None = None,
+    *,
+    name: str = "mesh",
+    tried: int = 0,
+    planes: list[np.ndarray] | None = None,
+) -> Symmetry:
+    """The mirror symmetry of a nearly symmetric shape whose triangulation is not mirrored.
+
+    1. pairs: from the shape (:func:`~bfm_prep.mirror_pairing.pair_by_geometry`: mutual
+       nearest partners, then the rest within a tolerance) or from a partner list
+       (:func:`~bfm_prep.mirror_pairing.resolve_partner_list`: self-pairs, repeats);
+    2. the midline, a path of edges through the vertices on or nearest the plane, and the
+       halves it separates (:mod:`bfm_prep.midline_path`);
+    3. pairs that the midline contradicts are dropped (counted in ``stats``): a pair with a
+       vertex on the line, a pair with both vertices on one half, and outer-boundary pairs
+       out of order along the boundary (those outside the longest run in which both ends
+       advance together from the chin);
+    4. the plane is refitted to the pairs kept.
+
+    Args:
+        vertices: (N, 3) float64.
+        topo: the mesh's :func:`~bfm_prep.mesh_checks.check_mesh` result.
+        pairs: optional (K, 2) int64 partner list (in range).
+        name: how the mesh is called in errors.
+        tried: seed correspondences the exact search tried (for the report and errors).
+        planes: candidate planes already refined (by the exact search), to start from.
+
+    Returns:
+        A :class:`Symmetry` with ``midline`` and ``sides`` set; vertices with no partner are
+        their own ``mirror`` (:attr:`Symmetry.unpaired`).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    n = topo.n_vertices
+    if pairs is None:
+        pairing = pair_by_geometry(v, topo, name=name, tried=tried, planes=planes)
+        method = "geometry"
+    else:
+        pairing = resolve_partner_list(v, topo, pairs, name=name)
+        method = "pairs+geometry"
+    graph = filled_graph(v, topo)
+    path = midline_path(v, topo, pairing.plane, pairing.on_plane, graph=graph, name=name)
+    side = halves(v, topo, path, pairing.plane, graph=graph, name=name)
+    p = pairing.pairs
+    on_line = p[(side[p] == 0).any(axis=1)]
+    p = p[(side[p] != 0).all(axis=1)]
+    same = side[p[:, 0]] == side[p[:, 1]]
+    p = p[~same]
+    p, n_order = _boundary_in_order(topo, path, side, p)
+    phi = np.arange(n, dtype=np.int64)
+    phi[p[:, 0]] = p[:, 1]
+    phi[p[:, 1]] = p[:, 0]
+    plane = fit_plane(v, phi) if len(p) else pairing.plane
+    r = residuals(v, p, plane)
+    pts = graph[0]
+    nodes = [("vertex", int(k)) if k < n else ("hole", int(k - n)) for k in path.tolist()]
+    line = path[path < n]
+    d_line = np.abs(v[line] @ plane[:3] - plane[3])
+    n_unpaired = int(n - 2 * len(p) - len(line))
+    stats = dict(pairing.stats)
+    stats.update(
+        {
+            "method": method,
+            "exact": False,
+            "seeds_tried": tried,
+            "n_pairs": int(len(p)),
+            "n_unpaired": n_unpaired,
+            "n_fixed": int(len(line)),
+            "paired_fraction": float(2 * len(p) / n),
+            "residual_rms_mm": float(np.sqrt(np.mean(r**2))) if len(r) else 0.0,
+            "residual_median_mm": float(np.median(r)) if len(r) else 0.0,
+            "residual_p99_mm": float(np.percentile(r, 99)) if len(r) else 0.0,
+            "residual_max_mm": float(r.max()) if len(r) else 0.0,
+            "line_plane_distance_max_mm": float(d_line.max()) if len(line) else 0.0,
+            "n_dropped_on_line": int(len(on_line)),
+            "n_dropped_same_side": int(same.sum()),
+            "n_dropped_boundary_order": int(n_order),
+            "n_on_plane_off_line": int((pairing.on_plane & (side != 0)).sum()),
+            "n_swapped_edges": 0,
+        }
+    )
+    return Symmetry(
+        plane=plane,
+        mirror=phi,
+        line=line,
+        stats=stats,
+        midline=Midline(nodes=nodes, points=pts[path]),
+        sides=side,
+    )
+
+
+def _boundary_in_order(
+    topo: MeshTopology, path: np.ndarray, side: np.ndarray, pairs: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Drop outer-boundary pairs that cross each other: along the two halves of the outer
+    boundary, each walked from the chin end of the line, partners must come in the same
+    order (they are pinned to the square's edge at a shared position). Keeps the longest
+    run that does; returns (pairs, how many were dropped)."""
+    outer = vertex_classes(topo) == 2
+    ob = outer[pairs[:, 0]] & outer[pairs[:, 1]]
+    if not ob.any():
+        return pairs, 0
+    b = topo.outer
+    size = len(b)
+    where = np.full(topo.n_vertices, -1, dtype=np.int64)
+    where[b] = np.arange(size)
+    pos = (where - where[path[0]]) % size  # along the loop from the chin end
+    q = pos[path[-1]]
+    from_chin = np.where(pos < q, pos, size - pos)  # each half measured from the chin
+    bp = pairs[ob]
+    lo = np.where(side[bp[:, 0]] < 0, bp[:, 0], bp[:, 1])
+    hi = np.where(side[bp[:, 0]] < 0, bp[:, 1], bp[:, 0])
+    order = np.argsort(from_chin[lo], kind="stable")
+    keep_sorted = _longest_increasing(from_chin[hi][order])
+    keep = np.zeros(len(bp), dtype=bool)
+    keep[order[keep_sorted]] = True
+    out = np.vstack([pairs[~ob], bp[keep]])
+    return out, int((~keep).sum())
+
+
+def _longest_increasing(x: np.ndarray) -> np.ndarray:
+    """Indices of a longest strictly increasing subsequence of ``x`` (patience sorting; a
+    loop over the boundary pairs)."""
+    tails: list[int] = []  # index of the smallest tail of each length
+    prev = np.full(len(x), -1, dtype=np.int64)
+    for i, xi in enumerate(x.tolist()):
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if x[tails[mid]] < xi:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo > 0:
+            prev[i] = tails[lo - 1]
+        if lo == len(tails):
+            tails.append(i)
+        else:
+            tails[lo] = i
+    out = []
+    k = tails[-1] if tails else -1
+    while k >= 0:
+        out.append(k)
+        k = int(prev[k])
+    return np.asarray(out[::-1], dtype=np.int64)
+
+
 def _auto_mirror(
     v: np.ndarray, topo: MeshTopology, prop: _Propagator, edge: float, max_seeds: int
-) -> tuple[np.ndarray | None, int]:
+) -> tuple[np.ndarray | None, int, list[np.ndarray]]:
+    """(the mirror map or None, seeds tried, the candidate planes refined on the way)."""
     tree = cKDTree(v)
     diag = float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
     candidates = candidate_planes(v)
@@ -325,10 +546,12 @@ def _auto_mirror(
         if rms < 0.05 * diag:
             break  # the best-scoring shift that grows into a mirror symmetry
     if best is not None and best_rms < 0.05 * diag:
-        return best, tried
+        return best, tried, []
     # 2. seeds from candidate planes (nearest neighbours of the reflection, the plane itself)
+    refined = []
     for plane in candidates:
         plane = refine_plane(v, tree, plane)
+        refined.append(plane)
         seeds, scale = _seeds(v, topo, tree, plane, edge, per_plane)
         # A map that fits a reflection about as well as nearest neighbours do is the one:
         # a wrong automorphism (if the graph has one) would be off by the face's size.
@@ -348,14 +571,15 @@ def _auto_mirror(
             if rms < best_rms:
                 best, best_rms = phi, rms
             if rms < good:
-                return best, tried
+                return best, tried, refined
     if best is not None and best_rms < 0.05 * diag:
-        return best, tried
-    return None, tried
+        return best, tried, refined
+    return None, tried, refined
 
 
-def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
-    """The (N,) mirror map from (P, 2) 0-based pairs; unlisted vertices map to themselves."""
+def check_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(P, 2) 0-based integer pairs, every index in ``0..n_vertices - 1``, as int64; a
+    one-line PrepError otherwise."""
     p = np.asarray(pairs)
     if p.size == 0:
         p = p.reshape(0, 2)
@@ -367,12 +591,28 @@ def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
             f"symmetry pairs index vertices {p.min()}..{p.max()}, outside 0..{n_vertices - 1}; "
             "the pairs file must be 0-based."
         )
+    return p
+
+
+def _repeated(p: np.ndarray) -> np.ndarray:
+    """The vertices in more than one pair (a self-pair ``i i`` included; a pair listed twice,
+    either way round, counts once)."""
+    q = np.unique(np.sort(p, axis=1), axis=0)
+    selfp = q[:, 0] == q[:, 1]
+    uniq, counts = np.unique(np.concatenate([q[~selfp].ravel(), q[selfp, 0]]), return_counts=True)
+    return uniq[counts > 1]
+
+
+def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
+    """The (N,) mirror map from (P, 2) 0-based pairs; unlisted vertices map to themselves.
+
+    Raises:
+        PrepError: an index out of range, or a vertex in more than one pair (a partner list
+            like that is read by :func:`geometric_symmetry` instead).
+    """
+    p = check_pairs(pairs, n_vertices)
     phi = np.arange(n_vertices, dtype=np.int64)
-    both = np.concatenate([p[:, 0], p[:, 1]])
-    uniq, counts = np.unique(both, return_counts=True)
-    selfpair = p[:, 0] == p[:, 1]
-    dup = uniq[counts > 1]
-    dup = np.setdiff1d(dup, p[selfpair, 0])
+    dup = _repeated(p)
     if dup.size:
         raise PrepError(
             f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may "
