@@ -8,7 +8,8 @@ drawn:
 
 - its ends are the outer-boundary vertices nearest the plane where the boundary crosses it,
   the lowest crossing (chin) and the highest (forehead), heights measured along the model's y
-  axis projected into the plane;
+  axis projected into the plane (where a partner list names outer-boundary vertices as
+  self-pairs, the lowest and highest of those);
 - between them, the shortest path over the mesh's edges (Dijkstra,
   :func:`scipy.sparse.csgraph.dijkstra`) where an edge ``a - b`` costs
   ``|x_a - x_b| (eps + delta_a + delta_b)``: its length times how far its ends are from the
@@ -54,9 +55,21 @@ def filled_graph(vertices: np.ndarray, topo: MeshTopology) -> tuple[np.ndarray, 
     return np.vstack(pts), np.vstack(e)
 
 
-def _ends(v: np.ndarray, topo: MeshTopology, plane: np.ndarray, name: str) -> tuple[int, int]:
-    """The outer-boundary vertices where the line starts (chin) and ends (forehead)."""
+def _ends(
+    v: np.ndarray, topo: MeshTopology, plane: np.ndarray, on_plane: np.ndarray, name: str
+) -> tuple[int, int]:
+    """The outer-boundary vertices where the line starts (chin) and ends (forehead): the
+    lowest and highest boundary vertices on the plane (self-pairs), else of the places where
+    the boundary crosses the plane, the vertex nearer to it."""
     b = topo.outer
+    n = plane[:3]
+    up = np.array([0.0, 1.0, 0.0]) - n[1] * n
+    if np.linalg.norm(up) < 1e-6:  # a plane across y: use a direction in it
+        up = np.cross(n, [0.0, 0.0, 1.0])
+    listed = b[on_plane[b]]
+    if len(listed) >= 2:
+        h = v[listed] @ up
+        return int(listed[np.argmin(h)]), int(listed[np.argmax(h)])
     sd = signed_distance(v[b], plane)
     pos = sd >= 0
     k = np.flatnonzero(pos != np.roll(pos, -1))
@@ -70,10 +83,6 @@ def _ends(v: np.ndarray, topo: MeshTopology, plane: np.ndarray, name: str) -> tu
         )
     nxt = (k + 1) % len(b)
     cross = np.where(np.abs(sd[k]) <= np.abs(sd[nxt]), b[k], b[nxt])
-    n = plane[:3]
-    up = np.array([0.0, 1.0, 0.0]) - n[1] * n
-    if np.linalg.norm(up) < 1e-6:  # a plane across y: use the principal direction in it
-        up = np.cross(n, [0.0, 0.0, 1.0])
     h = v[cross] @ up
     return int(cross[np.argmin(h)]), int(cross[np.argmax(h)])
 
@@ -129,7 +138,7 @@ def midline_path(
     n = topo.n_vertices
     pts, edges = graph if graph is not None else filled_graph(v, topo)
     m = len(pts)
-    start, stop = _ends(v, topo, plane, name)
+    start, stop = _ends(v, topo, plane, on_plane, name)
     delta = np.abs(signed_distance(pts, plane))
     delta[:n][on_plane] = 0.0
     length = np.linalg.norm(pts[edges[:, 0]] - pts[edges[:, 1]], axis=1)

@@ -31,8 +31,8 @@ square's edge; its partner must be too).
 - pairs that join an outer-boundary vertex to an inner one are dropped (counted);
 - the list is refused (one sentence) when it pairs fewer than ``MIN_LISTED_FRACTION`` of the
   vertices, or when any kept pair joins vertices that are no mirror images: farther apart
-  after reflection than ``max(OUTLIER_EDGES x mean edge, OUTLIER_MEDIANS x the median
-  residual)``.
+  after reflection than ``OUTLIER_MEDIANS x`` the list's median residual, clipped to
+  ``OUTLIER_EDGES`` .. ``OUTLIER_CAP`` mean edge lengths.
 
 Both return a :class:`Pairing`: the plane, the pairs, the vertices on the plane, and a report.
 The midline and the halves come next (:mod:`bfm_prep.midline_path`).
@@ -72,10 +72,11 @@ TOL_MEDIANS = 3.0
 MIN_SUPPORTED_FRACTION = 0.5
 #: A partner list must pair at least this fraction of the vertices.
 MIN_LISTED_FRACTION = 0.5
-#: A listed pair is no mirror pair when its residual exceeds
-#: ``max(OUTLIER_EDGES x mean edge, OUTLIER_MEDIANS x median residual)``.
+#: A listed pair is no mirror pair when its residual exceeds OUTLIER_MEDIANS x the median
+#: residual of the list, but at least OUTLIER_EDGES and at most OUTLIER_CAP mean edges.
 OUTLIER_EDGES = 0.5
 OUTLIER_MEDIANS = 5.0
+OUTLIER_CAP = 3.0
 
 _CHECK_LIST = "check the pairs file (0-based 'i j' per line)"
 
@@ -159,12 +160,19 @@ def estimate_plane(vertices: np.ndarray, planes: list[np.ndarray] | None = None)
     reach = 0.1 * float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
     if planes is None:
         planes = [refine_plane(v, tree, p) for p in candidate_planes(v)]
+    spread = float(np.median(np.linalg.norm(v[sub] - v[sub].mean(axis=0), axis=1)))
     best, best_score = None, np.inf
     for plane in planes:
-        dist, _ = tree.query(reflect_points(v[sub], plane), distance_upper_bound=reach)
+        # a plane that most of the mesh lies in (a flat mesh's own) mirrors nothing
+        off = np.abs(signed_distance(v[sub], plane)) > 0.05 * spread
+        if off.mean() < 0.5:
+            continue
+        dist, _ = tree.query(reflect_points(v[sub[off]], plane), distance_upper_bound=reach)
         score = float(np.median(dist))
         if score < best_score:
             best, best_score = plane, score
+    if best is None:
+        best = planes[0]
     return oriented_plane(best[:3], float(best[3]))
 
 
@@ -364,7 +372,9 @@ def resolve_partner_list(
     kept_self = keep[len(two) :]
     good = two[kept_two]
     r_good = r_two[kept_two]
-    cap = max(OUTLIER_EDGES * edge, OUTLIER_MEDIANS * float(np.median(r_good)))
+    cap = float(
+        np.clip(OUTLIER_MEDIANS * np.median(r_good), OUTLIER_EDGES * edge, OUTLIER_CAP * edge)
+    )
     bad = r_good > cap
     if bad.any():
         w = int(np.argmax(r_good))

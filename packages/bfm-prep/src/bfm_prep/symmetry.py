@@ -50,7 +50,6 @@ from bfm_prep.mirror_pairing import (
     pair_by_geometry,
     residuals,
     resolve_partner_list,
-    vertex_classes,
 )
 from bfm_prep.mirror_plane import (
     NO_SYMMETRY_HINT,
@@ -65,6 +64,9 @@ _HINT = NO_SYMMETRY_HINT
 #: Seeds from a plane: vertices whose reflection lands within this many mean edge lengths of
 #: a vertex.
 SEED_REACH_EDGES = 5.0
+#: Aligning the two halves of a boundary: a vertex left without a partner costs the pairing
+#: tolerance, or this many mean edge lengths if more.
+GAP_EDGES = 0.25
 
 
 #: How :func:`find_symmetry` looks for the symmetry: the exact search, then (if it finds none)
@@ -391,9 +393,9 @@ def geometric_symmetry(
     2. the midline, a path of edges through the vertices on or nearest the plane, and the
        halves it separates (:mod:`bfm_prep.midline_path`);
     3. pairs that the midline contradicts are dropped (counted in ``stats``): a pair with a
-       vertex on the line, a pair with both vertices on one half, and outer-boundary pairs
-       out of order along the boundary (those outside the longest run in which both ends
-       advance together from the chin);
+       vertex on the line and a pair with both vertices on one half; on the outer boundary
+       and on each hole the line crosses, the pairs are the ordered alignment of the two
+       halves' arcs instead (:func:`align_arcs`);
     4. the plane is refitted to the pairs kept.
 
     Args:
@@ -424,7 +426,8 @@ def geometric_symmetry(
     p = p[(side[p] != 0).all(axis=1)]
     same = side[p[:, 0]] == side[p[:, 1]]
     p = p[~same]
-    p, n_order = _boundary_in_order(topo, path, side, p)
+    gap = max(pairing.stats["tolerance_mm"], GAP_EDGES * pairing.stats["mean_edge_mm"])
+    p, n_order = _boundary_in_order(v, topo, path, p, pairing.plane, gap)
     phi = np.arange(n, dtype=np.int64)
     phi[p[:, 0]] = p[:, 1]
     phi[p[:, 1]] = p[:, 0]
@@ -468,59 +471,79 @@ def geometric_symmetry(
 
 
 def _boundary_in_order(
-    topo: MeshTopology, path: np.ndarray, side: np.ndarray, pairs: np.ndarray
+    v: np.ndarray,
+    topo: MeshTopology,
+    path: np.ndarray,
+    pairs: np.ndarray,
+    plane: np.ndarray,
+    gap: float,
 ) -> tuple[np.ndarray, int]:
-    """Drop outer-boundary pairs that cross each other: along the two halves of the outer
-    boundary, each walked from the chin end of the line, partners must come in the same
-    order (they are pinned to the square's edge at a shared position). Keeps the longest
-    run that does; returns (pairs, how many were dropped)."""
-    outer = vertex_classes(topo) == 2
-    ob = outer[pairs[:, 0]] & outer[pairs[:, 1]]
-    if not ob.any():
-        return pairs, 0
-    b = topo.outer
-    size = len(b)
-    where = np.full(topo.n_vertices, -1, dtype=np.int64)
-    where[b] = np.arange(size)
-    pos = (where - where[path[0]]) % size  # along the loop from the chin end
-    q = pos[path[-1]]
-    from_chin = np.where(pos < q, pos, size - pos)  # each half measured from the chin
-    bp = pairs[ob]
-    lo = np.where(side[bp[:, 0]] < 0, bp[:, 0], bp[:, 1])
-    hi = np.where(side[bp[:, 0]] < 0, bp[:, 1], bp[:, 0])
-    order = np.argsort(from_chin[lo], kind="stable")
-    keep_sorted = _longest_increasing(from_chin[hi][order])
-    keep = np.zeros(len(bp), dtype=bool)
-    keep[order[keep_sorted]] = True
-    out = np.vstack([pairs[~ob], bp[keep]])
-    return out, int((~keep).sum())
+    """Pair the boundary vertices in order. The line cuts the outer boundary, and each hole it
+    crosses, into two arcs, one per half, mirror images of each other walked from the line's
+    vertex at one end: their pairs are the monotone alignment of the two arcs
+    (:func:`align_arcs`). Nearest partners are not enough there: on the outer boundary,
+    partners are pinned to the square's edge at a shared position and must not cross; across
+    a mouth whose lips nearly touch (the Surrey Face Model's rim vertices are 0.07 mm apart),
+    position cannot tell the upper lip from the lower. Returns (pairs, how many of the
+    nearest-partner pairs on those arcs the alignment changed or dropped)."""
+    n = topo.n_vertices
+    cuts = [(topo.outer, int(path[0]), int(path[-1]))]
+    for k in np.flatnonzero(path >= n).tolist():  # a hole the line crosses, by its rim
+        if 0 < k < len(path) - 1 and path[k - 1] < n and path[k + 1] < n:
+            cuts.append((topo.holes[int(path[k]) - n], int(path[k - 1]), int(path[k + 1])))
+    changed = 0
+    for loop, start, stop in cuts:
+        size = len(loop)
+        where = np.full(n, -1, dtype=np.int64)
+        where[loop] = np.arange(size)
+        if where[start] < 0 or where[stop] < 0:
+            continue
+        i0, i1 = where[start], where[stop]
+        arc_a = loop[(i0 + 1 + np.arange((i1 - i0 - 1) % size)) % size]  # start -> stop
+        arc_b = loop[(i0 - 1 - np.arange((i0 - i1 - 1) % size)) % size]  # the other way
+        on = np.isin(pairs, np.concatenate([arc_a, arc_b])).any(axis=1)
+        old = {tuple(x) for x in np.sort(pairs[on], axis=1).tolist()}
+        new = align_arcs(v, plane, arc_a, arc_b, gap)
+        changed += len(old - {tuple(x) for x in np.sort(new, axis=1).tolist()})
+        pairs = np.vstack([pairs[~on], new])
+    return pairs, changed
 
 
-def _longest_increasing(x: np.ndarray) -> np.ndarray:
-    """Indices of a longest strictly increasing subsequence of ``x`` (patience sorting; a
-    loop over the boundary pairs)."""
-    tails: list[int] = []  # index of the smallest tail of each length
-    prev = np.full(len(x), -1, dtype=np.int64)
-    for i, xi in enumerate(x.tolist()):
-        lo, hi = 0, len(tails)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if x[tails[mid]] < xi:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo > 0:
-            prev[i] = tails[lo - 1]
-        if lo == len(tails):
-            tails.append(i)
-        else:
-            tails[lo] = i
+def align_arcs(
+    v: np.ndarray, plane: np.ndarray, arc_a: np.ndarray, arc_b: np.ndarray, gap: float
+) -> np.ndarray:
+    """The monotone one-to-one pairing of two arcs of vertices, mirror images of each other
+    walked from the same end, that minimises the sum of the pairs' residuals
+    ``|reflect(x_b) - x_a|`` plus ``gap`` for each vertex left without a partner (a sequence
+    alignment: dynamic programming over the two arcs, each row's running minimum vectorised).
+
+    Returns (P, 2) int64 pairs ``(a, b)``, in order along both arcs.
+    """
+    la, lb = len(arc_a), len(arc_b)
+    if not la or not lb:
+        return np.zeros((0, 2), dtype=np.int64)
+    cost = np.linalg.norm(
+        v[arc_a][:, None, :] - reflect_points(v[arc_b], plane)[None, :, :], axis=2
+    )
+    d = np.empty((la + 1, lb + 1))
+    d[0] = gap * np.arange(lb + 1)
+    j = np.arange(lb + 1)
+    for i in range(1, la + 1):  # a loop over one arc's vertices
+        x = np.empty(lb + 1)
+        x[0] = d[i - 1, 0] + gap
+        x[1:] = np.minimum(d[i - 1, :-1] + cost[i - 1], d[i - 1, 1:] + gap)
+        d[i] = np.minimum.accumulate(x - gap * j) + gap * j  # or skip b's vertices in turn
     out = []
-    k = tails[-1] if tails else -1
-    while k >= 0:
-        out.append(k)
-        k = int(prev[k])
-    return np.asarray(out[::-1], dtype=np.int64)
+    i, k = la, lb
+    while i > 0 and k > 0:  # back along the cheapest alignment
+        if np.isclose(d[i, k], d[i - 1, k - 1] + cost[i - 1, k - 1], rtol=0, atol=1e-12):
+            out.append((arc_a[i - 1], arc_b[k - 1]))
+            i, k = i - 1, k - 1
+        elif np.isclose(d[i, k], d[i - 1, k] + gap, rtol=0, atol=1e-12):
+            i -= 1
+        else:
+            k -= 1
+    return np.asarray(out[::-1], dtype=np.int64).reshape(-1, 2)
 
 
 def _auto_mirror(
@@ -664,18 +687,32 @@ def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.nda
     return p
 
 
-def write_pairs(path: str | os.PathLike, mirror: np.ndarray) -> Path:
-    """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based)."""
+def write_pairs(
+    path: str | os.PathLike, mirror: np.ndarray, line: np.ndarray | None = None
+) -> Path:
+    """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based).
+
+    Args:
+        path: the file to write (atomically).
+        mirror: (N,) int, each vertex's partner (itself on the line or without a partner).
+        line: for a symmetry from the shape (some vertices without a partner): the midline's
+            vertices, written as self-pairs ``i i``; unlisted vertices then have no partner.
+            Without it, unlisted vertices lie on the symmetry plane.
+    """
     mirror = np.asarray(mirror, dtype=np.int64)
     i = np.flatnonzero(mirror > np.arange(len(mirror)))
     body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist(), strict=True))
-    atomic_write_bytes(
-        path,
-        (
+    if line is None:
+        head = (
             "# mirror pairs, 0-based vertex indices; unlisted vertices lie on the symmetry plane\n"
-            + body
-        ).encode(),
-    )
+        )
+    else:
+        head = (
+            "# mirror pairs, 0-based vertex indices; 'i i': on the midline (chin to forehead); "
+            "unlisted vertices have no partner\n"
+        )
+        body += "".join(f"{k} {k}\n" for k in np.asarray(line, dtype=np.int64).tolist())
+    atomic_write_bytes(path, (head + body).encode())
     return Path(path)
 
 
