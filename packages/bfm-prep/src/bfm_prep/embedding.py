@@ -530,7 +530,7 @@ def _solve(filled: _Filled, pins: dict, weights: str):
         b_ += np.bincount(i[pq], weights=(wq * sgn)[pq] * z[q[pq], comp], minlength=free.size)
         rhs[:, comp] = b_
     if free.size:
-        if not crossq.any():
+        if not (crossq & qfree).any():  # u and v have one matrix (pinned columns: rhs only)
             sol = spla.splu(mats[0]).solve(rhs)
         else:
             sol = np.column_stack([spla.splu(mats[c]).solve(rhs[:, c]) for c in (0, 1)])

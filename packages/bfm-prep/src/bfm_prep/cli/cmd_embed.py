@@ -192,10 +192,15 @@ def _symmetry_report(method: str, st: dict, c: dict) -> list[str]:
             f"Symmetry ({method}): {plural(c['n_pairs'], 'mirror pair')}, {line} on the "
             f"symmetry line; {residual}"
         ]
-    how = "from the partner list" if method == "pairs+geometry" else "from the shape"
+    if method == "pairs+geometry":
+        how = "the pairs do not map the mesh onto itself; read as a partner list"
+    else:
+        how = (
+            "the triangulation is not mirrored (the exact search tried "
+            f"{plural(st.get('seeds_tried', 0), 'seed')}); pairs from the shape"
+        )
     out = [
-        f"Symmetry ({method}: the triangulation is not mirrored, pairs {how}; the exact search "
-        f"tried {plural(st.get('seeds_tried', 0), 'seed')}): "
+        f"Symmetry ({method}: {how}): "
         f"{plural(c['n_pairs'], 'mirror pair')} ({100.0 * 2 * c['n_pairs'] / n:.1f}% of the "
         f"vertices), {line} on the midline, {c['n_unpaired']} without a partner",
         f"  pairs: median residual {st.get('residual_median_mm', 0.0):.3g}, p99 "
