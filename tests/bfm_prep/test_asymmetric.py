@@ -20,6 +20,7 @@ from bfm_prep import synth_asymmetry as sa
 from bfm_prep.embedding import embed_mesh
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import check_mesh
+from bfm_prep.mirror_pairing import best_disjoint
 from bfm_prep.mirror_plane import reflect_points
 from bfm_prep.symmetry import find_symmetry
 
@@ -353,3 +354,19 @@ def test_not_a_face_gets_one_sentence():
             embed_mesh(V, F)
         text = str(info.value)
         assert "\n" not in text and text.endswith(".")
+
+
+def test_repeated_vertices_keep_their_cheapest_pair():
+    """The documented rule, computed without a loop over the pairs, is the sequential one:
+    pairs in order of residual (ties: list order), each kept unless a vertex is taken."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n, k = int(rng.integers(3, 40)), int(rng.integers(1, 80))
+        cand = rng.integers(0, n, size=(k, 2))  # self-pairs and repeats included
+        cost = rng.integers(0, 5, size=k).astype(float)  # many ties
+        taken, expected = np.zeros(n, dtype=bool), np.zeros(k, dtype=bool)
+        for c in np.argsort(cost, kind="stable"):
+            i, j = cand[c]
+            if not (taken[i] or taken[j]):
+                taken[i] = taken[j] = expected[c] = True
+        np.testing.assert_array_equal(best_disjoint(cand, cost, n), expected)

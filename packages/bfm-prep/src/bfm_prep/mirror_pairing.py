@@ -322,6 +322,30 @@ def pair_by_geometry(
 # pairs from a list
 
 
+def best_disjoint(cand: np.ndarray, cost: np.ndarray, n: int) -> np.ndarray:
+    """Mask of the candidate pairs kept when each vertex keeps its cheapest one: the pairs
+    taken in order of ``cost`` (ties: list order), each unless a vertex of it is already
+    taken. Computed in rounds (a pair that is the cheapest left for both its vertices is
+    taken first; each round takes at least the cheapest pair left), so there is no loop over
+    the pairs; a self-pair ``(i, i)`` takes one vertex."""
+    order = np.argsort(cost, kind="stable")
+    rank = np.empty(len(cand), dtype=np.int64)
+    rank[order] = np.arange(len(cand))
+    alive = np.ones(len(cand), dtype=bool)
+    keep = np.zeros(len(cand), dtype=bool)
+    while alive.any():
+        best = np.full(n, len(cand), dtype=np.int64)  # the best rank left at each vertex
+        k = np.flatnonzero(alive)
+        np.minimum.at(best, cand[k, 0], rank[k])
+        np.minimum.at(best, cand[k, 1], rank[k])
+        take = k[(best[cand[k, 0]] == rank[k]) & (best[cand[k, 1]] == rank[k])]
+        keep[take] = True
+        taken = np.zeros(n, dtype=bool)
+        taken[cand[take].ravel()] = True
+        alive &= ~(taken[cand[:, 0]] | taken[cand[:, 1]])
+    return keep
+
+
 def resolve_partner_list(
     vertices: np.ndarray, topo: MeshTopology, pairs: np.ndarray, *, name: str = "mesh"
 ) -> Pairing:
@@ -360,14 +384,7 @@ def resolve_partner_list(
     listed_count = np.bincount(
         np.concatenate([two.ravel(), uniq[selfp, 0]]), minlength=n
     )  # a self-pair names its vertex once
-    taken = np.zeros(n, dtype=bool)
-    keep = np.zeros(len(cand), dtype=bool)
-    for k in np.argsort(r, kind="stable").tolist():  # a loop over the list's pairs
-        i, j = cand[k]
-        if taken[i] or taken[j]:
-            continue
-        taken[i] = taken[j] = True
-        keep[k] = True
+    keep = best_disjoint(cand, r, n)
     kept_two = keep[: len(two)]
     kept_self = keep[len(two) :]
     good = two[kept_two]
