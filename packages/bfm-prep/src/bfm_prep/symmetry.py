@@ -427,7 +427,7 @@ def geometric_symmetry(
     same = side[p[:, 0]] == side[p[:, 1]]
     p = p[~same]
     gap = max(pairing.stats["tolerance_mm"], GAP_EDGES * pairing.stats["mean_edge_mm"])
-    p, n_order = _boundary_in_order(v, topo, path, p, pairing.plane, gap)
+    p, n_order = _boundary_in_order(v, topo, path, side, p, pairing.plane, gap)
     phi = np.arange(n, dtype=np.int64)
     phi[p[:, 0]] = p[:, 1]
     phi[p[:, 1]] = p[:, 0]
@@ -474,6 +474,7 @@ def _boundary_in_order(
     v: np.ndarray,
     topo: MeshTopology,
     path: np.ndarray,
+    side: np.ndarray,
     pairs: np.ndarray,
     plane: np.ndarray,
     gap: float,
@@ -503,7 +504,8 @@ def _boundary_in_order(
         arc_b = loop[(i0 - 1 - np.arange((i0 - i1 - 1) % size)) % size]  # the other way
         on = np.isin(pairs, np.concatenate([arc_a, arc_b])).any(axis=1)
         old = {tuple(x) for x in np.sort(pairs[on], axis=1).tolist()}
-        new = align_arcs(v, plane, arc_a, arc_b, gap)
+        new = align_arcs(v, plane, arc_a[side[arc_a] != 0], arc_b[side[arc_b] != 0], gap)
+        new = new[side[new[:, 0]] * side[new[:, 1]] < 0]  # one vertex on each half
         changed += len(old - {tuple(x) for x in np.sort(new, axis=1).tolist()})
         pairs = np.vstack([pairs[~on], new])
     return pairs, changed
