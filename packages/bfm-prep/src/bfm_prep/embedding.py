@@ -53,8 +53,13 @@ WEIGHTS = ("cotangent", "mean-value")
 WEIGHT_FLOOR = 1e-3
 #: Corner positions along the half's outer boundary, as fractions of its 3D length.
 CORNERS = (0.25, 0.75)
-#: Rounds of releasing the partners of flipped triangles' vertices (a symmetry from the shape).
+#: Rounds of releasing the partners of flipped triangles' vertices (a symmetry from the shape):
+#: with intrinsic Delaunay weights, then, if triangles are still flipped, with the mesh's own.
+INTRINSIC_ROUNDS = 2
 RELEASE_ROUNDS = 8
+#: Rounds of giving the vertices around triangles still flipped with intrinsic Delaunay
+#: weights the mesh's own weights (one more ring each round).
+LOCAL_ROUNDS = 3
 
 
 def embed_model(
@@ -120,6 +125,7 @@ def symmetric_tutte(
     weights: str = "cotangent",
     topology: MeshTopology | None = None,
     name: str = "mesh",
+    intrinsic: bool | None = None,
 ) -> UVEmbedding:
     """The symmetric Tutte embedding of a mesh with a known mirror symmetry.
 
@@ -130,6 +136,9 @@ def symmetric_tutte(
             with ``midline`` and ``sides`` set and some vertices unpaired).
         weights: ``"cotangent"`` (with a fallback to mean-value weights if triangles flip)
             or ``"mean-value"``.
+        intrinsic: cotangent weights of each half's intrinsic Delaunay triangulation (see
+            ``_weights``); default: when the symmetry is not exact (the halves are
+            triangulated differently).
 
     Returns:
         A :class:`UVEmbedding`; ``checks`` holds ``flipped_triangles``, ``symmetry_error``
@@ -161,17 +170,51 @@ def symmetric_tutte(
     t_setup = time.perf_counter() - t0
 
     used = weights
-    uv, n_clamped, t_solve = _solve(filled, pins, weights)
+    intrinsic = (not exact) if intrinsic is None else bool(intrinsic)
+    halves = filled.side if intrinsic else None
+    w = _weights(filled.v, filled.f, weights, halves)  # for every solve below
+    uv, n_clamped, t_solve = _solve(filled, pins, weights, w)
     flips = _flipped(uv[:n], topo.faces)
-    n_released = 0
+    phi_f = filled.phi
     if flips[0] > 0 and not exact:
         # from the shape, flips come from pairs whose reflection the two triangulations
         # cannot both follow (a wrong nearest partner): release those first
-        uv, flips, phi_f, t3 = _release_flipped(filled, pins, weights, uv, flips, topo.faces)
+        rounds = INTRINSIC_ROUNDS if intrinsic else RELEASE_ROUNDS
+        uv, flips, phi_f, t3 = _release_flipped(
+            filled, pins, weights, w, uv, flips, topo.faces, rounds
+        )
         t_solve += t3
-        n_released = int((phi_f[:n] != phi).sum()) // 2
-        phi = phi_f[:n]  # the pairs that hold in UV
-        filled = filled.with_mirror(phi_f)
+        if flips[0] > 0 and intrinsic:
+            # a mesh triangle that the intrinsic triangulation does not have (at a vertex of
+            # degree 3, say) can flip however the pairs are released: its vertices' equations
+            # take the mesh's own weights, in a growing neighbourhood
+            mesh_w = _weights(filled.v, filled.f, weights)
+            uv, flips, n_local, t4 = _local_mesh_weights(
+                filled.with_mirror(phi_f), pins, weights, w, mesh_w, uv, flips, topo.faces
+            )
+            t_solve += t4
+            if n_local:
+                used = (
+                    f"cotangent (of the intrinsic Delaunay triangulation; the mesh's own for "
+                    f"{n_local} vertices around triangles that flipped with them)"
+                )
+        if flips[0] > 0 and intrinsic:
+            # with the mesh's own weights everywhere, releasing every pair would leave two
+            # Tutte embeddings, so this ends without flips
+            w = mesh_w
+            used = "cotangent (the mesh's own: intrinsic Delaunay weights left flipped triangles)"
+            intrinsic = False
+            uv, _, t4 = _solve(filled.with_mirror(phi_f), pins, weights, w)
+            flips = _flipped(uv[:n], topo.faces)
+            t_solve += t4
+            if flips[0] > 0:
+                uv, flips, phi_f, t5 = _release_flipped(
+                    filled.with_mirror(phi_f), pins, weights, w, uv, flips, topo.faces
+                )
+                t_solve += t5
+    n_released = int((phi_f[:n] != phi).sum()) // 2
+    phi = phi_f[:n]  # the pairs that hold in UV
+    filled = filled.with_mirror(phi_f)
     if flips[0] > 0 and weights == "cotangent":
         uv2, _, t2 = _solve(filled, pins, "mean-value")
         flips2 = _flipped(uv2[:n], topo.faces)
@@ -213,6 +256,10 @@ def symmetric_tutte(
         "time_solve_s": t_solve,
         "time_embed_s": time.perf_counter() - t0,
     }
+    if intrinsic and used == "cotangent":
+        used = "cotangent (of the intrinsic Delaunay triangulation)"
+    elif used.startswith("cotangent (of the intrinsic") and not intrinsic:
+        used = "cotangent"
     params = {
         "method": "symmetric Tutte embedding",
         "weights": used,
@@ -442,9 +489,33 @@ def _sides_of(p: tuple[float, float]) -> set[str]:
     return out
 
 
-def _weights(v: np.ndarray, f: np.ndarray, kind: str) -> sp.coo_matrix:
-    """Edge weights W[i, j] for neighbour j of i (cotangent: symmetric; mean-value: not)."""
+def _weights(
+    v: np.ndarray, f: np.ndarray, kind: str, side: np.ndarray | None = None
+) -> sp.coo_matrix:
+    """Edge weights W[i, j] for neighbour j of i (cotangent: symmetric; mean-value: not).
+
+    With ``side`` (a symmetry from the shape, the halves triangulated differently), the
+    cotangent weights are those of each half's intrinsic Delaunay triangulation
+    (``igl.intrinsic_delaunay_cotmatrix`` of the half's triangles: the same surface, its edges
+    flipped along it until every one is Delaunay; the line, the halves' common boundary, is
+    never flipped, so no weight joins the two halves). They are never negative and they do
+    not depend on which way a quad's diagonal runs, so the two halves get nearly mirror-image
+    weights; a neighbour may be a vertex across a flipped edge. Otherwise the mesh's own
+    cotangent weights (with a mirrored triangulation the halves' are mirror images already).
+    """
     nv = v.shape[0]
+    if kind == "cotangent" and side is not None:
+        low = side[f].max(axis=1) <= 0  # the low half's triangles (and any on the line)
+        parts = []
+        for half in (f[low], f[~low]):
+            if len(half):
+                lap = sp.coo_matrix(igl.intrinsic_delaunay_cotmatrix(v, half)[0])
+                off = lap.row != lap.col
+                parts.append((lap.row[off], lap.col[off], lap.data[off]))
+        rows, cols, vals = (np.concatenate(x) for x in zip(*parts, strict=True))
+        w = sp.coo_matrix((vals, (rows, cols)), shape=(nv, nv)).tocsr()
+        w.sum_duplicates()  # a line edge: its two triangles, one in each half
+        return w.tocoo()
     if kind == "cotangent":
         c = igl.cotmatrix_entries(v, f)  # columns: edges (1,2), (2,0), (0,1)
         rows = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
@@ -452,23 +523,25 @@ def _weights(v: np.ndarray, f: np.ndarray, kind: str) -> sp.coo_matrix:
         vals = np.concatenate([c[:, 0], c[:, 1], c[:, 2]])
         rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
         vals = np.concatenate([vals, vals])
-    else:
-        ang = igl.internal_angles(v, f)  # column c: angle at corner c
-        rows, cols, vals = [], [], []
-        for c in range(3):
-            a, b, d = f[:, c], f[:, (c + 1) % 3], f[:, (c + 2) % 3]
-            tn = np.tan(ang[:, c] / 2.0)
-            for o in (b, d):
-                rows.append(a)
-                cols.append(o)
-                vals.append(tn / np.linalg.norm(v[a] - v[o], axis=1))
-        rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        w = sp.coo_matrix((vals, (rows, cols)), shape=(nv, nv)).tocsr()
+        w.sum_duplicates()
+        return w.tocoo()
+    ang = igl.internal_angles(v, f)  # column c: angle at corner c
+    rows, cols, vals = [], [], []
+    for c in range(3):
+        a, b, d = f[:, c], f[:, (c + 1) % 3], f[:, (c + 2) % 3]
+        tn = np.tan(ang[:, c] / 2.0)
+        for o in (b, d):
+            rows.append(a)
+            cols.append(o)
+            vals.append(tn / np.linalg.norm(v[a] - v[o], axis=1))
+    rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
     w = sp.coo_matrix((vals, (rows, cols)), shape=(nv, nv)).tocsr()
     w.sum_duplicates()
     return w.tocoo()
 
 
-def _solve(filled: _Filled, pins: dict, weights: str):
+def _solve(filled: _Filled, pins: dict, weights: str, w: sp.coo_matrix | None = None):
     """Solve the harmonic equations of both halves at once.
 
     Unknowns ``z`` are in the low half's frame: vertex a's UV is ``z[rep[a]]`` on the low half
@@ -484,7 +557,8 @@ def _solve(filled: _Filled, pins: dict, weights: str):
     phi, side = filled.phi, filled.side
     hi = side == 1
     rep = np.where(hi, phi, np.arange(nv))
-    w = _weights(filled.v, filled.f, weights)
+    if w is None:
+        w = _weights(filled.v, filled.f, weights)
     a, b = w.row.astype(np.int64), w.col.astype(np.int64)
     cross = hi[a] != hi[b]
     key = (rep[a] * nv + rep[b]) * 2 + cross
@@ -544,7 +618,7 @@ def _solve(filled: _Filled, pins: dict, weights: str):
     return uv, n_clamped, time.perf_counter() - t0
 
 
-def _release_flipped(filled: _Filled, pins: dict, weights: str, uv, flips, faces):
+def _release_flipped(filled: _Filled, pins: dict, weights: str, w, uv, flips, faces, rounds=None):
     """Release the partners of the vertices of flipped triangles (each then solved on its own
     half, with its own triangles), and solve again; up to ``RELEASE_ROUNDS`` times. With every
     pair released the halves are two Tutte embeddings with convex boundaries, so this ends.
@@ -554,7 +628,7 @@ def _release_flipped(filled: _Filled, pins: dict, weights: str, uv, flips, faces
     phi = filled.phi.copy()
     n = int(faces.max()) + 1
     best = (uv, flips, phi.copy())
-    for _ in range(RELEASE_ROUNDS):
+    for _ in range(RELEASE_ROUNDS if rounds is None else rounds):
         if flips[0] == 0:
             break
         area = _areas(uv[:n], faces) * flips[1]
@@ -565,12 +639,45 @@ def _release_flipped(filled: _Filled, pins: dict, weights: str, uv, flips, faces
         partners = phi[verts]
         phi[verts] = verts
         phi[partners] = partners
-        uv, _, _ = _solve(filled.with_mirror(phi), pins, weights)
+        uv, _, _ = _solve(filled.with_mirror(phi), pins, weights, w)
         flips = _flipped(uv[:n], faces)
         if flips[0] < best[1][0]:
             best = (uv, flips, phi.copy())
     uv, flips, phi = best
     return uv, flips, phi, time.perf_counter() - t0
+
+
+def _local_mesh_weights(filled: _Filled, pins, weights, w, mesh_w, uv, flips, faces):
+    """Give the vertices of flipped triangles, and the rings around them, the mesh's own
+    weights in their equations (the other equations keep ``w``), growing by a ring a round,
+    up to ``LOCAL_ROUNDS`` rounds. Returns (uv, flips, how many vertices, seconds)."""
+    t0 = time.perf_counter()
+    n = int(faces.max()) + 1
+    nv = filled.v.shape[0]
+    local = np.zeros(nv, dtype=bool)
+    adj = sp.coo_matrix(
+        (np.ones(len(mesh_w.row)), (mesh_w.row, mesh_w.col)), shape=(nv, nv)
+    ).tocsr()
+    for _ in range(LOCAL_ROUNDS):
+        if flips[0] == 0:
+            break
+        area = _areas(uv[:n], faces) * flips[1]
+        local[np.unique(faces[area <= 0])] = True
+        local |= (adj @ local.astype(np.float64)) > 0  # and their neighbours
+        keep_a, keep_b = ~local[w.row], local[mesh_w.row]
+        hybrid = sp.coo_matrix(
+            (
+                np.concatenate([w.data[keep_a], mesh_w.data[keep_b]]),
+                (
+                    np.concatenate([w.row[keep_a], mesh_w.row[keep_b]]),
+                    np.concatenate([w.col[keep_a], mesh_w.col[keep_b]]),
+                ),
+            ),
+            shape=(nv, nv),
+        )
+        uv, _, _ = _solve(filled, pins, weights, hybrid)
+        flips = _flipped(uv[:n], faces)
+    return uv, flips, int(local[:n].sum()), time.perf_counter() - t0
 
 
 def _areas(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -396,7 +396,8 @@ def geometric_symmetry(
        vertex on the line and a pair with both vertices on one half; on the outer boundary
        and on each hole the line crosses, the pairs are the ordered alignment of the two
        halves' arcs instead (:func:`align_arcs`);
-    4. the plane is refitted to the pairs kept.
+    4. the plane is refitted to the pairs kept. Pairs that map the mesh onto itself (a
+       mirrored triangulation) are marked exact (``stats["exact"]``).
 
     Args:
         vertices: (N, 3) float64.
@@ -432,6 +433,13 @@ def geometric_symmetry(
     phi[p[:, 0]] = p[:, 1]
     phi[p[:, 1]] = p[:, 0]
     plane = fit_plane(v, phi) if len(p) else pairing.plane
+    # pairs that map the mesh onto itself, with the line its fixed vertices, are the exact
+    # symmetry, however they were found (a mirrored triangulation, --symmetry geometry)
+    fixed = phi == np.arange(n)
+    exact = bool(
+        np.array_equal(np.flatnonzero(fixed), np.sort(path[path < n]))
+        and _Propagator(topo).is_automorphism(phi)
+    )
     r = residuals(v, p, plane)
     pts = graph[0]
     nodes = [("vertex", int(k)) if k < n else ("hole", int(k - n)) for k in path.tolist()]
@@ -442,7 +450,7 @@ def geometric_symmetry(
     stats.update(
         {
             "method": method,
-            "exact": False,
+            "exact": exact,
             "seeds_tried": tried,
             "n_pairs": int(len(p)),
             "n_unpaired": n_unpaired,
