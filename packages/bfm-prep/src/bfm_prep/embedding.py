@@ -53,13 +53,10 @@ WEIGHTS = ("cotangent", "mean-value")
 WEIGHT_FLOOR = 1e-3
 #: Corner positions along the half's outer boundary, as fractions of its 3D length.
 CORNERS = (0.25, 0.75)
-#: Rounds of releasing the partners of flipped triangles' vertices (a symmetry from the shape):
-#: with intrinsic Delaunay weights, then, if triangles are still flipped, with the mesh's own.
-INTRINSIC_ROUNDS = 2
+#: Rounds of repairing flipped triangles (a symmetry from the shape; see ``_repair_flips``):
+#: with intrinsic Delaunay weights (then, if triangles are still flipped, with the mesh's own).
+INTRINSIC_ROUNDS = 4
 RELEASE_ROUNDS = 8
-#: Rounds of giving the vertices around triangles still flipped with intrinsic Delaunay
-#: weights the mesh's own weights (one more ring each round).
-LOCAL_ROUNDS = 3
 
 
 def embed_model(
@@ -177,27 +174,27 @@ def symmetric_tutte(
     flips = _flipped(uv[:n], topo.faces)
     phi_f = filled.phi
     if flips[0] > 0 and not exact:
-        # from the shape, flips come from pairs whose reflection the two triangulations
-        # cannot both follow (a wrong nearest partner): release those first
-        rounds = INTRINSIC_ROUNDS if intrinsic else RELEASE_ROUNDS
-        uv, flips, phi_f, t3 = _release_flipped(
-            filled, pins, weights, w, uv, flips, topo.faces, rounds
+        # from the shape, flips come from pairs whose reflection the two triangulations cannot
+        # both follow (a wrong nearest partner), and with intrinsic weights also from mesh
+        # triangles the intrinsic triangulation does not have (at a vertex of degree 3, say)
+        mesh_w = _weights(filled.v, filled.f, weights) if intrinsic else w
+        uv, flips, phi_f, n_local, t3 = _repair_flips(
+            filled,
+            pins,
+            weights,
+            w,
+            mesh_w,
+            uv,
+            flips,
+            topo.faces,
+            INTRINSIC_ROUNDS if intrinsic else RELEASE_ROUNDS,
         )
         t_solve += t3
-        if flips[0] > 0 and intrinsic:
-            # a mesh triangle that the intrinsic triangulation does not have (at a vertex of
-            # degree 3, say) can flip however the pairs are released: its vertices' equations
-            # take the mesh's own weights, in a growing neighbourhood
-            mesh_w = _weights(filled.v, filled.f, weights)
-            uv, flips, n_local, t4 = _local_mesh_weights(
-                filled.with_mirror(phi_f), pins, weights, w, mesh_w, uv, flips, topo.faces
+        if n_local and flips[0] == 0:
+            used = (
+                f"cotangent (of the intrinsic Delaunay triangulation; the mesh's own for "
+                f"{n_local} vertices around triangles that flipped with them)"
             )
-            t_solve += t4
-            if n_local:
-                used = (
-                    f"cotangent (of the intrinsic Delaunay triangulation; the mesh's own for "
-                    f"{n_local} vertices around triangles that flipped with them)"
-                )
         if flips[0] > 0 and intrinsic:
             # with the mesh's own weights everywhere, releasing every pair would leave two
             # Tutte embeddings, so this ends without flips
@@ -208,8 +205,16 @@ def symmetric_tutte(
             flips = _flipped(uv[:n], topo.faces)
             t_solve += t4
             if flips[0] > 0:
-                uv, flips, phi_f, t5 = _release_flipped(
-                    filled.with_mirror(phi_f), pins, weights, w, uv, flips, topo.faces
+                uv, flips, phi_f, _, t5 = _repair_flips(
+                    filled.with_mirror(phi_f),
+                    pins,
+                    weights,
+                    w,
+                    w,
+                    uv,
+                    flips,
+                    topo.faces,
+                    RELEASE_ROUNDS,
                 )
                 t_solve += t5
     n_released = int((phi_f[:n] != phi).sum()) // 2
@@ -618,66 +623,56 @@ def _solve(filled: _Filled, pins: dict, weights: str, w: sp.coo_matrix | None = 
     return uv, n_clamped, time.perf_counter() - t0
 
 
-def _release_flipped(filled: _Filled, pins: dict, weights: str, w, uv, flips, faces, rounds=None):
-    """Release the partners of the vertices of flipped triangles (each then solved on its own
-    half, with its own triangles), and solve again; up to ``RELEASE_ROUNDS`` times. With every
-    pair released the halves are two Tutte embeddings with convex boundaries, so this ends.
+def _repair_flips(filled: _Filled, pins, weights, w, mesh_w, uv, flips, faces, rounds):
+    """Repair flipped triangles of a symmetry from the shape, in up to ``rounds`` rounds: the
+    pairs of the flipped triangles' vertices are released (each vertex then solved on its
+    own half, with its own triangles); from the second round on, those vertices and their
+    neighbours also take the mesh's own weights ``mesh_w`` in their equations instead of
+    ``w`` (when they differ). With the mesh's own weights everywhere and every pair released,
+    the halves are two Tutte embeddings with convex boundaries, so the rounds end without
+    flips.
+
     Returns the best (uv, flips, mirror of the filled mesh with the released pairs undone,
-    seconds)."""
-    t0 = time.perf_counter()
-    phi = filled.phi.copy()
-    n = int(faces.max()) + 1
-    best = (uv, flips, phi.copy())
-    for _ in range(RELEASE_ROUNDS if rounds is None else rounds):
-        if flips[0] == 0:
-            break
-        area = _areas(uv[:n], faces) * flips[1]
-        verts = np.unique(faces[area <= 0])
-        verts = verts[phi[verts] != verts]
-        if not verts.size:
-            break
-        partners = phi[verts]
-        phi[verts] = verts
-        phi[partners] = partners
-        uv, _, _ = _solve(filled.with_mirror(phi), pins, weights, w)
-        flips = _flipped(uv[:n], faces)
-        if flips[0] < best[1][0]:
-            best = (uv, flips, phi.copy())
-    uv, flips, phi = best
-    return uv, flips, phi, time.perf_counter() - t0
-
-
-def _local_mesh_weights(filled: _Filled, pins, weights, w, mesh_w, uv, flips, faces):
-    """Give the vertices of flipped triangles, and the rings around them, the mesh's own
-    weights in their equations (the other equations keep ``w``), growing by a ring a round,
-    up to ``LOCAL_ROUNDS`` rounds. Returns (uv, flips, how many vertices, seconds)."""
+    how many vertices took the mesh's weights, seconds).
+    """
     t0 = time.perf_counter()
     n = int(faces.max()) + 1
     nv = filled.v.shape[0]
+    phi = filled.phi.copy()
     local = np.zeros(nv, dtype=bool)
     adj = sp.coo_matrix(
         (np.ones(len(mesh_w.row)), (mesh_w.row, mesh_w.col)), shape=(nv, nv)
     ).tocsr()
-    for _ in range(LOCAL_ROUNDS):
+    best = (uv, flips, phi.copy(), 0)
+    for r in range(rounds):
         if flips[0] == 0:
             break
-        area = _areas(uv[:n], faces) * flips[1]
-        local[np.unique(faces[area <= 0])] = True
-        local |= (adj @ local.astype(np.float64)) > 0  # and their neighbours
-        keep_a, keep_b = ~local[w.row], local[mesh_w.row]
-        hybrid = sp.coo_matrix(
-            (
-                np.concatenate([w.data[keep_a], mesh_w.data[keep_b]]),
+        verts = np.unique(faces[_areas(uv[:n], faces) * flips[1] <= 0])
+        paired = verts[phi[verts] != verts]
+        partners = phi[paired]
+        phi[paired] = paired
+        phi[partners] = partners
+        hybrid = w
+        if r > 0 and mesh_w is not w:
+            local[verts] = True
+            local |= (adj @ local.astype(np.float64)) > 0  # and their neighbours
+            keep_a, keep_b = ~local[w.row], local[mesh_w.row]
+            hybrid = sp.coo_matrix(
                 (
-                    np.concatenate([w.row[keep_a], mesh_w.row[keep_b]]),
-                    np.concatenate([w.col[keep_a], mesh_w.col[keep_b]]),
+                    np.concatenate([w.data[keep_a], mesh_w.data[keep_b]]),
+                    (
+                        np.concatenate([w.row[keep_a], mesh_w.row[keep_b]]),
+                        np.concatenate([w.col[keep_a], mesh_w.col[keep_b]]),
+                    ),
                 ),
-            ),
-            shape=(nv, nv),
-        )
-        uv, _, _ = _solve(filled, pins, weights, hybrid)
+                shape=(nv, nv),
+            )
+        uv, _, _ = _solve(filled.with_mirror(phi), pins, weights, hybrid)
         flips = _flipped(uv[:n], faces)
-    return uv, flips, int(local[:n].sum()), time.perf_counter() - t0
+        if flips[0] < best[1][0]:
+            best = (uv, flips, phi.copy(), int(local[:n].sum()))
+    uv, flips, phi, n_local = best
+    return uv, flips, phi, n_local, time.perf_counter() - t0
 
 
 def _areas(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
