@@ -1,5 +1,6 @@
 """``bfm-prep uv-embed``: --mesh / --model / --symmetry PAIRS_FILE end to end, the picture, and
-bad inputs (exit 2, one line, no output file)."""
+bad inputs (exit 2, one line, no output file); meshes whose triangulation is not mirrored and
+published-style partner lists."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 import trimesh
 from bfm_prep.artifact import read_uv, write_model
 from bfm_prep.model import MorphableModel
+from bfm_prep.synth_asymmetry import partner_list
 
 from tests.bfm_prep.cli_helpers import invoke as run_cli
+from tests.bfm_prep.test_asymmetric import check_layout, imperfect
 from tests.bfm_prep.test_embedding import check_embedding
 from tests.bfm_prep.test_symmetry import face_grid, random_blob
 
@@ -174,3 +177,79 @@ def test_uv_resample_without_uv_advises_uv_embed(tmp_path, capsys):
     assert lines[0].endswith(
         "; pass --uv with a uv.h5 from bfm-prep uv-embed --symmetry PAIRS_FILE."
     ), lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# meshes whose triangulation is not mirrored (issue 13)
+
+
+def test_asymmetric_mesh_report_picture_and_saved_pairs(tmp_path, capsys):
+    """No partner list: the symmetry from the shape, reported; the saved pairs (with the
+    midline as self-pairs) reproduce the layout."""
+    m = imperfect("synthetic", "all")
+    path = write_ply(tmp_path / "scan.ply", m.vertices, m.faces)
+    out, png, pairs = tmp_path / "uv.h5", tmp_path / "uv.png", tmp_path / "pairs.txt"
+    code, stdout, stderr = run_cli(
+        ["uv-embed", "--mesh", path, "--out", out, "--plot", png, "--save-pairs", pairs], capsys
+    )
+    assert code == 0, stderr
+    assert "Symmetry (geometry: the triangulation is not mirrored" in stdout
+    assert re.search(
+        r"\d+ mirror pairs \(9\d\.\d% of the vertices\), 52 vertices on the midline, "
+        r"\d+ without a partner",
+        stdout,
+    ), stdout
+    assert re.search(r"\d+ mutual nearest partners, \d+ more within [\d.]+ mm", stdout)
+    assert "flipped triangles 0" in stdout and not stderr
+    emb = read_uv(out)
+    check_layout(emb, m)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = [x.split() for x in pairs.read_text().splitlines() if not x.startswith("#")]
+    self_pairs = [int(a) for a, b in lines if a == b]
+    assert self_pairs == emb.symmetry_line.tolist()
+    code, stdout, stderr = run_cli(
+        ["uv-embed", "--mesh", path, "--symmetry", pairs, "--out", tmp_path / "uv2.h5"], capsys
+    )
+    assert code == 0, stderr
+    assert "Symmetry (pairs+geometry" in stdout
+    np.testing.assert_allclose(read_uv(tmp_path / "uv2.h5").uv, emb.uv, rtol=0, atol=1e-12)
+
+
+def test_published_style_partner_list(tmp_path, capsys):
+    """Self-pairs, repeated vertices and duplicates are resolved and counted."""
+    m = imperfect("synthetic", "all")
+    path = write_ply(tmp_path / "scan.ply", m.vertices, m.faces)
+    listed = partner_list(m, rng=np.random.default_rng(5), repeats=20, duplicates=10)
+    symlist = tmp_path / "symlist.txt"
+    symlist.write_text("# like face3d's symlist\n" + "".join(f"{a} {b}\n" for a, b in listed))
+    code, stdout, stderr = run_cli(
+        ["uv-embed", "--mesh", path, "--symmetry", symlist, "--out", tmp_path / "uv.h5"], capsys
+    )
+    assert code == 0, stderr
+    assert f"list: {len(listed)} lines, 10 listed twice, 52 self-pairs (the midline)" in stdout
+    assert "20 pairs dropped: each vertex keeps its best mirror image" in stdout
+    check_layout(read_uv(tmp_path / "uv.h5"), m)
+
+
+@pytest.mark.parametrize("case", ["shuffled", "exact", "geometry_blob"])
+def test_asymmetric_refusals_exit_2_one_line(case, tmp_path, capsys):
+    m = imperfect("synthetic", "flipped")
+    path = write_ply(tmp_path / "scan.ply", m.vertices, m.faces)
+    tp = m.true_pairs
+    if case == "shuffled":
+        p = tmp_path / "pairs.txt"
+        perm = np.random.default_rng(0).permutation(tp[:, 1])
+        p.write_text("".join(f"{a} {b}\n" for a, b in zip(tp[:, 0], perm, strict=True)))
+        extra, match = ["--symmetry", p], "do not map the mesh onto itself: .* no mirror images"
+    elif case == "exact":
+        extra, match = ["--symmetry", "exact"], "no mirror symmetry found.*--symmetry PAIRS_FILE"
+    else:
+        path = write_ply(tmp_path / "blob.ply", *random_blob())
+        extra, match = ["--symmetry", "geometry"], "a mirror partner that their neighbours"
+    out = tmp_path / "uv.h5"
+    code, _, stderr = run_cli(["uv-embed", "--mesh", path, *extra, "--out", out], capsys)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bfm-prep: error: ")
+    assert re.search(match, lines[0]), lines[0]
+    assert not out.exists()

@@ -113,6 +113,11 @@ def test_grid_and_uv_artifacts(tmp_path):
     s = inspect_file(p).as_dict()
     assert s["vertices"] == "9" and s["on the symmetry plane"] == "3"
     assert s["symmetry line"] == "3 vertices" and s["check flipped_triangles"] == "0"
+    assert "without a mirror partner" not in s
+    # a symmetry from the shape: vertices 0 and 2 have no partner (their own mirror, off the line)
+    emb.mirror = np.array([0, 1, 2, 5, 4, 3, 8, 7, 6])
+    s = inspect_file(write_uv(tmp_path / "uv2.h5", emb)).as_dict()
+    assert s["on the symmetry plane"] == "3" and s["without a mirror partner"] == "2"
 
 
 def test_unsupported_version_is_an_error(model_artifact):

@@ -134,9 +134,18 @@ def _inspect_artifact(f, s: Summary, fmt: str) -> None:
             g = f["symmetry"]
             if "mirror" in g:
                 mirror = g["mirror"][()]
-                s.add(
-                    "on the symmetry plane", int(np.count_nonzero(mirror == np.arange(mirror.size)))
-                )
+                own = mirror == np.arange(mirror.size)
+                on_line = own.copy()
+                if "line" in g:
+                    # a symmetry from the shape: a vertex that is its own mirror without
+                    # being on the line has no partner
+                    line = np.asarray(g["line"][()], dtype=np.int64)
+                    on_line[:] = False
+                    on_line[line[(line >= 0) & (line < mirror.size)]] = True
+                s.add("on the symmetry plane", int(np.count_nonzero(own & on_line)))
+                unpaired = int(np.count_nonzero(own & ~on_line))
+                if unpaired:
+                    s.add("without a mirror partner", unpaired)
             if "line" in g:
                 s.add("symmetry line", f"{g['line'].shape[0]} vertices")
             if "plane" in g:

@@ -22,6 +22,13 @@ The pairing is therefore exactly one-to-one even where the mean shape is off by 
 or so, where nearest-neighbour mirroring is not. The plane is then the least-squares
 reflection plane of the pairs, oriented so that its normal points along +x (so that u grows
 with the model's x).
+
+When the triangulation is not mirrored (the Basel mesh, scans: no such map exists), or a
+partner list is not one, the symmetry comes from the shape instead (:func:`geometric_symmetry`):
+pairs from :mod:`bfm_prep.mirror_pairing`, a midline drawn through the vertices nearest the
+plane and the halves it separates from :mod:`bfm_prep.midline_path`; pairs that the midline
+contradicts are dropped. Some vertices then have no partner: they are their own ``mirror``
+without being on the ``line`` (:attr:`Symmetry.unpaired`).
 """
 
 from __future__ import annotations
@@ -38,10 +45,33 @@ from scipy.spatial import cKDTree
 from bfm_prep.atomic import atomic_write_bytes
 from bfm_prep.errors import PrepError
 from bfm_prep.mesh_checks import MeshTopology, check_mesh
+from bfm_prep.midline_path import filled_graph, halves, midline_path
+from bfm_prep.mirror_pairing import (
+    pair_by_geometry,
+    residuals,
+    resolve_partner_list,
+)
+from bfm_prep.mirror_plane import (
+    NO_SYMMETRY_HINT,
+    candidate_planes,
+    fit_plane,
+    mirror_residual,
+    refine_plane,
+    reflect_points,
+)
 
-# The hint of every "no usable symmetry" error: give the pairs instead (embed_mesh's
-# ``symmetry`` parameter; PrepError.naming lets a command say its own option).
-_HINT = "pass {symmetry} PAIRS_FILE"
+_HINT = NO_SYMMETRY_HINT
+#: Seeds from a plane: vertices whose reflection lands within this many mean edge lengths of
+#: a vertex.
+SEED_REACH_EDGES = 5.0
+#: Aligning the two halves of a boundary: a vertex left without a partner costs the pairing
+#: tolerance, or this many mean edge lengths if more.
+GAP_EDGES = 0.25
+
+
+#: How :func:`find_symmetry` looks for the symmetry: the exact search, then (if it finds none)
+#: the shape; the exact search only; the shape only.
+METHODS = ("auto", "exact", "geometry")
 
 
 @dataclass
@@ -51,117 +81,39 @@ class Symmetry:
     Attributes:
         plane: (4,) float64 ``(n_x, n_y, n_z, d)`` with ``|n| = 1``: the plane ``n . x = d``;
             ``n`` points to the side that gets ``u > 0.5``.
-        mirror: (N,) int64, the mirror partner of each vertex (itself on the symmetry line);
-            an involution mapping every face to a face of reversed orientation.
-        line: (P,) int64, the vertices that are their own mirror, in order along the symmetry
-            line from the chin boundary to the forehead boundary. Consecutive entries are
-            joined by a mesh edge, except where the line crosses a hole (a mouth opening)
-            or runs through the middle of an edge whose two ends are mirror partners.
-        stats: diagnostics: ``residual_rms_mm``, ``residual_max_mm`` (how far the reflected
-            vertices are from their partners), ``n_fixed``, ``n_swapped_edges``, ``method``.
+        mirror: (N,) int64, the mirror partner of each vertex; itself on the symmetry line,
+            and (from the shape, :func:`geometric_symmetry`) for a vertex with no partner.
+            Found exactly, it is an involution mapping every face to a face of reversed
+            orientation.
+        line: (P,) int64, the vertices on the symmetry line, in order from the chin boundary
+            to the forehead boundary. Consecutive entries are joined by a mesh edge, except
+            where the line crosses a hole (a mouth opening) or runs through the middle of
+            an edge whose two ends are mirror partners.
+        stats: the report: ``method`` (``"auto"``, ``"pairs"``: exact; ``"geometry"``,
+            ``"pairs+geometry"``: from the shape), ``exact``, ``n_pairs``, ``n_unpaired``,
+            ``n_fixed`` (on the line), ``residual_rms_mm``, ``residual_max_mm`` (how far the
+            reflected vertices are from their partners), ``n_swapped_edges``, and from the
+            shape the pairing's counts and tolerance (docs/uv-embedding.md).
+        midline: the line as :class:`Midline` nodes (with the holes it crosses); set by
+            :func:`geometric_symmetry`, computed from ``mirror`` otherwise.
+        sides: (N,) int8, -1 / +1 for the halves, 0 on the line; set by
+            :func:`geometric_symmetry`, computed from ``mirror`` otherwise.
     """
 
     plane: np.ndarray
     mirror: np.ndarray
     line: np.ndarray
     stats: dict = field(default_factory=dict)
+    midline: Midline | None = None
+    sides: np.ndarray | None = None
 
-
-# ---------------------------------------------------------------------------------------------
-# planes
-
-
-def reflect_points(points: np.ndarray, plane: np.ndarray) -> np.ndarray:
-    """Reflect (..., 3) points through the plane ``(n, d)``: ``x - 2 (n . x - d) n``."""
-    n = np.asarray(plane[:3], dtype=np.float64)
-    d = float(plane[3])
-    x = np.asarray(points, dtype=np.float64)
-    return x - 2.0 * ((x @ n) - d)[..., None] * n
-
-
-def fit_plane(vertices: np.ndarray, mirror: np.ndarray) -> np.ndarray:
-    """Least-squares reflection plane of the pairs ``(i, mirror[i])``, normal towards +x."""
-    v = np.asarray(vertices, dtype=np.float64)
-    if np.all(mirror == np.arange(len(v))):
-        raise PrepError.naming(
-            "every vertex is its own mirror: this is no mirror symmetry; " + _HINT + "."
-        )
-    n, d = _ls_plane(v, v[mirror])
-    n2 = _orient_normal(n)
-    return np.concatenate([n2, [d if n2 @ n > 0 else -d]])
-
-
-def _ls_plane(xi: np.ndarray, xj: np.ndarray) -> tuple[np.ndarray, float]:
-    """The plane (n, d) minimising sum |reflect(x_i) - x_j|^2 over pairs.
-
-    With midpoints m and differences e = x_i - x_j, the residual is
-    |e|^2 - (n . e)^2 + 4 (n . m - d)^2: d = n . mean(m), and n is the eigenvector of the
-    smallest eigenvalue of 4 cov(m) - e^T e (the midpoints lie on the plane, the
-    differences along its normal).
-    """
-    m = 0.5 * (xi + xj)
-    e = xi - xj
-    mc = m - m.mean(axis=0)
-    mat = 4.0 * (mc.T @ mc) - e.T @ e
-    n = np.linalg.eigh(mat)[1][:, 0]
-    return n, float(n @ m.mean(axis=0))
-
-
-def _orient_normal(n: np.ndarray) -> np.ndarray:
-    n = n / np.linalg.norm(n)
-    k = 0 if abs(n[0]) > 1e-6 else int(np.argmax(np.abs(n)))
-    return -n if n[k] < 0 else n
-
-
-def mirror_residual(
-    vertices: np.ndarray, mirror: np.ndarray, plane: np.ndarray
-) -> tuple[float, float]:
-    """(rms, max) of ``|reflect(v[mirror[i]]) - v[i]|`` in the mesh's units."""
-    v = np.asarray(vertices, dtype=np.float64)
-    r = np.linalg.norm(reflect_points(v[mirror], plane) - v, axis=1)
-    return float(np.sqrt(np.mean(r**2))), float(r.max())
-
-
-def _candidate_planes(v: np.ndarray) -> list[np.ndarray]:
-    c = v.mean(axis=0)
-    _, _, vt = np.linalg.svd(v - c, full_matrices=False)
-    normals: list[np.ndarray] = []
-    for n in [np.array([1.0, 0.0, 0.0]), vt[0], vt[1], vt[2]]:
-        if all(abs(float(n @ m)) < 0.98 for m in normals):
-            normals.append(n)
-    return [np.concatenate([n, [float(n @ c)]]) for n in normals]
-
-
-def _refine_plane(
-    v: np.ndarray, tree: cKDTree, plane: np.ndarray, rounds: int = 4, sample: int = 4000
-) -> np.ndarray:
-    """Reflection ICP: refit the plane to mutual nearest neighbours of the reflection.
-
-    Works on a fixed subsample of the vertices; neighbours farther than a tenth of the mesh's
-    size are ignored (and keep the k-d tree queries fast for a wrong plane).
-    """
-    n = len(v)
-    sub = np.arange(n) if n <= sample else np.random.default_rng(0).choice(n, sample, replace=False)
-    reach = 0.1 * float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
-    for _ in range(rounds):
-        dist, nn = tree.query(reflect_points(v[sub], plane), distance_upper_bound=reach)
-        ok = np.isfinite(dist)
-        if ok.sum() < 3:
-            break
-        back_d, back = tree.query(reflect_points(v[nn[ok]], plane), distance_upper_bound=reach)
-        mutual = np.zeros(len(sub), dtype=bool)
-        mutual[ok] = back == sub[ok]
-        if mutual.sum() < 3:
-            break
-        keep = mutual & (dist <= 3.0 * np.median(dist[mutual]) + 1e-12)
-        i, j = sub[keep], nn[keep]
-        if np.all(i == j):
-            break
-        nrm, d = _ls_plane(v[i], v[j])
-        if nrm @ plane[:3] < 0:
-            nrm, d = -nrm, -d
-        plane = np.concatenate([nrm, [d]])
-    return plane
+    @property
+    def unpaired(self) -> np.ndarray:
+        """(N,) bool: vertices with no mirror partner (their own mirror, not on the line)."""
+        n = len(self.mirror)
+        out = self.mirror == np.arange(n)
+        out[np.asarray(self.line, dtype=np.int64)] = False
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +212,8 @@ def _boundary_seeds(
     e = xi - xj
     mc = m - m.mean(axis=1, keepdims=True)
     mat = 4.0 * np.einsum("cki,ckj->cij", mc, mc) - np.einsum("cki,ckj->cij", e, e)
-    # the least-squares residual is sum |e|^2 + the smallest eigenvalue (see _ls_plane)
+    # the least-squares residual is sum |e|^2 + the smallest eigenvalue
+    # (see mirror_plane.reflection_plane)
     score = (e**2).sum(axis=(1, 2)) + np.linalg.eigvalsh(mat)[:, 0]
     seeds = []
     for cc in np.argsort(score, kind="stable")[:top]:
@@ -283,12 +236,16 @@ def _seeds(
     rng = np.random.default_rng(0)
     seeds: list[tuple[np.ndarray, np.ndarray]] = []
 
-    # (a) faces whose reflected vertices' nearest neighbours form a reversed face
-    dist, nn = tree.query(reflect_points(v, plane), k=2)
+    # (a) faces whose reflected vertices' nearest neighbours form a reversed face (a vertex
+    # reflected farther than a few edges from the mesh gives none: the bound keeps the
+    # queries fast for a wrong plane, whose reflection lands far from the surface)
+    reach = SEED_REACH_EDGES * edge
+    dist, nn = tree.query(reflect_points(v, plane), k=2, distance_upper_bound=reach)
     g = nn[:, 0][f]
     ok = he.third(g[:, 1], g[:, 0]) == g[:, 2]
     ok &= (g[:, 0] != g[:, 1]) & (g[:, 1] != g[:, 2]) & (g[:, 0] != g[:, 2])
-    conf = dist[:, 0] / np.maximum(dist[:, 1], 1e-12)  # < 1; small = unambiguous
+    with np.errstate(invalid="ignore"):  # inf / inf where the reflection lands far away
+        conf = np.nan_to_num(dist[:, 0] / np.maximum(dist[:, 1], 1e-12), nan=1.0)  # small: sure
     score = (dist[:, 0][f].max(axis=1) / edge) + conf[f].max(axis=1)
     cand = np.flatnonzero(ok)
     if cand.size:
@@ -317,7 +274,7 @@ def _seeds(
         top = np.argsort(s_score, kind="stable")[: max(1, budget // 12)]
         for fi in top[np.isfinite(s_score[top])]:
             seeds.append((np.array([i[fi], j[fi], k[fi]]), np.array([j[fi], i[fi], k[fi]])))
-    return seeds, float(np.median(dist[:, 0]))
+    return seeds, float(np.median(np.where(np.isfinite(dist[:, 0]), dist[:, 0], reach)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,25 +286,36 @@ def find_symmetry(
     faces: np.ndarray,
     pairs: np.ndarray | None = None,
     *,
+    method: str = "auto",
     topology: MeshTopology | None = None,
     name: str = "mesh",
     max_seeds: int = 48,
 ) -> Symmetry:
-    """Find the mirror symmetry of a face mesh (or check the one given by ``pairs``).
+    """Find the mirror symmetry of a face mesh (or read the one a partner list gives).
 
     Args:
         vertices: (N, 3) the (mean) shape; only nearly symmetric is fine.
         faces: (M, 3) int, 0-based, consistently oriented.
-        pairs: optional (P, 2) int array of 0-based mirror pairs ``(i, j)``; a vertex in no
-            pair (or paired with itself) is its own mirror. See :func:`read_pairs`.
+        pairs: optional (P, 2) int array of 0-based mirror pairs ``(i, j)``. If they map the
+            mesh onto itself (every vertex in one pair at most; a vertex in no pair, or
+            paired with itself, is its own mirror) they are the exact symmetry; otherwise
+            (the triangulation is not mirrored, a vertex is in several pairs) they are read
+            as a partner list by :func:`geometric_symmetry`. See :func:`read_pairs`.
+        method: ``"auto"``: the exact search (or check of ``pairs``), then, if it finds no
+            mirror automorphism, the symmetry from the shape; ``"exact"``: the exact one or
+            an error; ``"geometry"``: from the shape only.
         topology: the result of :func:`~bfm_prep.mesh_checks.check_mesh` if already known.
         name: how the mesh is called in error messages.
-        max_seeds: how many seed correspondences ``auto`` tries at most.
+        max_seeds: how many seed correspondences the exact search tries at most.
 
     Raises:
-        PrepError: the mesh is not a manifold disk with holes, no symmetry is found, the
-            pairs do not map the mesh onto itself, or the symmetry line is no single path.
+        PrepError: the mesh is not a manifold disk with holes, no symmetry is found (the
+            shape is not nearly mirror-symmetric either), the pairs index vertices out of
+            range or are no mirror pairs of this shape, or the symmetry line is no single
+            path.
     """
+    if method not in METHODS:
+        raise PrepError(f"unknown symmetry method {method!r}; use one of {METHODS}.")
     v = np.asarray(vertices, dtype=np.float64)
     topo = topology if topology is not None else check_mesh(v, faces, name)
     n = topo.n_vertices
@@ -356,49 +324,245 @@ def find_symmetry(
     edge = float(np.mean(el))
 
     if pairs is not None:
-        phi = mirror_from_pairs(pairs, n)
-        if not prop.is_automorphism(phi):
+        p = check_pairs(pairs, n)
+        phi = None if _repeated(p).size else mirror_from_pairs(p, n)
+        if method != "geometry" and phi is not None and prop.is_automorphism(phi):
+            return _exact_symmetry(v, topo, phi, "pairs", 0, edge, name)
+        if method == "exact":
+            phi = mirror_from_pairs(p, n)  # the error for a vertex in more than one pair
             bad = prop.first_bad_face(phi)
             fb = topo.faces[bad].tolist() if bad is not None else None
             raise PrepError(
                 f"{name}: the symmetry pairs do not map the mesh onto itself (face {bad} = {fb} "
                 "has no mirrored face); check the pairs file (0-based 'i j' per line)."
             )
-        method, tried = "pairs", 0
-    else:
-        phi, tried = _auto_mirror(v, topo, prop, edge, max_seeds)
-        if phi is None:
+        return geometric_symmetry(v, topo, p, name=name)
+
+    tried, planes = 0, None
+    if method != "geometry":
+        phi, tried, planes = _auto_mirror(v, topo, prop, edge, max_seeds)
+        if phi is not None:
+            return _exact_symmetry(v, topo, phi, "auto", tried, edge, name)
+        if method == "exact":
             raise PrepError.naming(
                 "{name}: no mirror symmetry found (tried {tried} seed correspondences: the "
                 "mesh's connectivity is not mirror-symmetric); " + _HINT + ".",
                 name=name,
                 tried=tried,
             )
-        method = "auto"
+    return geometric_symmetry(v, topo, name=name, tried=tried, planes=planes or None)
 
+
+def _exact_symmetry(
+    v: np.ndarray, topo: MeshTopology, phi: np.ndarray, method: str, tried: int, edge, name
+) -> Symmetry:
+    n = topo.n_vertices
     plane = fit_plane(v, phi)
     rms, mx = mirror_residual(v, phi, plane)
     line_nodes = midline(v, topo, phi, plane, name=name)
     line = np.array([x for kind, x in line_nodes.nodes if kind == "vertex"], dtype=np.int64)
     stats = {
         "method": method,
+        "exact": True,
         "seeds_tried": tried,
         "residual_rms_mm": rms,
         "residual_max_mm": mx,
         "mean_edge_mm": edge,
         "n_fixed": int((phi == np.arange(n)).sum()),
         "n_pairs": int((phi > np.arange(n)).sum()),
+        "n_unpaired": 0,
         "n_swapped_edges": int(sum(k == "edge" for k, _ in line_nodes.nodes)),
     }
     return Symmetry(plane=plane, mirror=phi, line=line, stats=stats)
 
 
+def geometric_symmetry(
+    vertices: np.ndarray,
+    topo: MeshTopology,
+    pairs: np.ndarray | None = None,
+    *,
+    name: str = "mesh",
+    tried: int = 0,
+    planes: list[np.ndarray] | None = None,
+) -> Symmetry:
+    """The mirror symmetry of a nearly symmetric shape whose triangulation is not mirrored.
+
+    1. pairs: from the shape (:func:`~bfm_prep.mirror_pairing.pair_by_geometry`: mutual
+       nearest partners, then the rest within a tolerance) or from a partner list
+       (:func:`~bfm_prep.mirror_pairing.resolve_partner_list`: self-pairs, repeats);
+    2. the midline, a path of edges through the vertices on or nearest the plane, and the
+       halves it separates (:mod:`bfm_prep.midline_path`);
+    3. pairs that the midline contradicts are dropped (counted in ``stats``): a pair with a
+       vertex on the line and a pair with both vertices on one half; on the outer boundary
+       and on each hole the line crosses, the pairs are the ordered alignment of the two
+       halves' arcs instead (:func:`align_arcs`);
+    4. the plane is refitted to the pairs kept. Pairs that map the mesh onto itself (a
+       mirrored triangulation) are marked exact (``stats["exact"]``).
+
+    Args:
+        vertices: (N, 3) float64.
+        topo: the mesh's :func:`~bfm_prep.mesh_checks.check_mesh` result.
+        pairs: optional (K, 2) int64 partner list (in range).
+        name: how the mesh is called in errors.
+        tried: seed correspondences the exact search tried (for the report and errors).
+        planes: candidate planes already refined (by the exact search), to start from.
+
+    Returns:
+        A :class:`Symmetry` with ``midline`` and ``sides`` set; vertices with no partner are
+        their own ``mirror`` (:attr:`Symmetry.unpaired`).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    n = topo.n_vertices
+    if pairs is None:
+        pairing = pair_by_geometry(v, topo, name=name, tried=tried, planes=planes)
+        method = "geometry"
+    else:
+        pairing = resolve_partner_list(v, topo, pairs, name=name)
+        method = "pairs+geometry"
+    graph = filled_graph(v, topo)
+    path = midline_path(v, topo, pairing.plane, pairing.on_plane, graph=graph, name=name)
+    side = halves(v, topo, path, pairing.plane, graph=graph, name=name)
+    p = pairing.pairs
+    on_line = p[(side[p] == 0).any(axis=1)]
+    p = p[(side[p] != 0).all(axis=1)]
+    same = side[p[:, 0]] == side[p[:, 1]]
+    p = p[~same]
+    gap = max(pairing.stats["tolerance_mm"], GAP_EDGES * pairing.stats["mean_edge_mm"])
+    p, n_order = _boundary_in_order(v, topo, path, side, p, pairing.plane, gap)
+    phi = np.arange(n, dtype=np.int64)
+    phi[p[:, 0]] = p[:, 1]
+    phi[p[:, 1]] = p[:, 0]
+    plane = fit_plane(v, phi) if len(p) else pairing.plane
+    # pairs that map the mesh onto itself, with the line its fixed vertices, are the exact
+    # symmetry, however they were found (a mirrored triangulation, --symmetry geometry)
+    fixed = phi == np.arange(n)
+    exact = bool(
+        np.array_equal(np.flatnonzero(fixed), np.sort(path[path < n]))
+        and _Propagator(topo).is_automorphism(phi)
+    )
+    r = residuals(v, p, plane)
+    pts = graph[0]
+    nodes = [("vertex", int(k)) if k < n else ("hole", int(k - n)) for k in path.tolist()]
+    line = path[path < n]
+    d_line = np.abs(v[line] @ plane[:3] - plane[3])
+    n_unpaired = int(n - 2 * len(p) - len(line))
+    stats = dict(pairing.stats)
+    stats.update(
+        {
+            "method": method,
+            "exact": exact,
+            "seeds_tried": tried,
+            "n_pairs": int(len(p)),
+            "n_unpaired": n_unpaired,
+            "n_fixed": int(len(line)),
+            "paired_fraction": float(2 * len(p) / n),
+            "residual_rms_mm": float(np.sqrt(np.mean(r**2))) if len(r) else 0.0,
+            "residual_median_mm": float(np.median(r)) if len(r) else 0.0,
+            "residual_p99_mm": float(np.percentile(r, 99)) if len(r) else 0.0,
+            "residual_max_mm": float(r.max()) if len(r) else 0.0,
+            "line_plane_distance_max_mm": float(d_line.max()) if len(line) else 0.0,
+            "n_dropped_on_line": int(len(on_line)),
+            "n_dropped_same_side": int(same.sum()),
+            "n_dropped_boundary_order": int(n_order),
+            "n_on_plane_off_line": int((pairing.on_plane & (side != 0)).sum()),
+            "n_swapped_edges": 0,
+        }
+    )
+    return Symmetry(
+        plane=plane,
+        mirror=phi,
+        line=line,
+        stats=stats,
+        midline=Midline(nodes=nodes, points=pts[path]),
+        sides=side,
+    )
+
+
+def _boundary_in_order(
+    v: np.ndarray,
+    topo: MeshTopology,
+    path: np.ndarray,
+    side: np.ndarray,
+    pairs: np.ndarray,
+    plane: np.ndarray,
+    gap: float,
+) -> tuple[np.ndarray, int]:
+    """Pair the boundary vertices in order. The line cuts the outer boundary, and each hole it
+    crosses, into two arcs, one per half, mirror images of each other walked from the line's
+    vertex at one end: their pairs are the monotone alignment of the two arcs
+    (:func:`align_arcs`). Nearest partners are not enough there: on the outer boundary,
+    partners are pinned to the square's edge at a shared position and must not cross; across
+    a mouth whose lips nearly touch (the Surrey Face Model's rim vertices are 0.07 mm apart),
+    position cannot tell the upper lip from the lower. Returns (pairs, how many of the
+    nearest-partner pairs on those arcs the alignment changed or dropped)."""
+    n = topo.n_vertices
+    cuts = [(topo.outer, int(path[0]), int(path[-1]))]
+    for k in np.flatnonzero(path >= n).tolist():  # a hole the line crosses, by its rim
+        if 0 < k < len(path) - 1 and path[k - 1] < n and path[k + 1] < n:
+            cuts.append((topo.holes[int(path[k]) - n], int(path[k - 1]), int(path[k + 1])))
+    changed = 0
+    for loop, start, stop in cuts:
+        size = len(loop)
+        where = np.full(n, -1, dtype=np.int64)
+        where[loop] = np.arange(size)
+        if where[start] < 0 or where[stop] < 0:
+            continue
+        i0, i1 = where[start], where[stop]
+        arc_a = loop[(i0 + 1 + np.arange((i1 - i0 - 1) % size)) % size]  # start -> stop
+        arc_b = loop[(i0 - 1 - np.arange((i0 - i1 - 1) % size)) % size]  # the other way
+        on = np.isin(pairs, np.concatenate([arc_a, arc_b])).any(axis=1)
+        old = {tuple(x) for x in np.sort(pairs[on], axis=1).tolist()}
+        new = align_arcs(v, plane, arc_a[side[arc_a] != 0], arc_b[side[arc_b] != 0], gap)
+        new = new[side[new[:, 0]] * side[new[:, 1]] < 0]  # one vertex on each half
+        changed += len(old - {tuple(x) for x in np.sort(new, axis=1).tolist()})
+        pairs = np.vstack([pairs[~on], new])
+    return pairs, changed
+
+
+def align_arcs(
+    v: np.ndarray, plane: np.ndarray, arc_a: np.ndarray, arc_b: np.ndarray, gap: float
+) -> np.ndarray:
+    """The monotone one-to-one pairing of two arcs of vertices, mirror images of each other
+    walked from the same end, that minimises the sum of the pairs' residuals
+    ``|reflect(x_b) - x_a|`` plus ``gap`` for each vertex left without a partner (a sequence
+    alignment: dynamic programming over the two arcs, each row's running minimum vectorised).
+
+    Returns (P, 2) int64 pairs ``(a, b)``, in order along both arcs.
+    """
+    la, lb = len(arc_a), len(arc_b)
+    if not la or not lb:
+        return np.zeros((0, 2), dtype=np.int64)
+    cost = np.linalg.norm(
+        v[arc_a][:, None, :] - reflect_points(v[arc_b], plane)[None, :, :], axis=2
+    )
+    d = np.empty((la + 1, lb + 1))
+    d[0] = gap * np.arange(lb + 1)
+    j = np.arange(lb + 1)
+    for i in range(1, la + 1):  # a loop over one arc's vertices
+        x = np.empty(lb + 1)
+        x[0] = d[i - 1, 0] + gap
+        x[1:] = np.minimum(d[i - 1, :-1] + cost[i - 1], d[i - 1, 1:] + gap)
+        d[i] = np.minimum.accumulate(x - gap * j) + gap * j  # or skip b's vertices in turn
+    out = []
+    i, k = la, lb
+    while i > 0 and k > 0:  # back along the cheapest alignment
+        if np.isclose(d[i, k], d[i - 1, k - 1] + cost[i - 1, k - 1], rtol=0, atol=1e-12):
+            out.append((arc_a[i - 1], arc_b[k - 1]))
+            i, k = i - 1, k - 1
+        elif np.isclose(d[i, k], d[i - 1, k] + gap, rtol=0, atol=1e-12):
+            i -= 1
+        else:
+            k -= 1
+    return np.asarray(out[::-1], dtype=np.int64).reshape(-1, 2)
+
+
 def _auto_mirror(
     v: np.ndarray, topo: MeshTopology, prop: _Propagator, edge: float, max_seeds: int
-) -> tuple[np.ndarray | None, int]:
+) -> tuple[np.ndarray | None, int, list[np.ndarray]]:
+    """(the mirror map or None, seeds tried, the candidate planes refined on the way)."""
     tree = cKDTree(v)
     diag = float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
-    candidates = _candidate_planes(v)
+    candidates = candidate_planes(v)
     per_plane = max(8, max_seeds // len(candidates))
     best, best_rms, tried = None, np.inf, 0
     seen: set[bytes] = set()
@@ -415,10 +579,12 @@ def _auto_mirror(
         if rms < 0.05 * diag:
             break  # the best-scoring shift that grows into a mirror symmetry
     if best is not None and best_rms < 0.05 * diag:
-        return best, tried
+        return best, tried, []
     # 2. seeds from candidate planes (nearest neighbours of the reflection, the plane itself)
+    refined = []
     for plane in candidates:
-        plane = _refine_plane(v, tree, plane)
+        plane = refine_plane(v, tree, plane)
+        refined.append(plane)
         seeds, scale = _seeds(v, topo, tree, plane, edge, per_plane)
         # A map that fits a reflection about as well as nearest neighbours do is the one:
         # a wrong automorphism (if the graph has one) would be off by the face's size.
@@ -438,14 +604,15 @@ def _auto_mirror(
             if rms < best_rms:
                 best, best_rms = phi, rms
             if rms < good:
-                return best, tried
+                return best, tried, refined
     if best is not None and best_rms < 0.05 * diag:
-        return best, tried
-    return None, tried
+        return best, tried, refined
+    return None, tried, refined
 
 
-def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
-    """The (N,) mirror map from (P, 2) 0-based pairs; unlisted vertices map to themselves."""
+def check_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(P, 2) 0-based integer pairs, every index in ``0..n_vertices - 1``, as int64; a
+    one-line PrepError otherwise."""
     p = np.asarray(pairs)
     if p.size == 0:
         p = p.reshape(0, 2)
@@ -457,12 +624,28 @@ def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
             f"symmetry pairs index vertices {p.min()}..{p.max()}, outside 0..{n_vertices - 1}; "
             "the pairs file must be 0-based."
         )
+    return p
+
+
+def _repeated(p: np.ndarray) -> np.ndarray:
+    """The vertices in more than one pair (a self-pair ``i i`` included; a pair listed twice,
+    either way round, counts once)."""
+    q = np.unique(np.sort(p, axis=1), axis=0)
+    selfp = q[:, 0] == q[:, 1]
+    uniq, counts = np.unique(np.concatenate([q[~selfp].ravel(), q[selfp, 0]]), return_counts=True)
+    return uniq[counts > 1]
+
+
+def mirror_from_pairs(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
+    """The (N,) mirror map from (P, 2) 0-based pairs; unlisted vertices map to themselves.
+
+    Raises:
+        PrepError: an index out of range, or a vertex in more than one pair (a partner list
+            like that is read by :func:`geometric_symmetry` instead).
+    """
+    p = check_pairs(pairs, n_vertices)
     phi = np.arange(n_vertices, dtype=np.int64)
-    both = np.concatenate([p[:, 0], p[:, 1]])
-    uniq, counts = np.unique(both, return_counts=True)
-    selfpair = p[:, 0] == p[:, 1]
-    dup = uniq[counts > 1]
-    dup = np.setdiff1d(dup, p[selfpair, 0])
+    dup = _repeated(p)
     if dup.size:
         raise PrepError(
             f"symmetry pairs list vertex {int(dup[0])} in more than one pair; each vertex may "
@@ -514,18 +697,32 @@ def read_pairs(path: str | os.PathLike, n_vertices: int | None = None) -> np.nda
     return p
 
 
-def write_pairs(path: str | os.PathLike, mirror: np.ndarray) -> Path:
-    """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based)."""
+def write_pairs(
+    path: str | os.PathLike, mirror: np.ndarray, line: np.ndarray | None = None
+) -> Path:
+    """Write the pairs ``i < mirror[i]`` of a mirror map as a pairs file (0-based).
+
+    Args:
+        path: the file to write (atomically).
+        mirror: (N,) int, each vertex's partner (itself on the line or without a partner).
+        line: for a symmetry from the shape (some vertices without a partner): the midline's
+            vertices, written as self-pairs ``i i``; unlisted vertices then have no partner.
+            Without it, unlisted vertices lie on the symmetry plane.
+    """
     mirror = np.asarray(mirror, dtype=np.int64)
     i = np.flatnonzero(mirror > np.arange(len(mirror)))
     body = "".join(f"{a} {b}\n" for a, b in zip(i.tolist(), mirror[i].tolist(), strict=True))
-    atomic_write_bytes(
-        path,
-        (
+    if line is None:
+        head = (
             "# mirror pairs, 0-based vertex indices; unlisted vertices lie on the symmetry plane\n"
-            + body
-        ).encode(),
-    )
+        )
+    else:
+        head = (
+            "# mirror pairs, 0-based vertex indices; 'i i': on the midline (chin to forehead); "
+            "unlisted vertices have no partner\n"
+        )
+        body += "".join(f"{k} {k}\n" for k in np.asarray(line, dtype=np.int64).tolist())
+    atomic_write_bytes(path, (head + body).encode())
     return Path(path)
 
 

@@ -7,7 +7,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from bfm_prep.cli.app import app
@@ -44,8 +43,11 @@ def uv_embed(
     symmetry: str = typer.Option(
         "auto",
         "--symmetry",
-        help="'auto' (find the mirror pairing from the mesh) or a PAIRS_FILE: one 'i j' per line, "
-        "0-based vertex indices of mirror partners; vertices not listed lie on the symmetry plane.",
+        help="'auto': the exact mirror pairing of a mirrored triangulation, else pairs from the "
+        "shape (mutual nearest partners; some vertices may have none); 'exact' or 'geometry': "
+        "only that one; or a PAIRS_FILE: one 'i j' per line, 0-based vertex indices of mirror "
+        "partners, 'i i' for a vertex on the midline (a published partner list with repeated "
+        "vertices is fine; see docs/uv-embedding.md).",
     ),
     weights: str = typer.Option(
         "cotangent",
@@ -76,6 +78,7 @@ def uv_embed(
     from bfm_prep.artifact import read_model, write_uv
     from bfm_prep.atomic import all_or_nothing
     from bfm_prep.embedding import embed_mesh
+    from bfm_prep.symmetry import METHODS
 
     t0 = time.perf_counter()
     if (model is None) == (mesh is None):
@@ -87,7 +90,7 @@ def uv_embed(
         inputs=[
             ("--model", model),
             ("--mesh", mesh),
-            ("--symmetry", None if symmetry == "auto" else Path(symmetry)),
+            ("--symmetry", None if symmetry in METHODS else Path(symmetry)),
         ],
     )
     if weights not in ("cotangent", "mean-value"):
@@ -108,17 +111,17 @@ def uv_embed(
                 inputs["mesh"] = input_record(mesh)
                 name = str(mesh)
             sym_arg = symmetry
-            if symmetry != "auto":
+            if symmetry not in METHODS:
                 p = Path(symmetry)
                 if p.is_dir():
                     raise PrepError(
-                        f"--symmetry {symmetry!r}: is a folder, not a file; pass 'auto' or a "
-                        "PAIRS_FILE."
+                        f"--symmetry {symmetry!r}: is a folder, not a file; pass 'auto', "
+                        "'exact', 'geometry' or a PAIRS_FILE."
                     )
                 if not p.is_file():
                     raise PrepError(
-                        f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto' or "
-                        "a PAIRS_FILE."
+                        f"--symmetry {symmetry!r}: not 'auto' and no such file; pass 'auto', "
+                        "'exact', 'geometry' or a PAIRS_FILE."
                     )
                 inputs["symmetry_pairs"] = input_record(p)
                 sym_arg = p
@@ -135,7 +138,8 @@ def uv_embed(
         if save_pairs is not None:
             from bfm_prep.symmetry import write_pairs
 
-            write_pairs(save_pairs, emb.mirror)
+            exact = c["symmetry_exact"]
+            write_pairs(save_pairs, emb.mirror, None if exact else emb.symmetry_line)
         if plot is not None:
             from bfm_prep.pictures.uv_layout import plot_uv_layout
 
@@ -143,7 +147,6 @@ def uv_embed(
         path = write_uv(out, emb)
     seconds = time.perf_counter() - t0
 
-    n_pairs = int((emb.mirror != np.arange(len(emb.mirror))).sum() // 2)
     holes = (
         f", {plural(c['n_holes'], 'hole')} (closed by a virtual fan vertex for the solve, "
         "open in UV)"
@@ -151,12 +154,8 @@ def uv_embed(
         else ", no holes"
     )
     print(f"Mesh: {c['n_vertices']} vertices, {c['n_faces']} triangles{holes}")
-    print(
-        f"Symmetry ({params['symmetry']}): {plural(n_pairs, 'mirror pair')}, "
-        f"{plural(c['n_line_vertices'], 'vertex', 'vertices')} on "
-        f"the symmetry line; mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
-        f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)"
-    )
+    for line in _symmetry_report(params["symmetry"], params["pairing"], c):
+        print(line)
     clamped = plural(c["clamped_weights"], "non-positive cotangent weight")
     print(f"Weights: {params['weights']} ({clamped} raised to the floor)")
     print(
@@ -177,3 +176,55 @@ def uv_embed(
         f"Wrote {wrote} in {seconds:.1f} s (symmetry {c['time_symmetry_s']:.2f} s, "
         f"solve {c['time_solve_s']:.2f} s)"
     )
+
+
+def _symmetry_report(method: str, st: dict, c: dict) -> list[str]:
+    """The lines that say how the mirror pairs were found (the pairing's report, ``st``) and
+    what the embedding kept of them (its checks, ``c``)."""
+    n = c["n_vertices"]
+    residual = (
+        f"mirror residual rms {c['mirror_residual_rms_mm']:.3g}, max "
+        f"{c['mirror_residual_max_mm']:.3g} (mesh units, mm)"
+    )
+    line = plural(c["n_line_vertices"], "vertex", "vertices")
+    if c["symmetry_exact"]:
+        return [
+            f"Symmetry ({method}): {plural(c['n_pairs'], 'mirror pair')}, {line} on the "
+            f"symmetry line; {residual}"
+        ]
+    if method == "pairs+geometry":
+        how = "the pairs do not map the mesh onto itself; read as a partner list"
+    else:
+        how = (
+            "the triangulation is not mirrored (the exact search tried "
+            f"{plural(st.get('seeds_tried', 0), 'seed')}); pairs from the shape"
+        )
+    out = [
+        f"Symmetry ({method}: {how}): "
+        f"{plural(c['n_pairs'], 'mirror pair')} ({100.0 * 2 * c['n_pairs'] / n:.1f}% of the "
+        f"vertices), {line} on the midline, {c['n_unpaired']} without a partner",
+        f"  pairs: median residual {st.get('residual_median_mm', 0.0):.3g}, p99 "
+        f"{st.get('residual_p99_mm', 0.0):.3g}; {residual}",
+    ]
+    if method == "pairs+geometry":
+        out.append(
+            f"  list: {st['n_listed']} lines, {st['n_duplicate_pairs']} listed twice, "
+            f"{plural(st['n_self_pairs'], 'self-pair')} (the midline), "
+            f"{plural(st['n_repeated_vertices'], 'vertex', 'vertices')} in more than one pair "
+            f"({plural(st['n_dropped_repeats'], 'pair')} dropped: each vertex keeps its best "
+            f"mirror image), {st['n_unlisted']} unlisted, "
+            f"{st['n_dropped_boundary_mismatch']} joining the boundary to the inside dropped"
+        )
+    else:
+        out.append(
+            f"  {st['n_mutual']} mutual nearest partners, {st['n_by_tolerance']} more within "
+            f"{st['tolerance_mm']:.3g} mm; {100.0 * st['supported_fraction']:.1f}% of the "
+            "vertices agree with their neighbours' partners"
+        )
+    out.append(
+        f"  dropped: {st['n_dropped_on_line']} with a vertex on the midline, "
+        f"{st['n_dropped_same_side']} within one half, {st['n_dropped_boundary_order']} "
+        f"crossing along a boundary; {plural(c['n_pairs_released'], 'pair')} released where "
+        "the reflection would flip triangles"
+    )
+    return out

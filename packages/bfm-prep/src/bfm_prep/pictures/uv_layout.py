@@ -29,7 +29,8 @@ def plot_uv_layout(
     """Draw the UV layout of an embedding to a PNG file, atomically; returns the path.
 
     Thin grey lines are the triangle edges; the symmetry line is red, the outer boundary blue,
-    inner boundaries (holes) green, flipped or degenerate triangles filled orange. With the
+    inner boundaries (holes) green, vertices without a mirror partner (a symmetry from the
+    shape) dark orange dots, flipped or degenerate triangles filled orange. With the
     3D ``vertices`` the triangles are shaded by area distortion (log of UV area over 3D area,
     relative to the median), which shows where the flattening stretches or squeezes.
     Drawn on matplotlib's Agg canvas without pyplot (no global state, no display).
@@ -121,6 +122,17 @@ def plot_uv_layout(
                 )
             )
         ax.plot(uv[line, 0], uv[line, 1], "o", color="tab:red", ms=2.0)
+    own = np.asarray(emb.mirror, dtype=np.int64) == np.arange(len(uv))
+    own[line] = False
+    if own.any():  # a symmetry from the shape: vertices without a mirror partner
+        ax.plot(
+            uv[own, 0],
+            uv[own, 1],
+            "o",
+            color="darkorange",
+            ms=2.5,
+            label=f"no mirror partner ({int(own.sum())})",
+        )
     if flipped.any():
         ax.add_collection(
             PolyCollection(
