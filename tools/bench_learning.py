@@ -67,6 +67,8 @@ VARIANTS: dict[str, dict] = {
     "demo-before": {},  # the demo until December 2026
     # The demo now: a higher learning rate made stable by a warm-up and gradient clipping.
     "demo": {"lr": 1e-3, "warmup_steps": 60, "clip_grad": 100.0},
+    # The demo with the landmark teacher (--teacher lm): each image's own fit_landmarks theta.
+    "teacher": {"lr": 1e-3, "warmup_steps": 60, "clip_grad": 100.0, "teacher": "lm"},
 }
 
 

@@ -62,6 +62,7 @@ CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("cosine", "step", "none"),
     "visibility_mode": ("normals", "depth"),
+    "teacher": ("none", "lm"),
 }
 PATH_KEYS = ("model", "data", "val", "out", "weights")
 RESUME_OVERRIDABLE = frozenset(
@@ -116,6 +117,9 @@ class RunConfig:
     weight_prior: float = 0.1
     weight_siamese: float = 1e-4
     weight_symmetry: float = 1e-4
+    teacher: str = "none"
+    weight_teacher: float = 0.9
+    teacher_prior: float = 1.0
     pairs: bool = True
     augment: bool = True
     visibility_mode: str = "normals"
@@ -183,6 +187,8 @@ class RunConfig:
             "weight_prior",
             "weight_siamese",
             "weight_symmetry",
+            "weight_teacher",
+            "teacher_prior",
         ):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:

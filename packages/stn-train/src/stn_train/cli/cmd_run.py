@@ -49,6 +49,17 @@ def run(
     weight_prior: float | None = _O(None, help="Shape prior weight, original's [0.1]."),
     weight_siamese: float | None = _O(None, help="Siamese loss weight, original's [1e-4]."),
     weight_symmetry: float | None = _O(None, help="Symmetry loss weight, original's [1e-4]."),
+    teacher: str | None = _O(
+        None,
+        help="none | lm: also fit each training image's landmarks (fit_landmarks, cached) "
+        "and pull theta towards that fit [none].",
+    ),
+    weight_teacher: float | None = _O(
+        None, help="Teacher loss weight (per px^2, like the landmark term's) [0.9]."
+    ),
+    teacher_prior: float | None = _O(
+        None, help="The teacher fit's prior weight (fit_landmarks' prior_weight) [1]."
+    ),
     pairs: bool | None = _O(
         None, "--pairs/--no-pairs", help="Siamese pairs (subject or mirror) [pairs]."
     ),

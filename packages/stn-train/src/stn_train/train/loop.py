@@ -68,6 +68,7 @@ from stn_train.train.distributed import (
 from stn_train.train.losses import LossWeights, training_objective
 from stn_train.train.optim import make_optimizer, make_scheduler
 from stn_train.train.run_log import RunLog
+from stn_train.train.teacher import LandmarkTeacher, teacher_loss, teacher_vertices
 
 __all__ = ["RunResult", "train", "Progress", "StepCallback"]
 
@@ -118,7 +119,8 @@ def _join_pairs(batch: dict) -> tuple[dict, int, torch.Tensor | None]:
     if "a" not in batch:
         return batch, 0, None
     a, b = batch["a"], batch["b"]
-    joined = {k: torch.cat([a[k], b[k]]) for k in ("image", "landmarks", "visible")}
+    keys = ("image", "landmarks", "visible", "index")
+    joined = {k: torch.cat([a[k], b[k]]) for k in keys if k in a and k in b}
     return joined, a["image"].shape[0], batch.get("mirrored")
 
 
@@ -255,8 +257,18 @@ class _Trainer:
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
         self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
         self.multipliers = LossWeights(
-            cfg.weight_landmark, cfg.weight_prior, cfg.weight_siamese, cfg.weight_symmetry
+            cfg.weight_landmark,
+            cfg.weight_prior,
+            cfg.weight_siamese,
+            cfg.weight_symmetry,
+            cfg.weight_teacher if cfg.teacher != "none" else 0.0,
         ).multipliers(size)
+        self.teacher = None
+        if cfg.teacher == "lm":
+            self.teacher = LandmarkTeacher(self.model, cfg.landmarks, size, cfg.teacher_prior)
+            compared = teacher_vertices(self.model).to(ctx.device)
+            self.teacher_mean = self.model.mean[compared]
+            self.teacher_basis = self.model.basis[compared]
         # The run folder is made once everything above has been read and checked, so that a
         # run refused at its start (bad weights, bad data) leaves no folder behind.
         if ctx.is_main:
@@ -279,6 +291,8 @@ class _Trainer:
         st.batch_in_epoch = int(ckpt["batch_in_epoch"])
         st.best, st.best_step = float(ckpt["best_metric"]), int(ckpt["best_step"])
         st.counters.update(ckpt.get("counters", {}))
+        if self.teacher is not None and ckpt.get("teacher"):
+            self.teacher.load_state_dict(*ckpt["teacher"])
         states = ckpt["rng"]
         if len(states) != ctx.world_size:
             raise TrainError(
@@ -346,6 +360,10 @@ class _Trainer:
             theta = self.ddp(images)
         theta = theta.float()
         out = self.stn(images.float(), theta)
+        taught = None
+        if self.teacher is not None:
+            target, have = self.teacher.targets(flat["index"], flat["landmarks"], flat["visible"])
+            taught = teacher_loss(theta, target, have, self.teacher_mean, self.teacher_basis)
         terms = training_objective(
             out,
             theta,
@@ -356,6 +374,7 @@ class _Trainer:
             n_pairs,
             ctx.all_reduce_sum if ctx.enabled else None,
             mirrored,
+            taught,
         )
         bad = ctx.any_true(not bool(torch.isfinite(terms.total)))
         grad_norm = math.nan
@@ -409,6 +428,7 @@ class _Trainer:
                 prior=float(terms.prior),
                 siamese=float(terms.siamese),
                 symmetry=float(terms.symmetry),
+                **({"teacher": float(terms.teacher)} if self.teacher is not None else {}),
                 lr=self.optimizer.param_groups[0]["lr"],
                 grad_norm=grad_norm,
                 images_per_s=rate,
@@ -453,6 +473,10 @@ class _Trainer:
         """``checkpoints/NAME`` (rank 0), resuming at batch ``next_batch`` of ``next_epoch``."""
         ctx, cfg, st = self.ctx, self.config, self.state
         states = ctx.all_gather_object(rng_state())
+        # The teacher's fits (last.pt only: what a resumed run reads), every process's.
+        cached = None
+        if self.teacher is not None and name == "last.pt":
+            cached = ctx.all_gather_object(self.teacher.state_dict())
         if ctx.is_main:
             save_checkpoint(
                 self.run_dir / "checkpoints" / name,
@@ -473,6 +497,7 @@ class _Trainer:
                     "rng": states,
                     "config": cfg.to_dict(),
                     "counters": dict(st.counters),
+                    **({"teacher": cached} if cached is not None else {}),
                 },
             )
         ctx.barrier()

@@ -82,11 +82,15 @@ class LossWeights:
     prior: float = ORIGINAL_WEIGHTS["prior"]
     siamese: float = ORIGINAL_WEIGHTS["siamese"]
     symmetry: float = ORIGINAL_WEIGHTS["symmetry"]
+    teacher: float = 0.0
 
     def multipliers(self, image_size: int) -> dict[str, float]:
-        """The factors c_lm, c_prior, c_siam, c_sym for images of side ``image_size`` px."""
+        """The factors c_lm, c_prior, c_siam, c_sym and c_teacher for images of side
+        ``image_size`` px (the teacher term, :mod:`stn_train.train.teacher`, is in pixels
+        squared like the landmark term and scales the same way)."""
         ref_terms = REFERENCE_BATCH * REFERENCE_LANDMARKS
         return {
+            "teacher": self.teacher * (REFERENCE_IMAGE_SIZE / float(image_size)) ** 2,
             "landmark": self.landmark * (REFERENCE_IMAGE_SIZE / float(image_size)) ** 2,
             "prior": self.prior / REFERENCE_LANDMARKS,
             "siamese": self.siamese * _PIXEL_RANGE**2 / (2 * ref_terms),
@@ -98,8 +102,9 @@ class LossTerms(NamedTuple):
     """The objective and its parts.
 
     total: scalar, differentiable (this process's share of the global batch's objective).
-    landmark, prior, siamese, symmetry: detached scalars, this process's *unweighted* means
-    (px^2, |alpha|^2, [0, 1] units), for logging.
+    landmark, prior, siamese, symmetry, teacher: detached scalars, this process's
+    *unweighted* means (px^2, |alpha|^2, [0, 1] units, px^2; teacher 0 without one), for
+    logging.
     """
 
     total: torch.Tensor
@@ -107,6 +112,7 @@ class LossTerms(NamedTuple):
     prior: torch.Tensor
     siamese: torch.Tensor
     symmetry: torch.Tensor
+    teacher: torch.Tensor
 
 
 def _count_both(mask_a: torch.Tensor, mask_b: torch.Tensor, channels: int) -> torch.Tensor:
@@ -124,6 +130,7 @@ def training_objective(
     n_pairs: int = 0,
     all_reduce=None,
     mirrored: torch.Tensor | None = None,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossTerms:
     """The weighted objective J of one batch (module docstring).
 
@@ -143,6 +150,9 @@ def training_objective(
         all_reduce: None in one process; else ``f(tensor) -> tensor`` summing over processes
             (no gradient), and the world size is ``all_reduce(1)``. The counts are reduced so
             that every process divides by the global batch's counts.
+        teacher: None, or this batch's teacher term ``(mean, count)`` from
+            :func:`stn_train.train.teacher.teacher_loss` (weighted by
+            ``multipliers["teacher"]``).
     """
     vis = visible.to(theta.dtype)
     # An unannotated landmark may hold NaN: its weight is 0, but NaN * 0 is NaN.
@@ -167,6 +177,12 @@ def training_objective(
         counts.append(torch.zeros((), device=theta.device))
     means.append(symmetry_loss(out.masked, out.visibility))
     counts.append(_count_both(out.visibility, out.visibility.flip(-1), channels))
+    if teacher is not None:
+        means.append(teacher[0])
+        counts.append(teacher[1])
+    else:
+        means.append(torch.zeros((), dtype=theta.dtype, device=theta.device))
+        counts.append(torch.zeros((), device=theta.device))
     means = [m.float() for m in means]
     if all_reduce is not None:
         # mean * count is this process's sum; divide it by the global batch's count, times
@@ -179,11 +195,13 @@ def training_objective(
         shares = [m * f for m, f in zip(means, factors, strict=True)]
     else:
         shares = means
-    lm, pr, siam, sym = shares
+    lm, pr, siam, sym, teach = shares
     total = (
         multipliers["landmark"] * lm
         + multipliers["prior"] * pr
         + multipliers["siamese"] * siam
         + multipliers["symmetry"] * sym
     )
+    if teacher is not None:
+        total = total + multipliers.get("teacher", 0.0) * teach
     return LossTerms(total, *(m.detach() for m in means))
