@@ -241,7 +241,7 @@ def _damped_step(
     d = torch.where(free, diag.clamp_min(dmax * torch.finfo(dt).eps), torch.ones_like(diag))
     sc = d.rsqrt() * freef
     a = jtj * (sc[:, :, None] * sc[:, None, :])
-    a = a + torch.diag_embed(lam[:, None] * freef + (1.0 - freef))
+    a.diagonal(dim1=1, dim2=2).add_(lam[:, None] * freef + (1.0 - freef))
     g = jtr * sc
     chol, info = torch.linalg.cholesky_ex(a)
     step_s = torch.cholesky_solve(-g[:, :, None], chol)[..., 0]
