@@ -344,7 +344,9 @@ def fit_landmarks(
             cost; False: one start, the better-fitting of the alignment and the similarity.
         cpu_threads: torch intra-op threads while fitting on the CPU (restored afterwards);
             default 1: the matrices are tiny, and extra threads only add synchronisation
-            (on a busy machine, much of it). None leaves torch's setting alone.
+            (on a busy machine, much of it: on 2 shared cores, 2 threads were 4 to 8 times
+            slower than 1 for 6 faces and 4 times for 1,024, ``docs/benchmarks.md``). None
+            leaves torch's setting alone.
 
     Returns:
         :class:`FitResult`. Computation is in float64 (the problem is tiny) without autograd;
