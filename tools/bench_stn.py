@@ -39,6 +39,17 @@ reference folder: ``--reference``, default ``$STN_REFERENCE`` or ``../shared/ref
 the CPU with ``--fit-threads`` torch threads (target: under 0.5 s on 2 cores), through
 :func:`demo_landmark_fit.time_fit_landmarks`; ``--no-fit`` leaves it out, and it is skipped with
 a note when the reference data is absent.
+
+``--fit-batch N [N ...]`` (default 1024; 0 leaves it out) also times fit_landmarks on batches
+of N synthetic faces: 21 landmarks projected from random plausible thetas (yaw +-80 degrees,
+pitch +-25, roll +-15, the face filling about 0.8 of a 224 x 224 image, shape coefficients
+N(0, 1) clipped to +-3) plus Gaussian noise of 1 px per axis, all visible; fit_landmarks'
+defaults (three starts, prior weight 1) with ``cpu_threads`` 1 and 2. The model is
+``--fit-model`` (a stn-uv-grid-model HDF5 file with an ``aflw21`` landmark set), else the
+original's model_112.mat (K = 10) from the reference folder, else an in-process synthetic
+surface with 21 landmark vertices. It reports faces per second (median of ``--fit-repeats``
+runs, at least 5) and the mean landmark error against the noisy and the clean points.
+``--fit-only`` leaves out the sampler table.
 """
 
 from __future__ import annotations
@@ -257,7 +268,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--no-fit",
         action="store_true",
-        help="leave out the fit_landmarks timing on the demo images",
+        help="leave out the fit_landmarks timings (demo images and synthetic batches)",
     )
     p.add_argument(
         "--fit-repeats",
@@ -277,6 +288,24 @@ def parse_args(argv=None):
         default=None,
         help="folder holding 3dmmasstn/ (default: $STN_REFERENCE or "
         "../shared/reference beside the repository)",
+    )
+    p.add_argument(
+        "--fit-batch",
+        type=int,
+        nargs="+",
+        default=[1024],
+        help="time fit_landmarks on batches of this many synthetic faces (default 1024; 0: not)",
+    )
+    p.add_argument(
+        "--fit-model",
+        default=None,
+        help="a stn-uv-grid-model HDF5 file (with an aflw21 landmark set) for the synthetic "
+        "faces (default: the original's model_112.mat from the reference folder)",
+    )
+    p.add_argument(
+        "--fit-only",
+        action="store_true",
+        help="only the fit_landmarks timings (leave out the sampler table)",
     )
     return p.parse_args(argv)
 
@@ -303,8 +332,139 @@ def bench_fit_landmarks(args, notes: list) -> dict | None:
     return dict(r, machine=cpu)
 
 
+def fit_batch_model(args):
+    """(model, description) for the synthetic landmark faces: ``--fit-model``, else the
+    original's model_112.mat, else a synthetic surface (any object with mean, basis and
+    landmarks will do for fit_landmarks)."""
+    from types import SimpleNamespace
+
+    if args.fit_model:
+        from stn_core.grid_model import UVGridModel
+
+        model = UVGridModel.load(args.fit_model)
+        return model, f"{args.fit_model} (K = {model.basis.shape[2]})"
+    sys.path.insert(0, str(REPO / "tools"))
+    from demo_landmark_fit import default_reference, load_demo
+
+    try:
+        model, _, _ = load_demo(args.reference or default_reference())
+        return model, "the original's model_112.mat (K = 10)"
+    except FileNotFoundError:
+        mean, basis = synthetic_model(112, args.k, "cpu")
+        g = torch.Generator().manual_seed(1)
+        # 21 vertices in the central part of the surface, where a face's landmarks are.
+        rows = torch.randint(25, 87, (21,), generator=g)
+        cols = torch.randint(25, 87, (21,), generator=g)
+        model = SimpleNamespace(
+            mean=mean, basis=basis, landmarks={"aflw21": (rows * 112 + cols).tolist()}
+        )
+        return model, f"a synthetic surface (R = 112, K = {args.k}; reference data absent)"
+
+
+def synthetic_landmark_faces(model, n: int, seed: int, noise_px: float = 1.0, size: int = 224):
+    """Landmarks of ``n`` random faces (see the module docstring): (points (n, 21, 2) float64
+    with noise, clean points (n, 21, 2), theta (n, 6 + K)), pixels of a size x size image."""
+    from stn_core.geometry import euler_to_matrix, initial_log_scale, matrix_to_axis_angle
+
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.float64
+    mean, basis = model.mean.to(dt), model.basis.to(dt)
+    k = basis.shape[2]
+
+    def uniform(*shape):
+        return 2 * torch.rand(*shape, generator=g, dtype=dt) - 1
+
+    deg = math.pi / 180
+    angles = uniform(n, 3) * torch.tensor([80.0, 25.0, 15.0], dtype=dt) * deg
+    theta = torch.zeros(n, 6 + k, dtype=dt)
+    theta[:, :3] = matrix_to_axis_angle(euler_to_matrix(angles))
+    theta[:, 3:5] = (size - 1) / 2 + 10 * uniform(n, 2)
+    theta[:, 5] = initial_log_scale(mean, (size, size), fill=0.8) + 0.1 * uniform(n)
+    theta[:, 6:] = torch.randn(n, k, generator=g, dtype=dt).clamp(-3, 3)
+    idx = torch.as_tensor(model.landmarks["aflw21"]).long()
+    clean, _ = project_theta(theta, mean[idx], basis[idx])
+    noisy = clean + noise_px * torch.randn(clean.shape, generator=g, dtype=dt)
+    return noisy, clean, theta
+
+
+def bench_fit_batch(args) -> list:
+    """fit_landmarks on batches of synthetic faces (``--fit-batch``), cpu_threads 1 and 2."""
+    from stn_core.fitting import fit_landmarks
+
+    model, source = fit_batch_model(args)
+    repeats = max(5, args.fit_repeats or 5)
+    cpu = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    rows = []
+    for n in args.fit_batch:
+        if n <= 0:
+            continue
+        points, clean, _ = synthetic_landmark_faces(model, n, seed=1000 + n)
+        for threads in (1, 2):
+            fit = fit_landmarks(model, points, cpu_threads=threads)  # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fit_landmarks(model, points, cpu_threads=threads)
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            to_clean = (fit.points.double() - clean).norm(dim=-1).mean()
+            row = dict(
+                batch=n,
+                cpu_threads=threads,
+                median_s=med,
+                min_s=min(times),
+                max_s=max(times),
+                repeats=repeats,
+                faces_per_s=n / med,
+                mean_error_px=float(fit.error_px.mean()),
+                mean_error_to_clean_px=float(to_clean),
+                converged=float(fit.converged.double().mean()),
+                mean_iterations=float(fit.n_iter.double().mean()),
+                model=source,
+                machine=cpu,
+            )
+            rows.append(row)
+            print(
+                f"fit_landmarks, {n} synthetic faces ({source}; {cpu}; cpu_threads {threads}): "
+                f"median {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}, {repeats} "
+                f"runs) = {n / med:.0f} faces/s; mean error {row['mean_error_px']:.3f} px "
+                f"(to the clean points {row['mean_error_to_clean_px']:.3f} px); converged "
+                f"{100 * row['converged']:.1f} %, mean {row['mean_iterations']:.1f} iterations",
+                flush=True,
+            )
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    notes = []
+    dev_name, bandwidth, rows = None, None, []
+    if not args.fit_only:
+        dev_name, bandwidth, rows = bench_sampler(args, notes)
+    fit = None if args.no_fit else bench_fit_landmarks(args, notes)
+    fit_batch = [] if args.no_fit else bench_fit_batch(args)
+    for note in notes:
+        print("note:", note)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                dict(
+                    device=dev_name,
+                    torch=torch.__version__,
+                    bandwidth=bandwidth,
+                    rows=rows,
+                    fit_landmarks=fit,
+                    fit_landmarks_batch=fit_batch,
+                    notes=notes,
+                ),
+                indent=1,
+            )
+        )
+    return 0
+
+
+def bench_sampler(args, notes: list) -> tuple[str, float, list]:
+    """The sampler table: (device name, copy bandwidth in bytes/s, one row per variant)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cpu = device.type == "cpu"
     if args.quick:
@@ -316,7 +476,6 @@ def main(argv=None) -> int:
         resolutions = args.res or [112, 224]
         reps = args.reps or 30
     dtype = getattr(torch, args.dtype)
-    notes = []
     variants = list(args.variants)
     if "fused" in variants and (device.type != "cuda" or not triton_available()):
         variants.remove("fused")
@@ -427,19 +586,7 @@ def main(argv=None) -> int:
             None,
         )
         print(_line(row, {"eager": eager}))
-    fit = None if args.no_fit else bench_fit_landmarks(args, notes)
-    for note in notes:
-        print("note:", note)
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                dict(
-                    device=dev_name, bandwidth=bandwidth, rows=rows, fit_landmarks=fit, notes=notes
-                ),
-                indent=1,
-            )
-        )
-    return 0
+    return dev_name, bandwidth, rows
 
 
 def _header() -> str:

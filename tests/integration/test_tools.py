@@ -55,6 +55,47 @@ def test_bench_stn_smoke(tmp_path, capsys):
     assert "eager" in printed and "x floor" in printed
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_bench_stn_fit_batch_smoke(tmp_path, capsys, monkeypatch):
+    """--fit-only --fit-batch: fit_landmarks on synthetic faces (the in-process surface when
+    the reference data is absent), with cpu_threads 1 and 2."""
+    monkeypatch.setenv("STN_REFERENCE", str(tmp_path / "absent"))
+    out = tmp_path / "fit.json"
+    rc = _tool("bench_stn").main(
+        ["--fit-only", "--fit-batch", "7", "--fit-repeats", "5", "--json", str(out)]
+    )
+    assert rc == 0
+    figures = json.loads(out.read_text())
+    assert figures["rows"] == [] and figures["fit_landmarks"] is None
+    rows = figures["fit_landmarks_batch"]
+    assert [(r["batch"], r["cpu_threads"]) for r in rows] == [(7, 1), (7, 2)]
+    for r in rows:
+        assert r["faces_per_s"] > 0 and r["repeats"] == 5
+        # 1 px noise per axis: the fitted landmarks are about that far from the observed ones.
+        assert 0.2 < r["mean_error_px"] < 2.0, r
+    assert "synthetic surface" in capsys.readouterr().out
+
+
+def test_bench_stn_synthetic_faces_are_the_model_projected():
+    """The benchmark's faces: without noise, the model's landmarks at the drawn theta, inside
+    the 224 x 224 image."""
+    from types import SimpleNamespace
+
+    import torch
+    from stn_core.geometry import project_theta
+
+    bench = _tool("bench_stn")
+    model, _ = bench.fit_batch_model(
+        SimpleNamespace(fit_model=None, reference=REPO / "absent", k=10)
+    )
+    noisy, clean, theta = bench.synthetic_landmark_faces(model, 50, seed=3, noise_px=0.0)
+    assert torch.equal(noisy, clean) and clean.shape == (50, 21, 2)
+    points, _ = project_theta(theta, model.mean.double(), model.basis.double())
+    idx = torch.as_tensor(model.landmarks["aflw21"])
+    torch.testing.assert_close(clean, points[:, idx])
+    assert ((clean > 0) & (clean < 224)).all()
+
+
 def test_bench_stn_floor_bytes_by_hand():
     """The memory-traffic floor, from the rule in the script's docstring, for a small case."""
     floor = _tool("bench_stn").floor_bytes(b=2, c=3, n=5, k=4, h=7, w=7, img_bytes=2, touched=11)

@@ -276,3 +276,126 @@ class TestTorchThreads:
         for n, device in ((None, "cpu"), (target, "cuda")):
             with torch_threads(n, torch.device(device)):
                 assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# active-set compaction: a batch is its images run alone
+
+
+def staggered_exp_problem(b: int = 13):
+    """Exponential fits whose images stop at very different iterations (5 to 30 of them at
+    n_iter 200), plus awkward rows: 3 starts at its exact solution (status "atol" before any
+    iteration), 5 starts at NaN (never started), 8 is inactive, 10 is noise-free (an exact fit)."""
+    g = torch.Generator().manual_seed(21)
+    truth, y, _ = make_exp_problem(b, seed=20)
+    y = y + 0.01 * torch.randn(y.shape, generator=g, dtype=torch.float64)
+    spread = torch.logspace(-3, 0.5, b, dtype=torch.float64)[:, None]
+    x0 = truth + spread * torch.randn(b, 3, generator=g, dtype=torch.float64)
+    for i in (3, 10):
+        y[i] = exp_residual(truth[i : i + 1], torch.zeros(1, 25, dtype=torch.float64))[0]
+    x0[3] = truth[3]
+    x0[5, 0] = float("nan")
+    active = torch.ones(b, dtype=torch.bool)
+    active[8] = False
+    return y, x0, active
+
+
+def exp_normal_equations(y: torch.Tensor):
+    """exp_jacobian as NormalEquations with a named term."""
+    lin = exp_jacobian(y)
+
+    def ne(x):
+        r, jac = lin(x)
+        cost = (r * r).sum(1)
+        jac_t = jac.transpose(1, 2)
+        return NormalEquations(cost, jac_t @ jac, (jac_t @ r[..., None])[..., 0], {"data": cost})
+
+    return ne
+
+
+def solve_exp(y, x0, active, protocol: str, n_iter: int, calls: list | None = None):
+    """levenberg_marquardt on the exponential fits through one of the Jacobian protocols:
+    "whole" (jacobian_fn(x) on the whole batch), "rows" (jacobian_fn(x, rows)) or
+    "rows_normal_equations" (the same, returning NormalEquations)."""
+    kw = dict(n_iter=n_iter, active=active)
+    if protocol == "whole":
+        return levenberg_marquardt(x0, exp_jacobian(y), terms={"data": slice(None)}, **kw)
+    make = exp_jacobian if protocol == "rows" else exp_normal_equations
+
+    def lin(x, rows):
+        if calls is not None:
+            calls.append(rows.clone())
+        assert x.shape == (rows.numel(), 3)
+        return make(y[rows])(x)
+
+    terms = {"data": slice(None)} if protocol == "rows" else None
+    return levenberg_marquardt(x0, lin, jacobian_rows=True, terms=terms, **kw)
+
+
+class TestActiveSetCompaction:
+    @pytest.mark.parametrize("protocol", ["whole", "rows", "rows_normal_equations"])
+    @pytest.mark.parametrize("n_iter", [200, 12])
+    def test_batch_is_each_image_alone(self, protocol, n_iter):
+        y, x0, active = staggered_exp_problem()
+        batch = solve_exp(y, x0, active, protocol, n_iter)
+        h = batch.history
+        n_it = batch.n_iter.tolist()
+        assert h.cost.shape == (max(n_it) + 1, 13)
+        assert len(set(n_it)) > 5, n_it  # the images do stop at very different iterations
+        if n_iter == 12:
+            assert "max_iter" in batch.reasons()
+        for i in range(13):
+            one = solve_exp(y[i : i + 1], x0[i : i + 1], active[i : i + 1], protocol, n_iter)
+            where = f"image {i} ({batch.reasons()[i]}, {n_it[i]} iterations)"
+            assert batch.reasons()[i] == one.reasons()[0], where
+            assert n_it[i] == int(one.n_iter[0]), where
+            assert bool(batch.converged[i]) == bool(one.converged[0]), where
+            torch.testing.assert_close(
+                batch.x[i], one.x[0], rtol=RTOL64, atol=ATOL64, equal_nan=True, msg=where
+            )
+            # Its own history, then its last values repeated while others run on.
+            n = n_it[i]
+            for name, hb, h1 in (
+                ("cost", h.cost, one.history.cost),
+                ("lam", h.lam, one.history.lam),
+                ("data", h.terms["data"], one.history.terms["data"]),
+            ):
+                col = hb[:, i]
+                torch.testing.assert_close(
+                    col[: n + 1], h1[:, 0], rtol=RTOL64, atol=ATOL64, equal_nan=True, msg=where
+                )
+                assert torch.equal(col[n + 1 :], col[n].expand(col.shape[0] - n - 1)) or (
+                    torch.isnan(col[n:]).all()
+                ), f"{name} of {where} changes after it stopped"
+            assert torch.equal(h.accepted[:n, i], one.history.accepted[:, 0]), where
+            assert not h.accepted[n:, i].any(), where
+
+    def test_rows_protocol_evaluates_only_running_images(self):
+        y, x0, active = staggered_exp_problem()
+        calls = []
+        res = solve_exp(y, x0, active, "rows", 200, calls)
+        assert torch.equal(calls[0], torch.arange(13))  # the start: the whole batch
+        for before, after in zip(calls[1:], calls[2:], strict=False):
+            assert set(after.tolist()) <= set(before.tolist())
+            assert torch.equal(after, after.sort().values)
+        # Once at the start, then once per iteration the image ran: no wasted evaluation.
+        counts = torch.bincount(torch.cat(calls), minlength=13)
+        torch.testing.assert_close(counts, 1 + res.n_iter, rtol=0, atol=0)
+        whole = solve_exp(y, x0, active, "whole", 200)
+        torch.testing.assert_close(res.x, whole.x, rtol=RTOL64, atol=ATOL64, equal_nan=True)
+        torch.testing.assert_close(res.history.cost, whole.history.cost, equal_nan=True)
+        assert res.reasons() == whole.reasons()
+
+    def test_fixed_parameters_per_image_follow_their_rows(self):
+        y, x0, active = staggered_exp_problem()
+        fixed = torch.zeros(13, 3, dtype=torch.bool)
+        fixed[::3, 2] = True  # c held in every third image only
+        res = levenberg_marquardt(x0, exp_jacobian(y), n_iter=200, fixed=fixed, active=active)
+        ok = torch.isfinite(x0).all(1)
+        assert (res.x[fixed & ok[:, None]] == x0[fixed & ok[:, None]]).all()
+        for i in (1, 6, 9):
+            one = levenberg_marquardt(
+                x0[i : i + 1], exp_jacobian(y[i : i + 1]), n_iter=200, fixed=fixed[i : i + 1]
+            )
+            torch.testing.assert_close(res.x[i], one.x[0], rtol=RTOL64, atol=ATOL64)
+            assert int(res.n_iter[i]) == int(one.n_iter[0])

@@ -18,6 +18,11 @@ depth-reversed twin (the orthographic ambiguity: yaw and pitch negated), and the
 similarity alignment of the frontal mean shape. LM runs from all three in one batch, on all
 of theta, with exact closed-form Jacobians (the rotation's through the left Jacobian of
 SO(3)), and each image keeps the start that reached the lowest cost.
+
+The solver gets the normal equations (``J^T J``, ``J^T r``) built directly, without the
+Jacobian matrix of :func:`landmark_residuals` (the same values up to rounding), and only for
+the starts still running (``jacobian_rows=True``): a batch of many faces costs about what its
+faces' own iterations cost, whatever its slowest start needs (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stn_core.fitting.solver import LMHistory, levenberg_marquardt, torch_threads
+from stn_core.fitting.solver import LMHistory, NormalEquations, levenberg_marquardt, torch_threads
 from stn_core.geometry import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
@@ -140,6 +145,87 @@ def landmark_residuals(
         prior_sqrt[..., None] if prior_sqrt.dim() else prior_sqrt
     )
     return res, torch.cat([j_lm.reshape(bsz, 2 * nl, 6 + k), j_prior], 1)
+
+
+class _LandmarkProblem:
+    """The landmark fit's normal equations, built without the Jacobian matrix of
+    :func:`landmark_residuals` (same cost, ``J^T J`` and ``J^T r`` up to rounding).
+
+    The transposed, weighted Jacobian of each image is written into one (R, P + 1, 2, L)
+    array (rows: theta's parameters, then the residual; columns: the x and the y residuals
+    of the L landmarks), so that one batched product gives ``J^T J``, ``J^T r`` and the
+    landmark cost together. The rotation's rows come from cross products with the left
+    Jacobian of SO(3) (no 3 x 3 product per landmark); the shape's from one matrix product
+    of the rotation's first two rows with the basis, laid out (by a block-diagonal copy of
+    the basis) so that it lands in place; the prior adds ``prior_weight`` to the diagonal and
+    ``prior_weight * alpha`` to ``J^T r`` (no rows for it).
+
+    lm_mean: (L, 3) mm. lm_basis: (L, 3, K) mm. points: (B, L, 2) pixels. sqrt_weight: (B, L)
+    (visibility / s0, as in :func:`landmark_residuals`). prior_weight: float, mm^2.
+    Calling it is a ``jacobian_fn`` of :func:`levenberg_marquardt` with
+    ``jacobian_rows=True``.
+    """
+
+    def __init__(self, lm_mean, lm_basis, points, sqrt_weight, prior_weight: float):
+        nl, _, k = lm_basis.shape
+        self.nl, self.k = nl, k
+        self.mean_t = lm_mean.T.reshape(1, 3 * nl).contiguous()  # (1, 3 L): x.., y.., z..
+        self.basis_t = lm_basis.permute(2, 1, 0).reshape(k, 3 * nl).contiguous()  # (K, 3 L)
+        # (2 x 3, K x 2 x L): [(c', a), (k, c, l)] = basis[l, a, k] where c = c', else 0, so
+        # that the rotation's rows (R, 2 x 3) times it are d p / d alpha laid out as jt's rows.
+        block = lm_basis.new_zeros(2, 3, k, 2, nl)
+        for c in range(2):
+            block[c, :, :, c, :] = lm_basis.permute(1, 2, 0)
+        self.basis_block = block.reshape(6, 2 * k * nl)
+        self.sqrt_w = sqrt_weight.contiguous()
+        self.sw_q = (sqrt_weight[:, None, :] * points.transpose(1, 2)).contiguous()  # (B, 2, L)
+        self.prior_weight = float(prior_weight)
+        self.sign = torch.tensor([[1.0], [-1.0]], dtype=lm_mean.dtype, device=lm_mean.device)
+
+    def __call__(self, theta: torch.Tensor, rows: torch.Tensor) -> NormalEquations:
+        """Normal equations at theta (R, 6 + K) of the images ``rows`` (R,) int64."""
+        sqrt_w, sw_q = self.sqrt_w[rows], self.sw_q[rows]
+        n, p = theta.shape
+        nl, k = self.nl, self.k
+        r_aa, t, log_s, alpha = theta[:, 0:3], theta[:, 3:5], theta[:, 5], theta[:, 6:]
+        rot = axis_angle_to_matrix(r_aa)
+        jl = so3_left_jacobian(r_aa)
+        x = torch.addmm(self.mean_t, alpha, self.basis_t).view(n, 3, nl)
+        y = torch.bmm(rot, x)  # (R, 3, L) rotated landmarks, mm
+        ssw = torch.exp(log_s)[:, None] * sqrt_w  # (R, L)
+        jt = theta.new_empty(n, p + 1, 2, nl)
+        sy = jt[:, 5]  # d p / d log_s = p - t = (s Y_x, -s Y_y), weighted
+        torch.mul(ssw[:, None, :], y[:, :2], out=sy)
+        sy[:, 1].neg_()
+        torch.addcmul(sy - sw_q, sqrt_w[:, None, :], t[:, :, None], out=jt[:, p])
+        jt[:, 3, 0] = sqrt_w
+        jt[:, 3, 1] = 0.0
+        jt[:, 4, 0] = 0.0
+        jt[:, 4, 1] = sqrt_w
+        # d Y / d r_j = (J_l e_j) x Y: d p_x / d r = s (Y_z J_l[1] - Y_y J_l[2]),
+        # d p_y / d r = s (Y_z J_l[0] - Y_x J_l[2]) (the image's y axis points down).
+        sz = (ssw * y[:, 2])[:, None, :]
+        torch.mul(jl[:, 1, :, None], sz, out=jt[:, 0:3, 0]).addcmul_(
+            jl[:, 2, :, None], sy[:, None, 1]
+        )
+        torch.mul(jl[:, 0, :, None], sz, out=jt[:, 0:3, 1]).addcmul_(
+            jl[:, 2, :, None], sy[:, None, 0], value=-1.0
+        )
+        # d p / d alpha = s (R B)[:2] with the y row negated, weighted.
+        ja = jt[:, 6:p]
+        torch.mm(
+            (rot[:, :2] * self.sign).reshape(n, 6), self.basis_block, out=ja.view(n, 2 * k * nl)
+        )
+        ja.mul_(ssw[:, None, None, :])
+        jm = jt.view(n, p + 1, 2 * nl)
+        g = torch.bmm(jm, jm.transpose(1, 2))  # (R, P + 1, P + 1)
+        jtj, jtr, lm_cost = g[:, :p, :p], g[:, :p, p], g[:, p, p]
+        prior_cost = self.prior_weight * (alpha * alpha).sum(1)
+        jtj.diagonal(dim1=1, dim2=2)[:, 6:] += self.prior_weight
+        jtr[:, 6:] += self.prior_weight * alpha
+        return NormalEquations(
+            lm_cost + prior_cost, jtj, jtr, {"landmarks": lm_cost, "prior": prior_cost}
+        )
 
 
 def _weighted_mean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -258,7 +344,9 @@ def fit_landmarks(
             cost; False: one start, the better-fitting of the alignment and the similarity.
         cpu_threads: torch intra-op threads while fitting on the CPU (restored afterwards);
             default 1: the matrices are tiny, and extra threads only add synchronisation
-            (on a busy machine, much of it). None leaves torch's setting alone.
+            (on a busy machine, much of it: on 2 shared cores, 2 threads were 4 to 8 times
+            slower than 1 for 6 faces and 4 times for 1,024, ``docs/benchmarks.md``). None
+            leaves torch's setting alone.
 
     Returns:
         :class:`FitResult`. Computation is in float64 (the problem is tiny) without autograd;
@@ -377,23 +465,14 @@ def _fit_landmarks(
     theta_in = torch.where(good[:, None], theta_in, torch.zeros_like(theta_in))
     qq = q.repeat(n_s, 1, 1)
     sqrt_w = (w.sqrt() / s0[:, None]).repeat(n_s, 1)
-    prior_sqrt = math.sqrt(float(prior_weight))
-
-    def lin(theta):
-        return landmark_residuals(theta, lm_mean, lm_basis, qq, sqrt_w, prior_sqrt)
+    problem = _LandmarkProblem(lm_mean, lm_basis, qq, sqrt_w, float(prior_weight))
 
     fixed = None
     if fix_shape:
         fixed = torch.zeros(6 + k, dtype=torch.bool, device=dev)
         fixed[6:] = True
     res = levenberg_marquardt(
-        theta_in,
-        lin,
-        n_iter=n_iter,
-        ftol=ftol,
-        fixed=fixed,
-        active=good,
-        terms={"landmarks": slice(0, 2 * nl), "prior": slice(2 * nl, 2 * nl + k)},
+        theta_in, problem, n_iter=n_iter, ftol=ftol, fixed=fixed, active=good, jacobian_rows=True
     )
     # Per image, the start that reached the lowest cost.
     final = torch.where(good, res.cost, torch.full_like(res.cost, float("inf")))
@@ -422,7 +501,7 @@ def _fit_landmarks(
     err = torch.where(usable, err, torch.full_like(err, float("nan")))
     reasons = res.reasons()
     status = [
-        reasons[int(i)] if u else "skipped" for i, u in zip(pick, usable.tolist(), strict=True)
+        reasons[i] if u else "skipped" for i, u in zip(pick.tolist(), usable.tolist(), strict=True)
     ]
     converged = res.converged[pick] & usable
     return FitResult(

@@ -18,6 +18,17 @@ parameter, batched with ``torch.func.vmap``; or reverse mode, one cotangent per 
 The caller may also hand the normal equations directly (:class:`NormalEquations`), so that a
 problem with very many residuals (a photometric fit) never materialises its Jacobian.
 
+Active-set compaction: each iteration works only on the images still running. Their state
+(x, ``J^T J``, ``J^T r``, damping, costs) is kept packed, in batch order; an image that stops
+is written back into the batch's state and dropped from the pack, so late iterations with a
+few slow images cost only those images (a batch's images typically stop after 4 to 20
+iterations, its slowest start after 50). With ``jacobian_rows=True`` the Jacobian function is
+called as ``jacobian_fn(x, rows)`` on the running images only (``rows`` their batch indices,
+by which it selects its per-image data); without, it gets the whole batch as before and the
+solver keeps the running rows of its answer. Results, status, iteration counts and history
+are those of iterating every image alone: stopped images repeat their last values in the
+history, as before.
+
 Stopping, per image (the first that holds):
 - ``"ftol"``: an accepted step lowered the cost by less than ``ftol`` relative to it;
 - ``"xtol"``: a step taken with little damping (lambda <= 1) is below
@@ -121,7 +132,7 @@ class LMResult:
 
     def reasons(self) -> list[str]:
         """The stopping reason of each image as a word (see the module docstring)."""
-        return [STATUS_CODES[int(s)] for s in self.status]
+        return [STATUS_CODES[s] for s in self.status.tolist()]
 
 
 def autodiff_jacobian(
@@ -201,9 +212,47 @@ def _normal_equations(
     return NormalEquations(cost, jtj, jtr, named)
 
 
+def _select(lin: Linearization, rows: torch.Tensor) -> Linearization:
+    """The rows ``rows`` of a whole-batch linearisation (R rows, in that order)."""
+    if isinstance(lin, NormalEquations):
+        return NormalEquations(
+            lin.cost[rows],
+            lin.jtj[rows],
+            lin.jtr[rows],
+            None if lin.terms is None else {k: v[rows] for k, v in lin.terms.items()},
+        )
+    r, jac = lin
+    return r[rows], jac[rows]
+
+
+def _damped_step(
+    jtj: torch.Tensor, jtr: torch.Tensor, lam: torch.Tensor, free: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Levenberg-Marquardt step dx (R, P) and whether it could be computed (R,) bool.
+
+    Jacobi-scaled damped system (unit diagonal, so float32 problems stay well posed):
+    (S JtJ S + lam I) dS = -S g with S = D^-1/2, dx = S dS; fixed parameters get a decoupled
+    unit row and a zero right-hand side, so their step is exactly zero.
+    """
+    dt = jtj.dtype
+    freef = free.to(dt)
+    diag = torch.diagonal(jtj, dim1=1, dim2=2)
+    dmax = diag.amax(1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
+    d = torch.where(free, diag.clamp_min(dmax * torch.finfo(dt).eps), torch.ones_like(diag))
+    sc = d.rsqrt() * freef
+    a = jtj * (sc[:, :, None] * sc[:, None, :])
+    a.diagonal(dim1=1, dim2=2).add_(lam[:, None] * freef + (1.0 - freef))
+    g = jtr * sc
+    chol, info = torch.linalg.cholesky_ex(a)
+    step_s = torch.cholesky_solve(-g[:, :, None], chol)[..., 0]
+    dx = step_s * sc
+    ok = (info == 0) & torch.isfinite(dx).all(1)
+    return torch.where(ok[:, None], dx, torch.zeros_like(dx)), ok
+
+
 def levenberg_marquardt(
     x0: torch.Tensor,
-    jacobian_fn: Callable[[torch.Tensor], Linearization] | None = None,
+    jacobian_fn: Callable[..., Linearization] | None = None,
     *,
     residual_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     autodiff: str = "forward",
@@ -217,6 +266,7 @@ def levenberg_marquardt(
     fixed: torch.Tensor | None = None,
     active: torch.Tensor | None = None,
     terms: Mapping[str, slice | torch.Tensor] | None = None,
+    jacobian_rows: bool = False,
 ) -> LMResult:
     """Minimise ``sum(r(x)^2)`` per batch row by Levenberg-Marquardt.
 
@@ -224,9 +274,10 @@ def levenberg_marquardt(
         x0: (B, P) float starting parameters (float64 recommended for small problems on CPU:
             the cost is the same and the steps are exact).
         jacobian_fn: x (B, P) -> ``(r (B, M), J (B, M, P))`` or :class:`NormalEquations`
-            at x. Called once per iteration, at the trial point (its Jacobian is kept only
-            where the step is accepted). If None, built from ``residual_fn`` by
-            :func:`autodiff_jacobian` with ``mode=autodiff``.
+            at x. Called once at x0 for the whole batch, then once per iteration at the trial
+            points of the images still running (its linearisation is kept only where the step
+            is accepted). If None, built from ``residual_fn`` by :func:`autodiff_jacobian`
+            with ``mode=autodiff``. See ``jacobian_rows`` for its two signatures.
         residual_fn: x (B, P) -> r (B, M); only needed when ``jacobian_fn`` is None.
         n_iter: maximum number of iterations.
         lambda0: initial damping, relative to diag(J^T J).
@@ -242,6 +293,14 @@ def levenberg_marquardt(
         terms: optional {name: slice or index tensor into the residual's M axis}: their costs
             are recorded per iteration in ``history.terms`` (ignored when the Jacobian
             function returns :class:`NormalEquations`, which carries its own).
+        jacobian_rows: False (default): ``jacobian_fn(x)`` takes the whole batch x (B, P)
+            every iteration, the images that have stopped at their final x, and the solver
+            keeps the rows of the images still running. True: ``jacobian_fn(x, rows)`` takes
+            only the images being evaluated: ``rows`` (R,) int64, increasing batch indices,
+            and x (R, P) their parameters; it returns their linearisation (R rows, in the
+            order of ``rows``), so that a fit whose images stop at very different iterations
+            costs what its images' iterations cost (the per-image data are indexed by
+            ``rows`` inside the function).
 
     Returns:
         :class:`LMResult`. Each accepted step lowers its image's cost (never increases it),
@@ -255,9 +314,11 @@ def levenberg_marquardt(
         if residual_fn is None:
             raise ValueError("pass jacobian_fn, or residual_fn for automatic differentiation.")
         jacobian_fn = autodiff_jacobian(residual_fn, autodiff)
+        jacobian_rows = False
     b, p = x0.shape
     dev, dt = x0.device, x0.dtype
     eps = torch.finfo(dt).eps
+    tiny = torch.finfo(dt).tiny
     ftol = max(1e-8, 64 * eps) if ftol is None else float(ftol)
     xtol = max(1e-10, 64 * eps) if xtol is None else float(xtol)
 
@@ -270,16 +331,17 @@ def levenberg_marquardt(
     status = torch.zeros(b, dtype=torch.long, device=dev)
     iters = torch.zeros(b, dtype=torch.long, device=dev)
 
+    # The whole batch's state: what the result and the history report.
     x = x0.detach().clone()
-    ne = _normal_equations(jacobian_fn(x), terms)
-    cost, jtj, jtr = ne.cost.detach(), ne.jtj.detach(), ne.jtr.detach()
-    tcost = {k: v.detach() for k, v in (ne.terms or {}).items()}
+    all_rows = torch.arange(b, device=dev)
+    lin0 = jacobian_fn(x, all_rows) if jacobian_rows else jacobian_fn(x)
+    ne = _normal_equations(lin0, terms)
+    cost, jtj, jtr = ne.cost.detach().clone(), ne.jtj.detach(), ne.jtr.detach()
+    tcost = {k: v.detach().clone() for k, v in (ne.terms or {}).items()}
     bad0 = ~torch.isfinite(cost)
     running = running & ~bad0
 
     lam = torch.full((b,), float(lambda0), dtype=dt, device=dev)
-    nu = torch.full((b,), 2.0, dtype=dt, device=dev)
-    freef = free.to(dt)
 
     started = running.clone()
     done_atol = running & (cost <= atol)
@@ -289,81 +351,98 @@ def levenberg_marquardt(
     h_cost, h_lam, h_acc = [cost.clone()], [lam.clone()], []
     h_terms = {k: [v.clone()] for k, v in tcost.items()}
 
+    # Active-set compaction: the iterations work on the running images only ("_r": their
+    # rows, in the order of ``rows``); an image that stops is written back to the batch's
+    # state and dropped, so the late iterations of a few slow images cost only theirs.
+    rows = torch.nonzero(running).flatten()
+    x_r, cost_r, lam_r = x[rows], cost[rows], lam[rows]
+    jtj_r, jtr_r, free_r = jtj[rows], jtr[rows], free[rows]
+    tcost_r = {k: v[rows] for k, v in tcost.items()}
+    nu_r = torch.full_like(cost_r, 2.0)
+    del jtj, jtr
+
     for _ in range(n_iter):
-        if not bool(running.any()):
+        if rows.numel() == 0:
             break
-        # Jacobi-scaled damped system (unit diagonal, so float32 problems stay well posed):
-        # (S JtJ S + lam I) dS = -S g with S = D^-1/2, dx = S dS; fixed parameters get a
-        # decoupled unit row and a zero right-hand side, so their step is exactly zero.
-        diag = torch.diagonal(jtj, dim1=1, dim2=2)
-        dmax = diag.amax(1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
-        d = torch.where(free, diag.clamp_min(dmax * torch.finfo(dt).eps), torch.ones_like(diag))
-        sc = d.rsqrt() * freef
-        a = jtj * (sc[:, :, None] * sc[:, None, :])
-        a = a + torch.diag_embed(lam[:, None] * freef + (1.0 - freef))
-        g = jtr * sc
-        chol, info = torch.linalg.cholesky_ex(a)
-        ok = info == 0
-        step_s = torch.cholesky_solve(-g[:, :, None], chol)[..., 0]
-        dx = step_s * sc
-        ok = ok & torch.isfinite(dx).all(1)
-        dx = torch.where((ok & running)[:, None], dx, torch.zeros_like(dx))
+        dx, ok = _damped_step(jtj_r, jtr_r, lam_r, free_r)
 
         # Predicted decrease of the linear model: -(2 g.dx + dx' JtJ dx) > 0 for a descent step.
-        jdx = (jtj @ dx[:, :, None])[..., 0]
-        pred = -(2.0 * (jtr * dx).sum(1) + (dx * jdx).sum(1))
+        jdx = (jtj_r @ dx[:, :, None])[..., 0]
+        pred = -(2.0 * (jtr_r * dx).sum(1) + (dx * jdx).sum(1))
 
-        xn = x + dx
-        ne_n = _normal_equations(jacobian_fn(xn), terms)
+        xn = x_r + dx
+        if jacobian_rows:
+            ne_n = _normal_equations(jacobian_fn(xn, rows), terms)
+        else:
+            whole = rows.numel() == b
+            lin = jacobian_fn(xn if whole else x.index_copy(0, rows, xn))
+            ne_n = _normal_equations(lin if whole else _select(lin, rows), terms)
         cost_n = torch.where(
-            torch.isfinite(ne_n.cost), ne_n.cost.detach(), torch.full_like(cost, float("inf"))
+            torch.isfinite(ne_n.cost), ne_n.cost.detach(), torch.full_like(cost_r, float("inf"))
         )
-        accept = running & ok & (cost_n < cost)
+        accept = ok & (cost_n < cost_r)
 
         # Convergence tests (on the state before the update).
-        rel_dec = (cost - cost_n) / cost.clamp_min(torch.finfo(dt).tiny)
-        small_step = (dx.norm(dim=1) <= xtol * (x.norm(dim=1) + xtol)) & ok & (lam <= 1.0)
+        rel_dec = (cost_r - cost_n) / cost_r.clamp_min(tiny)
+        small_step = (dx.norm(dim=1) <= xtol * (x_r.norm(dim=1) + xtol)) & ok & (lam_r <= 1.0)
         conv_f = accept & (rel_dec < ftol)
-        conv_x = running & small_step & ~conv_f
+        conv_x = small_step & ~conv_f
 
         # Update the accepted images.
-        cost_old = cost
+        cost_old = cost_r
         acc2 = accept[:, None]
-        x = torch.where(acc2, xn, x)
-        cost = torch.where(accept, cost_n, cost)
-        jtj = torch.where(acc2[:, :, None], ne_n.jtj.detach(), jtj)
-        jtr = torch.where(acc2, ne_n.jtr.detach(), jtr)
-        for k in tcost:
-            tcost[k] = torch.where(accept, ne_n.terms[k].detach(), tcost[k])
+        x_r = torch.where(acc2, xn, x_r)
+        cost_r = torch.where(accept, cost_n, cost_r)
+        jtj_r = torch.where(acc2[:, :, None], ne_n.jtj.detach(), jtj_r)
+        jtr_r = torch.where(acc2, ne_n.jtr.detach(), jtr_r)
+        for k in tcost_r:
+            tcost_r[k] = torch.where(accept, ne_n.terms[k].detach(), tcost_r[k])
 
         # Nielsen's damping update from the gain ratio.
         rho = torch.where(
-            pred > 0,
-            (cost_old - cost_n) / pred.clamp_min(torch.finfo(dt).tiny),
-            torch.zeros_like(cost),
+            pred > 0, (cost_old - cost_n) / pred.clamp_min(tiny), torch.zeros_like(cost_r)
         )
         shrink = torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=1.0 / 3.0)
-        lam_acc = torch.clamp(lam * shrink, lambda_min, lambda_max)
-        lam_rej = lam * nu
-        lam = torch.where(running, torch.where(accept, lam_acc, lam_rej), lam)
-        nu = torch.where(running, torch.where(accept, torch.full_like(nu, 2.0), nu * 2.0), nu)
+        lam_acc = torch.clamp(lam_r * shrink, lambda_min, lambda_max)
+        lam_r = torch.where(accept, lam_acc, lam_r * nu_r)
+        nu_r = torch.where(accept, torch.full_like(nu_r, 2.0), nu_r * 2.0)
 
-        iters = iters + running.long()
-        conv_a = running & (cost <= atol) & ~conv_f & ~conv_x
-        stalled = running & ~accept & (lam >= lambda_max) & ~conv_x
-        status = torch.where(conv_f, torch.full_like(status, _FTOL), status)
-        status = torch.where(conv_x, torch.full_like(status, _XTOL), status)
-        status = torch.where(conv_a, torch.full_like(status, _ATOL), status)
-        status = torch.where(stalled, torch.full_like(status, _STALLED), status)
-        h_acc.append(accept.clone())
-        running = running & ~(conv_f | conv_x | conv_a | stalled)
+        conv_a = (cost_r <= atol) & ~conv_f & ~conv_x
+        stalled = ~accept & (lam_r >= lambda_max) & ~conv_x
+        status_r = torch.zeros_like(rows)
+        status_r = torch.where(conv_f, torch.full_like(status_r, _FTOL), status_r)
+        status_r = torch.where(conv_x, torch.full_like(status_r, _XTOL), status_r)
+        status_r = torch.where(conv_a, torch.full_like(status_r, _ATOL), status_r)
+        status_r = torch.where(stalled, torch.full_like(status_r, _STALLED), status_r)
 
+        # Back into the batch's state; stopped images keep (repeat) their last values.
+        x.index_copy_(0, rows, x_r)
+        cost.index_copy_(0, rows, cost_r)
+        lam.index_copy_(0, rows, lam_r)
+        status.index_copy_(0, rows, status_r)
+        iters.index_add_(0, rows, torch.ones_like(rows))
+        for k in tcost:
+            tcost[k].index_copy_(0, rows, tcost_r[k])
+        h_acc.append(torch.zeros(b, dtype=torch.bool, device=dev).index_copy_(0, rows, accept))
         h_cost.append(cost.clone())
         h_lam.append(lam.clone())
         for k in tcost:
             h_terms[k].append(tcost[k].clone())
 
-    status = torch.where(running, torch.full_like(status, _MAXITER), status)
+        keep = status_r == _RUNNING
+        if not bool(keep.all()):
+            rows, x_r, cost_r, lam_r, nu_r = (
+                rows[keep],
+                x_r[keep],
+                cost_r[keep],
+                lam_r[keep],
+                nu_r[keep],
+            )
+            jtj_r, jtr_r, free_r = jtj_r[keep], jtr_r[keep], free_r[keep]
+            tcost_r = {k: v[keep] for k, v in tcost_r.items()}
+
+    # Images still running when the iterations ran out.
+    status[rows] = _MAXITER
     # Images excluded from the start (active False or a non-finite starting cost) stay
     # "running" (0): not converged.
     status = torch.where(started, status, torch.zeros_like(status))
