@@ -19,14 +19,15 @@ echo "== bfm-prep uv-resample: the 112 x 112 UV-grid model"
 echo "== bfm-prep plot: pictures of the grid model"
 "$BIN/bfm-prep" plot "$OUT/grid112.h5" --out "$OUT/pictures" --export-mesh
 echo "== stn-train run: a short CPU training run of the small CNN on faces rendered from the grid model"
-# About 2 to 3 minutes on 2 idle CPU cores. A fresh run each time (stn-train never overwrites
-# a run folder; --resume continues one). lr 1e-3 with a 60-step warm-up and the gradient norm
-# clipped at 100 (it starts near 3000): pose error 11 degrees on held-out faces after these 400
-# steps, where lr 3e-4 without either reached 18 (tools/bench_learning.py, docs/benchmarks.md).
+# About 3 minutes on 2 idle CPU cores. A fresh run each time (stn-train never overwrites a run
+# folder; --resume continues one). lr 1e-3 with a 60-step warm-up and the gradient norm clipped
+# at 100 (it starts near 3000), and the landmark teacher (each training face's own landmark fit,
+# computed once): pose error about 6 degrees on held-out faces after these 400 steps, where
+# lr 3e-4 without them reached 18 (docs/training.md, docs/benchmarks.md).
 rm -rf "$OUT/train"
 "$BIN/stn-train" run --model "$OUT/grid112.h5" --synthetic 20000 --val-synthetic 64 \
     --out "$OUT/train" --backbone small --image-size 112 --batch-size 32 --steps 400 \
-    --lr 1e-3 --warmup-steps 60 --clip-grad 100 \
+    --lr 1e-3 --warmup-steps 60 --clip-grad 100 --teacher lm \
     --val-every 100 --checkpoint-every 100 --device cpu --workers 1 --seed 0
 echo "== stn-train eval: held-out rendered faces (another seed), with pose and shape errors"
 "$BIN/stn-train" eval --checkpoint "$OUT/train/checkpoints/best.pt" --model "$OUT/grid112.h5" \
