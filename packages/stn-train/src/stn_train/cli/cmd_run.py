@@ -24,6 +24,11 @@ def run(
     val_synthetic: int | None = _O(
         None, help="Validate on N rendered faces (default 64 with --synthetic)."
     ),
+    synthetic_margin: float | None = _O(
+        None,
+        help="Frame the rendered faces like crops around their landmarks with this margin "
+        "(as detector and manifest crops: 0.25) instead of by the model's extent.",
+    ),
     out: Path | None = _O(None, help="Run folder: checkpoints, metrics, pictures."),
     config: Path | None = _O(
         None, help="TOML file whose keys are these options' names (command line wins)."
