@@ -190,6 +190,22 @@ class TestCropFraming:
         full = torch.full((12,), float(SIZE), dtype=torch.float64)
         torch.testing.assert_close(side, full, rtol=0, atol=FLOAT32_PIXELS_ATOL)
 
+    def test_top_anchor(self, model):
+        """``anchor="top"``: the square of the box's larger side, aligned with the box's top,
+        is centred: the box's top edge at the same height whatever the box's height."""
+        margin = 0.4
+        ds = SyntheticFaces(
+            model, 12, SIZE, seed=8, margin=margin, anchor="top", shift=0, scale_jitter=0
+        )
+        lm = ds.render_batch(range(12))["landmarks"].double()
+        lo, hi = lm.amin(1), lm.amax(1)
+        top = (SIZE - 1) / 2 - SIZE / (2 * (1 + 2 * margin))
+        full = torch.full((12,), top, dtype=torch.float64)
+        torch.testing.assert_close(lo[:, 1], full, rtol=0, atol=FLOAT32_PIXELS_ATOL)
+        mid_x = torch.full((12,), (SIZE - 1) / 2, dtype=torch.float64)
+        torch.testing.assert_close((lo + hi)[:, 0] / 2, mid_x, rtol=0, atol=FLOAT32_PIXELS_ATOL)
+        assert ((hi - lo)[:, 1] < (hi - lo)[:, 0]).any()  # some boxes are wider than high
+
     def test_jitter_ranges(self, model):
         ds = SyntheticFaces(model, 40, SIZE, seed=9, margin=0.25, shift=0.05, scale_jitter=0.1)
         lm = ds.render_batch(range(40))["landmarks"].double()
@@ -216,6 +232,10 @@ class TestCropFraming:
     def test_bad_margin(self, model, margin):
         with pytest.raises(TrainError, match="margin"):
             SyntheticFaces(model, 2, SIZE, margin=margin)
+
+    def test_bad_anchor(self, model):
+        with pytest.raises(TrainError, match="anchor"):
+            SyntheticFaces(model, 2, SIZE, margin=0.2, anchor="bottom")
 
 
 class TestSubjects:

@@ -63,6 +63,7 @@ CHOICES = {
     "schedule": ("cosine", "step", "none"),
     "visibility_mode": ("normals", "depth"),
     "teacher": ("none", "lm"),
+    "synthetic_anchor": ("centre", "top"),
 }
 PATH_KEYS = ("model", "data", "val", "out", "weights")
 RESUME_OVERRIDABLE = frozenset(
@@ -90,7 +91,9 @@ class RunConfig:
     ``val_synthetic`` held-out rendered faces (default with ``synthetic``: 64); ``landmarks``
     the model's landmark set the annotations follow; ``synthetic_margin``: rendered faces
     framed like crops around their landmarks with this margin instead of by the model's
-    extent (:class:`stn_train.data.synthetic.SyntheticFaces`).
+    extent, the landmark box centred (``synthetic_anchor`` ``"centre"``) or its larger side's
+    square aligned with its top (``"top"``, the original's demo photographs)
+    (:class:`stn_train.data.synthetic.SyntheticFaces`).
 
     Schedule: ``steps`` (optimiser steps) wins over ``epochs``; ``batch_size`` is the global
     number of images per step (all processes together; with ``pairs`` half are the partners).
@@ -102,6 +105,7 @@ class RunConfig:
     val: str | None = None
     val_synthetic: int | None = None
     synthetic_margin: float | None = None
+    synthetic_anchor: str = "centre"
     out: str | None = None
     landmarks: str = "aflw21"
     backbone: str = "vgg16"

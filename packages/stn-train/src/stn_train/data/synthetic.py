@@ -28,16 +28,18 @@ Random draws (all uniform unless stated; every range is an argument):
   start pose (t at the image centre), so a frontal face sits exactly at the localiser's start
   pose and turned faces stay centred like detector crops, then moves it by +-``shift`` of the
   image size;
-- framing with ``margin`` (a number instead of None): each face is placed as the crops of
-  real photographs are cut (:func:`stn_train.data.transforms.crop_window`: a square centred on
-  the box of the landmarks, its side the box's larger side times ``1 + 2 margin``): the scale
-  makes the face's own landmark box (all of its landmarks, hidden ones too, as a detector
-  gives them) that fraction of the image, times exp(+-``scale_jitter``), and the translation
-  puts the box's centre at the image centre, moved by +-``shift`` of the image size. Use it
-  to train for crops (``stn-train predict`` on detector or manifest crops, photographs cut
-  around their landmarks): the default framing centres the mean face's centroid, which sits
-  where the model's extent puts it (a model covering the whole head, like the original's
-  model_112, has its landmarks well below its centroid);
+- framing with ``margin`` (a number instead of None): each face is placed as crops of real
+  photographs are cut. The scale makes the face's own landmark box (all of its landmarks,
+  hidden ones too, as a detector gives them) have its larger side 1 / (1 + 2 margin) of the
+  image, times exp(+-``scale_jitter``); the translation puts at the image centre, moved by
+  +-``shift`` of the image size, either the box's centre (``anchor="centre"``:
+  :func:`stn_train.data.transforms.crop_window`'s rule, that of detector and manifest crops)
+  or the centre of the square of the box's larger side aligned with the box's top
+  (``anchor="top"``: how the original 3DMM-STN's demo photographs were cut, their labels'
+  box touching the same margin at the top whatever its height). Use it to train for crops;
+  the default framing centres the mean face's centroid, which sits where the model's extent
+  puts it (a model covering the whole front of the head, like the original's model_112, has
+  its landmarks well below its centroid);
 - shape: identity and expression coefficients N(0, 1) times ``shape_sigma`` /
   ``expression_sigma``, clipped to +-``clip``;
 - colour: with a colour model, its coefficients N(0, 1) times ``color_sigma`` clipped to
@@ -90,12 +92,14 @@ from stn_core.shading import sh_ambient, sh_directional
 
 from stn_train.errors import TrainError
 
-__all__ = ["SyntheticFaces", "synthetic_faces", "VAL_SEED_OFFSET"]
+__all__ = ["SyntheticFaces", "synthetic_faces", "VAL_SEED_OFFSET", "ANCHORS"]
 
 # Validation faces are drawn with seed + this offset: a stream disjoint from training's
 # (``stn-train run --val-synthetic`` validates on them, ``stn-train eval --synthetic`` too).
 VAL_SEED_OFFSET = 1_000_003
 
+# Where a face framed by ``margin`` sits: its landmark box centred, or its top-aligned square.
+ANCHORS = ("centre", "top")
 # Skin tones (linear RGB albedo) between which a model without colour picks its base colour.
 _SKIN_LIGHT = np.array([0.93, 0.76, 0.66])
 _SKIN_DARK = np.array([0.42, 0.28, 0.20])
@@ -120,6 +124,8 @@ class SyntheticFaces(torch.utils.data.Dataset):
         fill: the start pose's fill fraction (:func:`stn_core.geometry.initial_log_scale`).
         margin: None (default): the face framed by the model's extent and centroid; a number
             >= 0: framed like a crop around its landmarks with this margin (module docstring).
+        anchor: with ``margin``, ``"centre"`` (the landmark box centred) or ``"top"`` (the
+            square of its larger side aligned with its top; module docstring).
         scale_jitter: log-scale drawn in +-this around the start scale.
         shift: translation drawn in +-this fraction of the image size around the centred face.
         shape_sigma, expression_sigma, color_sigma: standard deviations of the coefficients.
@@ -153,6 +159,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         images_per_subject: int = 1,
         noise: float = 0.02,
         margin: float | None = None,
+        anchor: str = "centre",
         device: str | torch.device = "cpu",
     ):
         if not isinstance(model, UVGridModel):
@@ -187,7 +194,9 @@ class SyntheticFaces(torch.utils.data.Dataset):
                 raise TrainError(f"margin must be a finite number >= 0, got {margin}.")
             if lm.numel() < 2:
                 raise TrainError("framing by margin needs at least two landmarks to box.")
-        self.margin = margin
+        if anchor not in ANCHORS:
+            raise TrainError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}.")
+        self.margin, self.anchor = margin, anchor
         self.yaw, self.pitch, self.roll = float(yaw), float(pitch), float(roll)
         self.fill = float(fill)
         self.scale_jitter = float(scale_jitter)
@@ -285,10 +294,12 @@ class SyntheticFaces(torch.utils.data.Dataset):
             # The rotated landmarks' box in mm; image points are s (x, -y) + t.
             lm = (self.landmark_mean + self.landmark_basis @ alpha) @ rot.T
             lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
-            side = max(float((hi - lo).max()), 1e-6) * (1.0 + 2.0 * self.margin)
-            log_s = math.log(min(h, w) / side) + jitter
+            larger = max(float((hi - lo).max()), 1e-6)
+            log_s = math.log(min(h, w) / (larger * (1.0 + 2.0 * self.margin))) + jitter
             s = math.exp(log_s)
             mid = (lo + hi) / 2.0
+            if self.anchor == "top":  # y up: the square's middle is half its side below the top
+                mid[1] = hi[1] - larger / 2.0
             t = self.centre - s * np.array([mid[0], -mid[1]])
         t = t + shift
         color = skin = None
@@ -705,11 +716,23 @@ def _feature_maps(model: UVGridModel) -> tuple[torch.Tensor, torch.Tensor] | Non
 
 
 def synthetic_faces(
-    model, n: int, image_size: int, seed: int, landmarks: str, margin: float | None = None
+    model,
+    n: int,
+    image_size: int,
+    seed: int,
+    landmarks: str,
+    margin: float | None = None,
+    anchor: str = "centre",
 ) -> SyntheticFaces:
     """``n`` rendered faces of ``image_size`` on a CPU copy of the model (they are rendered in
     the DataLoader's worker processes), framed by the model (``margin`` None) or like crops
-    around their landmarks (``margin``, see :class:`SyntheticFaces`)."""
+    around their landmarks (``margin``, ``anchor``, see :class:`SyntheticFaces`)."""
     return SyntheticFaces(
-        model.to("cpu"), n, image_size, seed=seed, landmarks=landmarks, margin=margin
+        model.to("cpu"),
+        n,
+        image_size,
+        seed=seed,
+        landmarks=landmarks,
+        margin=margin,
+        anchor=anchor,
     )

@@ -58,11 +58,13 @@ def build_data(config: RunConfig, model) -> RunData:
     """The datasets of a run (module docstring)."""
     size = config.image_size
     if config.synthetic is not None:
-        margin = config.synthetic_margin
-        base = synthetic_faces(model, config.synthetic, size, config.seed, config.landmarks, margin)
+        framing = (config.synthetic_margin, config.synthetic_anchor)
+        base = synthetic_faces(
+            model, config.synthetic, size, config.seed, config.landmarks, *framing
+        )
         n_val = config.val_synthetic or DEFAULT_VAL_SYNTHETIC
         val = synthetic_faces(
-            model, n_val, size, config.seed + VAL_SEED_OFFSET, config.landmarks, margin
+            model, n_val, size, config.seed + VAL_SEED_OFFSET, config.landmarks, *framing
         )
         synthetic = True
     else:
@@ -80,6 +82,7 @@ def build_data(config: RunConfig, model) -> RunData:
                 config.seed + VAL_SEED_OFFSET,
                 config.landmarks,
                 config.synthetic_margin,
+                config.synthetic_anchor,
             )
         synthetic = False
     n_landmarks = int(model.landmark_indices(config.landmarks).numel())
