@@ -47,13 +47,13 @@ Random draws (all uniform unless stated; every range is an argument):
   nostrils painted around the landmarks (``"aflw21"`` in the model) on the UV grid, and hair
   (below); then a per-channel skin-tone gain exp(N(0, 0.06));
 - hair (models without a colour model only, since their painted skin is this module's own
-  stand-in for a face's appearance; a colour model's rendering is left as the model has it):
-  per subject, with probability 0.88, a hair colour (mostly dark), a hairline 25 to 65 mm
-  above the brows (lower towards the temples, none on the ears) painted on the scalp, and a
-  hair mass drawn around the upper head's outline (8 to 30 mm thick, down to 40 to 170 mm
-  below the brows: short to shoulder-long hair), over the background only, so the face and
-  its landmarks are never hidden by it. Real photographs show hair there; a bald head against
-  the background, the only alternative, is rare in them;
+  stand-in for a face's appearance; a colour model's rendering is left as the model has it;
+  the ranges are fixed, in ``_hair``): per subject, with probability 0.88, a hair colour
+  (mostly dark), a hairline 25 to 65 mm above the brows (lower towards the temples, none on
+  the ears) painted on the scalp, and a hair mass drawn around the upper head's outline (8 to
+  30 mm thick, down to 40 to 170 mm below the brows: short to shoulder-long hair), over the
+  background only, so the face and its landmarks are never hidden by it. Real photographs
+  show hair there; a bald head against the background, the only alternative, is rare in them;
 - lighting: ambient in [0.35, 0.75] plus a directional light within 75 degrees of the view
   direction, slightly tinted per channel (:mod:`stn_core.shading`);
 - background: smooth random colour gradients and blobs (no external images) and a little pixel
