@@ -35,7 +35,7 @@ localiser can only be right about framings it has seen.
 
 Usage (from the repository root)::
 
-    .venv/bin/python tools/bench_real.py --out out/real        # 600 steps: ~6 min, 2 idle cores
+    .venv/bin/python tools/bench_real.py --out out/real        # 600 steps: 13-21 min, 2 busy cores
     .venv/bin/python tools/bench_real.py --out out/real_m --margin none --steps 300
     .venv/bin/python tools/bench_real.py --out out/real_t --teacher lm
     .venv/bin/python tools/bench_real.py --out out/r2 --checkpoint out/real/run/checkpoints/last.pt
