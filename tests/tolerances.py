@@ -84,3 +84,8 @@ SH_QUADRATURE_ATOL = 1e-5
 # rasterisers: both work in float32 with another order of operations (fused multiply-adds), so
 # pixel centres within rounding of an edge may fall on either side.
 DEVICE_MASK_PIXELS = 4
+
+# atol (pixels) of image points that SyntheticFaces computes in float32 (coordinates up to about
+# 1e2 px, ulp about 1e-5, after a rotation, a scale and a shift) against the same points derived
+# in float64 from its draws.
+FLOAT32_PIXELS_ATOL = 1e-3

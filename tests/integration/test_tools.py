@@ -103,3 +103,30 @@ def test_bench_stn_floor_bytes_by_hand():
     forward = 11 * 3 * 2 + model + 2 * 5 * 4 + 2 * 10 * 4 + 2 * 3 * 5 * 2
     backward = 2 * 3 * 5 * 2 + 11 * 3 * 2 + model + 2 * 5 * 4 + 2 * 2 * 10 * 4
     assert floor == dict(forward=forward, backward=backward, total=forward + backward)
+
+
+@pytest.mark.reference
+def test_bench_real_model_and_error_convention(ref, tmp_path):
+    """bench_real trains on the grid artifact it writes from model_112.mat: the same model as
+    load_demo's; and its error path (network pixels -> photograph pixels) gives fit_landmarks'
+    own error for the fitted theta seen through a 112-pixel input."""
+    import numpy as np
+    import torch
+
+    from tests.tolerances import TOL
+
+    ref("3dmmasstn/model_112.mat")
+    bench = _tool("bench_real")
+    reference = ref("3dmmasstn/demodata.mat").parents[1]
+    model, photos, target = bench.load_demo(reference)
+    grid = bench.write_grid_artifact(reference, tmp_path / "grid112.h5")
+    assert bench.same_model(bench.load_grid_model(grid), model)
+
+    fit = bench.fit_landmarks(model.double(), target, image_size=(224, 224))
+    to_image = [bench.square_input(p, 112)[1] for p in photos]
+    theta_112 = fit.theta.double().clone()
+    theta_112[:, 3:5] = (theta_112[:, 3:5] + 0.5) / 2 - 0.5  # the inverse of to_image's map
+    theta_112[:, 5] -= math.log(2.0)
+    _, err = bench.errors_224(model, theta_112, to_image, target)
+    rtol, atol = TOL[np.float64]
+    torch.testing.assert_close(err.mean(1), fit.error_px.double(), rtol=rtol, atol=atol)

@@ -112,6 +112,8 @@ class TestRefusals:
             (dict(model="m", out="o", synthetic=3, lr=float("nan")), ["--lr"]),
             (dict(model="m", out="o", synthetic=3, image_size=16), ["--image-size"]),
             (dict(model="m", out="o", synthetic=0), ["--synthetic"]),
+            (dict(model="m", out="o", synthetic=3, synthetic_margin=-0.1), ["--synthetic-margin"]),
+            (dict(model="m", out="o", synthetic=3, synthetic_anchor="mid"), ["--synthetic-anchor"]),
         ],
     )
     def test_validate(self, kw, words):

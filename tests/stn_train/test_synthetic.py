@@ -15,6 +15,7 @@ from stn_train.data.synthetic import SyntheticFaces
 from stn_train.errors import TrainError
 
 from tests.stn_core.test_renderer import face_like_model
+from tests.tolerances import FLOAT32_PIXELS_ATOL
 
 SIZE = 64
 
@@ -176,6 +177,67 @@ class TestGroundTruth:
         torch.testing.assert_close(theta[:6], expected.float())
 
 
+class TestCropFraming:
+    """``margin``: each face framed like a crop around its landmarks (crop_window's rule)."""
+
+    def test_landmark_box_centred_and_sized(self, model):
+        ds = SyntheticFaces(model, 12, SIZE, seed=8, margin=0.4, shift=0, scale_jitter=0)
+        lm = ds.render_batch(range(12))["landmarks"].double()
+        lo, hi = lm.amin(1), lm.amax(1)
+        centre = torch.full((12, 2), (SIZE - 1) / 2, dtype=torch.float64)
+        torch.testing.assert_close((lo + hi) / 2, centre, rtol=0, atol=FLOAT32_PIXELS_ATOL)
+        side = (hi - lo).amax(1) * (1 + 2 * 0.4)
+        full = torch.full((12,), float(SIZE), dtype=torch.float64)
+        torch.testing.assert_close(side, full, rtol=0, atol=FLOAT32_PIXELS_ATOL)
+
+    def test_top_anchor(self, model):
+        """``anchor="top"``: the square of the box's larger side, aligned with the box's top,
+        is centred: the box's top edge at the same height whatever the box's height."""
+        margin = 0.4
+        ds = SyntheticFaces(
+            model, 12, SIZE, seed=8, margin=margin, anchor="top", shift=0, scale_jitter=0
+        )
+        lm = ds.render_batch(range(12))["landmarks"].double()
+        lo, hi = lm.amin(1), lm.amax(1)
+        top = (SIZE - 1) / 2 - SIZE / (2 * (1 + 2 * margin))
+        full = torch.full((12,), top, dtype=torch.float64)
+        torch.testing.assert_close(lo[:, 1], full, rtol=0, atol=FLOAT32_PIXELS_ATOL)
+        mid_x = torch.full((12,), (SIZE - 1) / 2, dtype=torch.float64)
+        torch.testing.assert_close((lo + hi)[:, 0] / 2, mid_x, rtol=0, atol=FLOAT32_PIXELS_ATOL)
+        assert ((hi - lo)[:, 1] < (hi - lo)[:, 0]).any()  # some boxes are wider than high
+
+    def test_jitter_ranges(self, model):
+        ds = SyntheticFaces(model, 40, SIZE, seed=9, margin=0.25, shift=0.05, scale_jitter=0.1)
+        lm = ds.render_batch(range(40))["landmarks"].double()
+        lo, hi = lm.amin(1), lm.amax(1)
+        offset = ((lo + hi) / 2 - (SIZE - 1) / 2).abs()
+        assert offset.max() <= 0.05 * SIZE + FLOAT32_PIXELS_ATOL and offset.max() > 0.02 * SIZE
+        ratio = ((hi - lo).amax(1) * 1.5 / SIZE).log().abs()
+        assert ratio.max() <= 0.1 + 1e-4 and ratio.max() > 0.05
+
+    def test_same_draws_as_the_default_framing(self, model):
+        """Only the scale and translation differ: pose, shape, colour and light are the
+        default framing's, and an item is the same alone or in a batch."""
+        a = SyntheticFaces(model, 10, SIZE, seed=2)
+        b = SyntheticFaces(model, 10, SIZE, seed=2, margin=0.3)
+        for i in (0, 7):
+            da, db = a.draw(i), b.draw(i)
+            for key in ("r", "alpha", "gain", "light_dir", "ambient"):
+                np.testing.assert_array_equal(da[key], db[key])
+            assert not np.array_equal(da["t"], db["t"])
+        batch = b.render_batch([7, 2, 5])
+        _equal({k: v[0] for k, v in batch.items()}, b[7])
+
+    @pytest.mark.parametrize("margin", [-0.1, float("nan")])
+    def test_bad_margin(self, model, margin):
+        with pytest.raises(TrainError, match="margin"):
+            SyntheticFaces(model, 2, SIZE, margin=margin)
+
+    def test_bad_anchor(self, model):
+        with pytest.raises(TrainError, match="anchor"):
+            SyntheticFaces(model, 2, SIZE, margin=0.2, anchor="bottom")
+
+
 class TestSubjects:
     def test_each_face_its_own_subject(self, model):
         ds = SyntheticFaces(model, 6, SIZE)
@@ -202,6 +264,43 @@ def test_model_without_colour_gets_painted_features(model):
     assert weights[0, lm[1]] > 0.5  # brow centre
     assert weights[3, lm[18]] > 0.5  # mouth centre
     assert weights[:, lm[20]].max() < 0.1  # chin
+
+
+class TestHair:
+    """Models without colour get hair: painted on the scalp, a mass around the upper head."""
+
+    def test_never_on_the_face_nor_the_ears(self, model):
+        ds = SyntheticFaces(model, 2, SIZE)
+        (field, _), _ = ds.hair_field, ds.hair_frame
+        lm = model.landmarks["aflw21"]
+        lowest_hairline = 25.0  # mm above the brows, the lowest drawn (_hair)
+        face = lm[[0, 5, 6, 8, 9, 11, 13, 14, 15, 17, 18, 19, 20]]  # brows, eyes, nose, mouth
+        assert field[face].max() < lowest_hairline
+        assert torch.isinf(field[lm[[12, 16]]]).all() and (field[lm[[12, 16]]] < 0).all()
+        top = torch.arange(model.res)  # row 0: the top of the head
+        assert field[top].max() > 65.0  # above the highest hairline: hair when there is any
+
+    def test_mass_over_the_background_only(self, model, monkeypatch):
+        ds = SyntheticFaces(model, 12, SIZE, seed=3)
+        with_mass = ds.render_batch(range(12))
+        monkeypatch.setattr(ds, "_add_hair_mass", lambda image, *args: image)
+        without = ds.render_batch(range(12))
+        out = render(model, with_mass["theta"], image_size=(SIZE, SIZE))
+        changed = (with_mass["image"] - without["image"]).abs().amax(1) > 0
+        assert changed.any()
+        assert not (changed & out.mask[:, 0]).any()
+        _equal(with_mass, without)  # landmarks, visibility and theta do not see the hair
+
+    def test_some_subjects_have_hair_some_not(self, model):
+        ds = SyntheticFaces(model, 60, SIZE, seed=4)
+        hair = [ds.draw(i)["hair"] for i in range(60)]
+        assert 0 < sum(h is None for h in hair) < 20
+        lines = [h["line"] for h in hair if h is not None]
+        assert 25.0 <= min(lines) and max(lines) <= 65.0
+
+    def test_colour_models_have_none(self, colored):
+        ds = SyntheticFaces(colored, 4, SIZE)
+        assert ds.hair_field is None and ds.draw(1)["hair"] is None
 
 
 def test_refuses_what_is_not_a_model():

@@ -63,6 +63,7 @@ CHOICES = {
     "schedule": ("cosine", "step", "none"),
     "visibility_mode": ("normals", "depth"),
     "teacher": ("none", "lm"),
+    "synthetic_anchor": ("centre", "top"),
 }
 PATH_KEYS = ("model", "data", "val", "out", "weights")
 RESUME_OVERRIDABLE = frozenset(
@@ -88,7 +89,11 @@ class RunConfig:
     Data: ``model`` (grid model .h5), exactly one of ``data`` (manifest .jsonl) and
     ``synthetic`` (number of rendered training faces); validation from ``val`` (manifest) or
     ``val_synthetic`` held-out rendered faces (default with ``synthetic``: 64); ``landmarks``
-    the model's landmark set the annotations follow.
+    the model's landmark set the annotations follow; ``synthetic_margin``: rendered faces
+    framed like crops around their landmarks with this margin instead of by the model's
+    extent, the landmark box centred (``synthetic_anchor`` ``"centre"``) or its larger side's
+    square aligned with its top (``"top"``, the original's demo photographs)
+    (:class:`stn_train.data.synthetic.SyntheticFaces`).
 
     Schedule: ``steps`` (optimiser steps) wins over ``epochs``; ``batch_size`` is the global
     number of images per step (all processes together; with ``pairs`` half are the partners).
@@ -99,6 +104,8 @@ class RunConfig:
     synthetic: int | None = None
     val: str | None = None
     val_synthetic: int | None = None
+    synthetic_margin: float | None = None
+    synthetic_anchor: str = "centre"
     out: str | None = None
     landmarks: str = "aflw21"
     backbone: str = "vgg16"
@@ -171,6 +178,9 @@ class RunConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise TrainError(f"{{0}} must be at least 1, got {value}.", (key,))
+        margin = self.synthetic_margin
+        if margin is not None and not (math.isfinite(margin) and margin >= 0):
+            raise TrainError(f"{{0}} must be finite and >= 0, got {margin}.", ("synthetic_margin",))
         if self.image_size < 32:
             raise TrainError(
                 f"{{0}} must be at least 32 pixels, got {self.image_size}.", ("image_size",)

@@ -145,7 +145,8 @@ def evaluate(
         out: the folder for the outputs (module docstring).
         data: a manifest (no augmentation; a bad entry is an error naming it).
         synthetic: a number of rendered faces, drawn with ``seed`` (default: the run's
-            validation seed, i.e. the faces validated on during training).
+            validation seed, i.e. the faces validated on during training), framed as the
+            run's (its ``synthetic_margin`` and ``synthetic_anchor``).
         landmarks: the landmark set (default: the one the checkpoint was trained with).
         device: where to run (None or ``"auto"``: CUDA when available, as
             :func:`stn_train.runtime.resolve_device`).
@@ -175,9 +176,11 @@ def evaluate(
         raise TrainError(f"{{0}}: {exc}", ("landmarks",)) from None
     size = int(ckpt["image_size"])
     if synthetic is not None:
-        run_seed = int(ckpt.get("config", {}).get("seed", 0))
-        s = run_seed + VAL_SEED_OFFSET if seed is None else seed
-        dataset = synthetic_faces(model, synthetic, size, s, landmark_set)
+        run = ckpt.get("config", {})
+        s = int(run.get("seed", 0)) + VAL_SEED_OFFSET if seed is None else seed
+        # Framed as the run's rendered faces were (its synthetic_margin and _anchor).
+        framing = (run.get("synthetic_margin"), run.get("synthetic_anchor", "centre"))
+        dataset = synthetic_faces(model, synthetic, size, s, landmark_set, *framing)
     else:
         dataset = ManifestDataset(data, size, landmark_set, train=False, strict=True)
     stn = STN(model, ckpt.get("visibility_mode", "normals")).to(dev)

@@ -24,6 +24,17 @@ def run(
     val_synthetic: int | None = _O(
         None, help="Validate on N rendered faces (default 64 with --synthetic)."
     ),
+    synthetic_margin: float | None = _O(
+        None,
+        help="Frame the rendered faces like crops around their landmarks with this margin "
+        "(as detector and manifest crops: 0.25) instead of by the model's extent.",
+    ),
+    synthetic_anchor: str | None = _O(
+        None,
+        help="With --synthetic-margin: centre | top: the landmark box centred (detector and "
+        "manifest crops), or its larger side's square aligned with its top (the original's "
+        "demo photographs) [centre].",
+    ),
     out: Path | None = _O(None, help="Run folder: checkpoints, metrics, pictures."),
     config: Path | None = _O(
         None, help="TOML file whose keys are these options' names (command line wins)."

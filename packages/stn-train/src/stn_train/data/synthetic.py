@@ -28,12 +28,32 @@ Random draws (all uniform unless stated; every range is an argument):
   start pose (t at the image centre), so a frontal face sits exactly at the localiser's start
   pose and turned faces stay centred like detector crops, then moves it by +-``shift`` of the
   image size;
+- framing with ``margin`` (a number instead of None): each face is placed as crops of real
+  photographs are cut. The scale makes the face's own landmark box (all of its landmarks,
+  hidden ones too, as a detector gives them) have its larger side 1 / (1 + 2 margin) of the
+  image, times exp(+-``scale_jitter``); the translation puts at the image centre, moved by
+  +-``shift`` of the image size, either the box's centre (``anchor="centre"``:
+  :func:`stn_train.data.transforms.crop_window`'s rule, that of detector and manifest crops)
+  or the centre of the square of the box's larger side aligned with the box's top
+  (``anchor="top"``: how the original 3DMM-STN's demo photographs were cut, their labels'
+  box touching the same margin at the top whatever its height). Use it to train for crops;
+  the default framing centres the mean face's centroid, which sits where the model's extent
+  puts it (a model covering the whole front of the head, like the original's model_112, has
+  its landmarks well below its centroid);
 - shape: identity and expression coefficients N(0, 1) times ``shape_sigma`` /
   ``expression_sigma``, clipped to +-``clip``;
 - colour: with a colour model, its coefficients N(0, 1) times ``color_sigma`` clipped to
   +-``clip``; without one, a skin tone between light and dark with brows, eyes, lips and
-  nostrils painted around the landmarks (``"aflw21"`` in the model) on the UV grid; then a
-  per-channel skin-tone gain exp(N(0, 0.06));
+  nostrils painted around the landmarks (``"aflw21"`` in the model) on the UV grid, and hair
+  (below); then a per-channel skin-tone gain exp(N(0, 0.06));
+- hair (models without a colour model only, since their painted skin is this module's own
+  stand-in for a face's appearance; a colour model's rendering is left as the model has it;
+  the ranges are fixed, in ``_hair``): per subject, with probability 0.88, a hair colour
+  (mostly dark), a hairline 25 to 65 mm above the brows (lower towards the temples, none on
+  the ears) painted on the scalp, and a hair mass drawn around the upper head's outline (8 to
+  30 mm thick, down to 40 to 170 mm below the brows: short to shoulder-long hair), over the
+  background only, so the face and its landmarks are never hidden by it. Real photographs
+  show hair there; a bald head against the background, the only alternative, is rare in them;
 - lighting: ambient in [0.35, 0.75] plus a directional light within 75 degrees of the view
   direction, slightly tinted per channel (:mod:`stn_core.shading`);
 - background: smooth random colour gradients and blobs (no external images) and a little pixel
@@ -72,12 +92,14 @@ from stn_core.shading import sh_ambient, sh_directional
 
 from stn_train.errors import TrainError
 
-__all__ = ["SyntheticFaces", "synthetic_faces", "VAL_SEED_OFFSET"]
+__all__ = ["SyntheticFaces", "synthetic_faces", "VAL_SEED_OFFSET", "ANCHORS"]
 
 # Validation faces are drawn with seed + this offset: a stream disjoint from training's
 # (``stn-train run --val-synthetic`` validates on them, ``stn-train eval --synthetic`` too).
 VAL_SEED_OFFSET = 1_000_003
 
+# Where a face framed by ``margin`` sits: its landmark box centred, or its top-aligned square.
+ANCHORS = ("centre", "top")
 # Skin tones (linear RGB albedo) between which a model without colour picks its base colour.
 _SKIN_LIGHT = np.array([0.93, 0.76, 0.66])
 _SKIN_DARK = np.array([0.42, 0.28, 0.20])
@@ -100,6 +122,10 @@ class SyntheticFaces(torch.utils.data.Dataset):
         landmarks: the landmark set's name in the model (e.g. ``"aflw21"``) or grid indices.
         yaw, pitch, roll: the largest angle drawn, degrees (uniform in +-that).
         fill: the start pose's fill fraction (:func:`stn_core.geometry.initial_log_scale`).
+        margin: None (default): the face framed by the model's extent and centroid; a number
+            >= 0: framed like a crop around its landmarks with this margin (module docstring).
+        anchor: with ``margin``, ``"centre"`` (the landmark box centred) or ``"top"`` (the
+            square of its larger side aligned with its top; module docstring).
         scale_jitter: log-scale drawn in +-this around the start scale.
         shift: translation drawn in +-this fraction of the image size around the centred face.
         shape_sigma, expression_sigma, color_sigma: standard deviations of the coefficients.
@@ -132,6 +158,8 @@ class SyntheticFaces(torch.utils.data.Dataset):
         clip: float = 3.0,
         images_per_subject: int = 1,
         noise: float = 0.02,
+        margin: float | None = None,
+        anchor: str = "centre",
         device: str | torch.device = "cpu",
     ):
         if not isinstance(model, UVGridModel):
@@ -160,6 +188,15 @@ class SyntheticFaces(torch.utils.data.Dataset):
                 f"{int(lm.min())}..{int(lm.max())}."
             )
         self.landmarks = landmarks if isinstance(landmarks, str) else None
+        if margin is not None:
+            margin = float(margin)
+            if not (math.isfinite(margin) and margin >= 0):
+                raise TrainError(f"margin must be a finite number >= 0, got {margin}.")
+            if lm.numel() < 2:
+                raise TrainError("framing by margin needs at least two landmarks to box.")
+        if anchor not in ANCHORS:
+            raise TrainError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}.")
+        self.margin, self.anchor = margin, anchor
         self.yaw, self.pitch, self.roll = float(yaw), float(pitch), float(roll)
         self.fill = float(fill)
         self.scale_jitter = float(scale_jitter)
@@ -181,6 +218,9 @@ class SyntheticFaces(torch.utils.data.Dataset):
         # The point kept centred when the face turns: the centroid of the mean face.
         self.centroid = m.mean[m.inside].double().mean(0).cpu().numpy()
         self.centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+        # The landmark vertices' mean and basis (float64): the crop framing boxes each face's.
+        self.landmark_mean = m.mean[self.landmark_index].double().cpu().numpy()
+        self.landmark_basis = m.basis[self.landmark_index].double().cpu().numpy()
         # (K, 3N) and (Kc, 3N), the right-hand sides of the coefficient products.
         self.shape_basis = m.basis.reshape(-1, m.n_components).T.contiguous()
         self.color_basis = (
@@ -189,6 +229,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
             else None
         )
         self.features = None if m.has_color else _feature_maps(m)
+        self.hair_field, self.hair_frame = (None, None) if m.has_color else _hair_field(m)
         self.upsample = tuple(
             torch.cat([_upsampling_matrix(r, size, mode) for r, mode in _BG_LAYERS.values()], 1).to(
                 self.device
@@ -220,9 +261,10 @@ class SyntheticFaces(torch.utils.data.Dataset):
     def draw(self, index: int) -> dict:
         """Item ``index``'s random parameters (numpy, float64): ``rotation`` (3, 3), ``r``,
         ``t``, ``log_s``, ``alpha`` (K,), ``color`` (Kc,) or None, ``skin`` (3,) the base skin
-        tone (no colour model) or None, ``gain`` (3,), ``feature_colors`` (4, 3),
-        ``ambient`` (3,), ``light_dir`` (3,), ``light`` (3,), ``background`` dict, ``noise``
-        (bank, dy, dx, sigma)."""
+        tone (no colour model) or None, ``gain`` (3,), ``feature_colors`` (4, 3), ``hair``
+        (no colour model: {"color" (3,), "line", "mass", "length"} mm, or None), ``ambient``
+        (3,), ``light_dir`` (3,), ``light`` (3,), ``background`` dict, ``noise`` (bank, dy,
+        dx, sigma)."""
         index = int(index)
         if not 0 <= index < self.n:
             raise IndexError(f"synthetic face {index} is out of range 0..{self.n - 1}.")
@@ -236,16 +278,30 @@ class SyntheticFaces(torch.utils.data.Dataset):
         rot = euler_to_matrix(torch.tensor([yaw, pitch, roll], dtype=torch.float64) * deg)
         r = matrix_to_axis_angle(rot).numpy()
         rot = rot.numpy()
-        log_s = self.log_s0 + rng.uniform(-1, 1) * self.scale_jitter
-        s = math.exp(log_s)
-        c = self.centroid
-        rc = rot @ c
-        t = self.centre + s * np.array([c[0] - rc[0], rc[1] - c[1]])
-        t = t + rng.uniform(-1, 1, 2) * self.shift * np.array([w, h])
+        jitter = rng.uniform(-1, 1) * self.scale_jitter
+        shift = rng.uniform(-1, 1, 2) * self.shift * np.array([w, h])
         k = self.identity.shape[0]
         ident = np.clip(srng.standard_normal(k) * self.shape_sigma, -self.clip, self.clip)
         expr = np.clip(rng.standard_normal(k) * self.expression_sigma, -self.clip, self.clip)
         alpha = np.where(self.identity, ident, expr)
+        if self.margin is None:
+            log_s = self.log_s0 + jitter
+            s = math.exp(log_s)
+            c = self.centroid
+            rc = rot @ c
+            t = self.centre + s * np.array([c[0] - rc[0], rc[1] - c[1]])
+        else:
+            # The rotated landmarks' box in mm; image points are s (x, -y) + t.
+            lm = (self.landmark_mean + self.landmark_basis @ alpha) @ rot.T
+            lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+            larger = max(float((hi - lo).max()), 1e-6)
+            log_s = math.log(min(h, w) / (larger * (1.0 + 2.0 * self.margin))) + jitter
+            s = math.exp(log_s)
+            mid = (lo + hi) / 2.0
+            if self.anchor == "top":  # y up: the square's middle is half its side below the top
+                mid[1] = hi[1] - larger / 2.0
+            t = self.centre - s * np.array([mid[0], -mid[1]])
+        t = t + shift
         color = skin = None
         if self.color_basis is not None:
             kc = self.color_basis.shape[0]
@@ -262,6 +318,8 @@ class SyntheticFaces(torch.utils.data.Dataset):
                 np.array([0.75, 0.38, 0.38]) * srng.uniform(0.75, 1.05),  # lips
             ]
         )
+        # Drawn last from the subject's stream, so the draws above are as they were before hair.
+        hair = _hair(srng) if self.hair_field is not None else None
         tint = np.exp(rng.normal(0.0, 0.03, 3))
         ambient = rng.uniform(0.35, 0.75) * tint
         theta_l = rng.uniform(0.0, 75.0) * deg
@@ -290,6 +348,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
             skin=skin,
             gain=gain,
             feature_colors=feature_colors,
+            hair=hair,
             ambient=ambient,
             light_dir=light_dir,
             light=light,
@@ -349,6 +408,8 @@ class SyntheticFaces(torch.utils.data.Dataset):
             visible_for=lm,
         )
         image = out.image
+        if self.hair_field is not None:
+            image = self._add_hair_mass(image, out.mask, rot, s, t, draws)
         if self.noise > 0:
             image = self._add_noise(image, draws).clamp_(0.0, 1.0)
         theta = initial_theta(b, m.n_components, h, w, device=dev)
@@ -397,7 +458,66 @@ class SyntheticFaces(torch.utils.data.Dataset):
             for k in range(weights.shape[0]):
                 wk = weights[k][None, :, None]
                 albedo = albedo + wk * (cols[:, k, None, :] - albedo)
+            if self.hair_field is not None:
+                albedo = self._scalp(albedo, draws)
         return (albedo * gain).clamp_(0.0, 1.0)
+
+    def _hair_params(self, draws, key: str) -> torch.Tensor:
+        """(B, ...) one hair parameter per item (a subject without hair: line inf, mass 0)."""
+        none = {"color": np.zeros(3), "line": np.inf, "mass": 0.0, "length": 0.0}
+        values = [none[key] if d["hair"] is None else d["hair"][key] for d in draws]
+        return torch.as_tensor(np.stack(values), dtype=torch.float32, device=self.device)
+
+    def _scalp(self, albedo: torch.Tensor, draws) -> torch.Tensor:
+        """Hair painted where the hair field rises above the subject's hairline (soft edge)."""
+        field, grain = self.hair_field  # (N,) mm, (N,) brightness variation
+        line = self._hair_params(draws, "line")[:, None]
+        color = self._hair_params(draws, "color")[:, None, :]
+        wt = ((field[None, :] - line) / _HAIR_EDGE_MM).clamp(0.0, 1.0)
+        wt = (wt * wt * (3.0 - 2.0 * wt))[..., None]
+        return albedo + wt * (color * grain[None, :, None] - albedo)
+
+    def _add_hair_mass(self, image, mask, rot, s, t, draws) -> torch.Tensor:
+        """Hair around the outline of the head above the hair's lower end, over the background
+        only: the face's mask dilated by the hair's thickness (pixels), cut by the line through
+        the posed point ``length`` mm below the brows, across the face."""
+        b, _, h, w = image.shape
+        dev = self.device
+        mass_px = self._hair_params(draws, "mass") * s  # (B,)
+        length = self._hair_params(draws, "length")
+        color = self._hair_params(draws, "color")
+        x_mid, brow_y, z_ref = self.hair_frame
+        # The lower end's point and the face's up direction, posed: image point = s (x, -y) + t.
+        end = torch.stack(
+            [torch.full_like(length, x_mid), brow_y - length, torch.full_like(length, z_ref)], 1
+        )
+        end = (rot @ end[:, :, None])[:, :, 0]
+        end_px = torch.stack([s * end[:, 0], -s * end[:, 1]], 1) + t
+        up = torch.stack([rot[:, 0, 1], -rot[:, 1, 1]], 1)  # R e_y, projected, image y down
+        ys = torch.arange(h, device=dev, dtype=torch.float32)[:, None]
+        xs = torch.arange(w, device=dev, dtype=torch.float32)[None, :]
+        face = mask[:, 0].float()
+        alpha = torch.zeros(b, h, w, device=dev)
+        for i in range(b):
+            r = int(round(float(mass_px[i])))
+            if r < 1:
+                continue
+            # A box blur of the mask reaches r pixels out; where it exceeds a few percent is
+            # the mask grown with rounded corners (a square's corner: the product of the two
+            # 1-D coverages), its rise a soft edge.
+            k = 2 * r + 1
+            grown = F.avg_pool2d(face[i][None, None], (k, 1), 1, (r, 0), count_include_pad=False)
+            grown = F.avg_pool2d(grown, (1, k), 1, (0, r), count_include_pad=False)[0, 0]
+            above = (xs - end_px[i, 0]) * up[i, 0] + (ys - end_px[i, 1]) * up[i, 1] > 0
+            alpha[i] = (grown * 25.0).clamp(0.0, 1.0) * above
+        alpha = alpha * (1.0 - face)  # never over the face
+        light = torch.as_tensor(
+            np.stack([d["ambient"].mean() + 0.5 * d["light"].mean() for d in draws]),
+            dtype=torch.float32,
+            device=dev,
+        )
+        hair = (color * light[:, None]).clamp(0.0, 1.0)[:, :, None, None]
+        return image + alpha[:, None] * (hair - image)
 
     def _background(self, draws) -> torch.Tensor:
         """(B, 3, H, W) smooth random backgrounds: a bilinear gradient between corner colours,
@@ -461,6 +581,64 @@ def _rows_matmul(coeffs: torch.Tensor, basis_t: torch.Tensor) -> torch.Tensor:
     if k == 0:
         return torch.zeros(b, basis_t.shape[1], dtype=coeffs.dtype, device=coeffs.device)
     return torch.cat([row @ basis_t for row in coeffs.split(1)])
+
+
+# Hair colours (albedo) and how often a subject has each; a subject has hair with _HAIR_P.
+_HAIR_COLORS = (
+    (0.25, (0.05, 0.04, 0.035)),  # black
+    (0.30, (0.14, 0.09, 0.06)),  # dark brown
+    (0.20, (0.30, 0.20, 0.12)),  # brown
+    (0.13, (0.62, 0.50, 0.32)),  # blond
+    (0.12, (0.55, 0.55, 0.55)),  # grey
+)
+_HAIR_P = 0.88
+_HAIR_EDGE_MM = 6.0  # the hairline's soft edge
+
+
+def _hair(rng: np.random.Generator) -> dict | None:
+    """A subject's hair: None (bald or shaven), or its colour, hairline above the brows,
+    thickness beyond the outline and lower end below the brows (mm)."""
+    if rng.uniform() >= _HAIR_P:
+        return None
+    p = np.array([q for q, _ in _HAIR_COLORS])
+    kind = int(np.searchsorted(np.cumsum(p), rng.uniform() * p.sum()))
+    color = np.array(_HAIR_COLORS[min(kind, len(p) - 1)][1]) * rng.uniform(0.75, 1.25)
+    return {
+        "color": np.clip(color, 0.0, 1.0),
+        "line": rng.uniform(25.0, 65.0),
+        "mass": rng.uniform(8.0, 30.0),
+        "length": rng.uniform(40.0, 170.0),
+    }
+
+
+def _hair_field(model: UVGridModel):
+    """Where hair grows on a model without colour, from its mean shape (mm) and AFLW-21
+    landmarks: ``((field (N,), grain (N,)), (x_mid, brow_y, z_ref))`` or ``(None, None)``
+    without ``"aflw21"`` landmarks.
+
+    ``field``: height above the brows (mm), raised by 2.4 mm per mm beyond the outer eye
+    corners (so hair comes down the temples and the sides of the head to about the ears' top
+    for a hairline 50 mm above the brows), and -inf within 28 mm of a point 18 mm above each
+    ear landmark (ears stay bare); a subject has hair where ``field`` exceeds its hairline.
+    ``grain``: a fixed per-vertex brightness variation (0.85 to 1.15). ``x_mid``, ``brow_y``:
+    the landmarks' middle and the brows' height; ``z_ref``: the ears' depth (where the hair
+    mass's lower end is placed).
+    """
+    if "aflw21" not in model.landmarks:
+        return None, None
+    dev = model.device
+    v = model.mean.double().cpu().numpy()
+    lm = v[model.landmarks["aflw21"].cpu().numpy()]
+    brow_y = float(lm[0:6, 1].mean())
+    x_mid = float(lm[:, 0].mean())
+    eye_half = float(np.abs(lm[[6, 11], 0] - x_mid).mean())
+    field = v[:, 1] - brow_y + 2.4 * np.maximum(np.abs(v[:, 0] - x_mid) - eye_half, 0.0)
+    for k in (12, 16):
+        ear = lm[k] + np.array([0.0, 18.0, 0.0])
+        field[np.linalg.norm(v - ear, axis=1) < 28.0] = -np.inf
+    grain = np.random.default_rng(0).uniform(0.85, 1.15, len(v))
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=dev)  # noqa: E731
+    return (as_t(field), as_t(grain)), (x_mid, brow_y, float(lm[[12, 16], 2].mean()))
 
 
 def _iris(rng: np.random.Generator) -> np.ndarray:
@@ -537,7 +715,24 @@ def _feature_maps(model: UVGridModel) -> tuple[torch.Tensor, torch.Tensor] | Non
     return as_t(weights), as_t(shade)
 
 
-def synthetic_faces(model, n: int, image_size: int, seed: int, landmarks: str) -> SyntheticFaces:
+def synthetic_faces(
+    model,
+    n: int,
+    image_size: int,
+    seed: int,
+    landmarks: str,
+    margin: float | None = None,
+    anchor: str = "centre",
+) -> SyntheticFaces:
     """``n`` rendered faces of ``image_size`` on a CPU copy of the model (they are rendered in
-    the DataLoader's worker processes)."""
-    return SyntheticFaces(model.to("cpu"), n, image_size, seed=seed, landmarks=landmarks)
+    the DataLoader's worker processes), framed by the model (``margin`` None) or like crops
+    around their landmarks (``margin``, ``anchor``, see :class:`SyntheticFaces`)."""
+    return SyntheticFaces(
+        model.to("cpu"),
+        n,
+        image_size,
+        seed=seed,
+        landmarks=landmarks,
+        margin=margin,
+        anchor=anchor,
+    )

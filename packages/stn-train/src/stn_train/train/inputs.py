@@ -58,9 +58,14 @@ def build_data(config: RunConfig, model) -> RunData:
     """The datasets of a run (module docstring)."""
     size = config.image_size
     if config.synthetic is not None:
-        base = synthetic_faces(model, config.synthetic, size, config.seed, config.landmarks)
+        framing = (config.synthetic_margin, config.synthetic_anchor)
+        base = synthetic_faces(
+            model, config.synthetic, size, config.seed, config.landmarks, *framing
+        )
         n_val = config.val_synthetic or DEFAULT_VAL_SYNTHETIC
-        val = synthetic_faces(model, n_val, size, config.seed + VAL_SEED_OFFSET, config.landmarks)
+        val = synthetic_faces(
+            model, n_val, size, config.seed + VAL_SEED_OFFSET, config.landmarks, *framing
+        )
         synthetic = True
     else:
         base = ManifestDataset(
@@ -71,7 +76,13 @@ def build_data(config: RunConfig, model) -> RunData:
             val = ManifestDataset(config.val, size, config.landmarks, train=False)
         elif config.val_synthetic is not None:
             val = synthetic_faces(
-                model, config.val_synthetic, size, config.seed + VAL_SEED_OFFSET, config.landmarks
+                model,
+                config.val_synthetic,
+                size,
+                config.seed + VAL_SEED_OFFSET,
+                config.landmarks,
+                config.synthetic_margin,
+                config.synthetic_anchor,
             )
         synthetic = False
     n_landmarks = int(model.landmark_indices(config.landmarks).numel())
