@@ -203,5 +203,5 @@ def training_objective(
         + multipliers["symmetry"] * sym
     )
     if teacher is not None:
-        total = total + multipliers.get("teacher", 0.0) * teach
+        total = total + multipliers["teacher"] * teach
     return LossTerms(total, *(m.detach() for m in means))

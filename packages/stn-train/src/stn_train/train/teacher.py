@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 import torch
+from stn_core import project_theta
 from stn_core.fitting import fit_landmarks
-from stn_core.geometry import axis_angle_to_matrix
 
 __all__ = ["LandmarkTeacher", "MAX_VIEWS", "teacher_vertices", "teacher_loss", "TEACHERS"]
 
@@ -56,7 +56,8 @@ class LandmarkTeacher:
     """
 
     def __init__(self, model, landmarks: str, image_size: int, prior_weight: float = 1.0):
-        self.model = model
+        # The fits run on the CPU in float64: a CPU copy, made once, not once per batch.
+        self.model = model.to("cpu")
         self.landmarks = landmarks
         self.image_size = int(image_size)
         self.prior_weight = float(prior_weight)
@@ -212,13 +213,11 @@ def teacher_vertices(model, n: int = _LOSS_VERTICES) -> torch.Tensor:
 
 
 def _placed(theta: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """(B, V, 3) vertices placed by theta: image x, image y (pixels) and depth (pixels)."""
-    rot = axis_angle_to_matrix(theta[:, :3])
-    x = mean + torch.einsum("vck,bk->bvc", basis, theta[:, 6:])
-    y = x @ rot.transpose(1, 2) * torch.exp(theta[:, 5])[:, None, None]
-    return torch.stack(
-        [y[..., 0] + theta[:, None, 3], theta[:, None, 4] - y[..., 1], y[..., 2]], -1
-    )
+    """(B, V, 3) vertices placed by theta: the image points (pixels) of the grid generator
+    and their depth, scaled to pixels like them."""
+    points, rotated = project_theta(theta, mean, basis)
+    depth = torch.exp(theta[:, 5])[:, None] * rotated[..., 2]
+    return torch.cat([points, depth[..., None]], -1)
 
 
 def teacher_loss(
