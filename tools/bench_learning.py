@@ -67,10 +67,16 @@ VARIANTS: dict[str, dict] = {
     "demo-before": {},  # the demo until December 2026
     # A higher learning rate made stable by a warm-up and gradient clipping.
     "tuned": {"lr": 1e-3, "warmup_steps": 60, "clip_grad": 100.0},
-    # The demo now: the same with the landmark teacher (--teacher lm), each image's own
-    # fit_landmarks theta (docs/training.md).
+    # The same with the landmark teacher (--teacher lm), each image's own fit_landmarks theta,
+    # compared by the placed vertices only (the demo of 2026-12-02; docs/training.md).
+    "teacher-vertices": {
+        "lr": 1e-3, "warmup_steps": 60, "clip_grad": 100.0, "teacher": "lm", "teacher_shape": 0.0,
+    },
+    # The demo now: the teacher with its shape term at the default factor 3.
     "demo": {"lr": 1e-3, "warmup_steps": 60, "clip_grad": 100.0, "teacher": "lm"},
-}
+    # The demo's settings for the whole training budget of issue 11 (3 minutes on 2 idle cores).
+    "budget": {"lr": 1e-3, "warmup_steps": 60, "clip_grad": 100.0, "teacher": "lm", "steps": 700},
+}  # fmt: skip
 
 
 def references(model, faces, landmarks: str) -> dict[str, dict[str, float]]:

@@ -114,6 +114,7 @@ class TestRefusals:
             (dict(model="m", out="o", synthetic=0), ["--synthetic"]),
             (dict(model="m", out="o", synthetic=3, synthetic_margin=-0.1), ["--synthetic-margin"]),
             (dict(model="m", out="o", synthetic=3, synthetic_anchor="mid"), ["--synthetic-anchor"]),
+            (dict(model="m", out="o", synthetic=3, teacher_shape=-1.0), ["--teacher-shape"]),
         ],
     )
     def test_validate(self, kw, words):

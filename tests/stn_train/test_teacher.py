@@ -4,6 +4,7 @@ that fits nothing twice."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from stn_core import project_theta
@@ -150,14 +151,50 @@ def test_loss_of_a_shift_is_its_squared_length(views):
     torch.testing.assert_close(value, torch.tensor(25.0, dtype=torch.float64))
 
 
-def test_loss_gradcheck(views):
+@pytest.mark.parametrize("weight", [0.0, 2.5])
+def test_loss_gradcheck(views, weight):
     model, _, _, theta = views
     compared = teacher_vertices(model, 16)
     mean, basis = model.mean[compared].double(), model.basis[compared].double()
     target = theta + 0.05 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(1))
     have = torch.tensor([True, True, False, True, True])
     x = theta.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda th: teacher_loss(th, target, have, mean, basis)[0], (x,))
+    assert torch.autograd.gradcheck(
+        lambda th: teacher_loss(th, target, have, mean, basis, shape_weight=weight)[0], (x,)
+    )
+
+
+def test_shape_term_compares_shapes_at_the_teachers_scale(views):
+    """Frontal faces (r = 0) with the same t and s and shapes apart by d = B (a - a_t) (mm):
+    every placed vertex differs by s (d_x, -d_y, d_z), so the placed term is s^2 |d|^2 and the
+    shape term adds w s_t^2 |d|^2 (means over the vertices), computed here with numpy from
+    the basis alone."""
+    model, _, _, theta = views
+    compared = teacher_vertices(model, 64)
+    mean, basis = model.mean[compared].double(), model.basis[compared].double()
+    target = theta.clone()
+    target[:, :3] = 0.0
+    pred = target.clone()
+    g = torch.Generator().manual_seed(7)
+    pred[:, 6:] += torch.randn(pred[:, 6:].shape, generator=g, dtype=torch.float64)
+    have = torch.ones(5, dtype=torch.bool)
+    b = basis.numpy()
+    d = np.einsum("vck,bk->bvc", b, (pred[:, 6:] - target[:, 6:]).numpy())
+    s2 = np.exp(2 * target[:, 5].numpy())
+    per_vertex = (d**2).sum(-1).mean(-1)
+    for w in (0.0, 3.0):
+        value, _ = teacher_loss(pred, target, have, mean, basis, shape_weight=w)
+        expected = float(((1.0 + w) * s2 * per_vertex).mean())
+        assert abs(float(value) - expected) <= 1e-9 * expected
+    # Pose alone moves nothing in the shape term: a shifted, turned face with the teacher's
+    # shape scores the same with any shape weight.
+    turned = target.clone()
+    turned[:, 1] += 0.3
+    turned[:, 3] += 5.0
+    a, _ = teacher_loss(turned, target, have, mean, basis, shape_weight=0.0)
+    b2, _ = teacher_loss(turned, target, have, mean, basis, shape_weight=10.0)
+    assert float(a) > 0
+    torch.testing.assert_close(a, b2)
 
 
 def test_vertices_spread_over_the_face():

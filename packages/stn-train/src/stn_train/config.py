@@ -127,6 +127,7 @@ class RunConfig:
     teacher: str = "none"
     weight_teacher: float = 0.9
     teacher_prior: float = 1.0
+    teacher_shape: float = 3.0
     pairs: bool = True
     augment: bool = True
     visibility_mode: str = "normals"
@@ -199,6 +200,7 @@ class RunConfig:
             "weight_symmetry",
             "weight_teacher",
             "teacher_prior",
+            "teacher_shape",
         ):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:

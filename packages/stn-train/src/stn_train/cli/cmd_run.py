@@ -71,6 +71,10 @@ def run(
     teacher_prior: float | None = _O(
         None, help="The teacher fit's prior weight (fit_landmarks' prior_weight) [1]."
     ),
+    teacher_shape: float | None = _O(
+        None,
+        help="Factor of the teacher's shape-only term (the shapes compared without pose) [3].",
+    ),
     pairs: bool | None = _O(
         None, "--pairs/--no-pairs", help="Siamese pairs (subject or mirror) [pairs]."
     ),

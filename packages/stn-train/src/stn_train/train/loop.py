@@ -363,7 +363,14 @@ class _Trainer:
         taught = None
         if self.teacher is not None:
             target, have = self.teacher.targets(flat["index"], flat["landmarks"], flat["visible"])
-            taught = teacher_loss(theta, target, have, self.teacher_mean, self.teacher_basis)
+            taught = teacher_loss(
+                theta,
+                target,
+                have,
+                self.teacher_mean,
+                self.teacher_basis,
+                shape_weight=cfg.teacher_shape,
+            )
         terms = training_objective(
             out,
             theta,

@@ -25,7 +25,9 @@ distance, in pixels and in 3D (the depth too), between the model's vertices plac
 network's theta and by the teacher's, over a fixed spread of the face's vertices. Being a
 distance between faces, it needs no per-parameter weights and no care for the axis-angle's
 wrap-around, and it is in the landmark term's units (pixels squared), weighted the same way
-(:meth:`stn_train.train.losses.LossWeights.multipliers`).
+(:meth:`stn_train.train.losses.LossWeights.multipliers`). A second term compares the shapes
+alone (``RunConfig.teacher_shape``, default 3; :func:`teacher_loss`), so that the shape is not
+learned only after the pose.
 """
 
 from __future__ import annotations
@@ -226,14 +228,24 @@ def teacher_loss(
     have: torch.Tensor,
     mean: torch.Tensor,
     basis: torch.Tensor,
+    shape_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean squared 3D distance (px^2) between the vertices placed by ``theta`` and by the
-    teacher's ``target``, over the images that have a target.
+    teacher's ``target``, over the images that have a target, plus ``shape_weight`` times the
+    squared distance between the two shapes alone.
+
+    The shape term compares the shapes in the model's frame (no rotation, no translation),
+    drawn at the teacher's scale (mm times the teacher's pixels per mm, so pixels like the
+    first term): ``|s_t B (alpha - alpha_t)|^2`` averaged over the vertices. In the placed
+    vertices a shape error of a few millimetres is a pixel or two beside pose errors of many
+    pixels, so the shape learns last; this term gives it a gradient of its own from the first
+    step (docs/training.md, ``--teacher-shape``).
 
     Args:
         theta: (B, P) the network's output. target: (B, P) the teacher's (no gradient).
         have: (B,) bool, images with a target. mean: (V, 3) mm and basis (V, 3, K) of the
             compared vertices (:func:`teacher_vertices`).
+        shape_weight: the shape term's factor (0: the placed vertices only).
 
     Returns:
         (mean over images with a target, their count): the mean is 0 when none has one.
@@ -243,6 +255,12 @@ def teacher_loss(
     with torch.no_grad():
         goal = _placed(target.to(theta.dtype), mean.to(theta.dtype), basis.to(theta.dtype))
     per_image = ((pred - goal) ** 2).sum(-1).mean(-1)
+    if shape_weight:
+        k = theta.shape[1] - 6
+        delta = theta[:, 6:] - target[:, 6:].to(theta.dtype)
+        mm = torch.einsum("vck,bk->bvc", basis[..., :k].to(theta.dtype), delta)
+        px = torch.exp(target[:, 5].to(theta.dtype))[:, None, None] * mm
+        per_image = per_image + shape_weight * (px**2).sum(-1).mean(-1)
     per_image = torch.where(have, per_image, torch.zeros_like(per_image))
     count = w.sum()
     return per_image.sum() / count.clamp_min(1.0), count
