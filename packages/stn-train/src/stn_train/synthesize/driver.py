@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from stn_core import project_theta
 from stn_core.fitting import fit_image
+from stn_core.fitting.solver import torch_threads
 
 from stn_train.data.images import image_files, load_image
 from stn_train.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -131,7 +132,7 @@ def synthesize_faces(
     seed: int = 0,
     landmarks_only: bool = False,
     max_landmark_error: float = 0.08,
-    max_photometric_rms: float = 0.15,
+    max_photometric_rms: float = 0.25,
     device: str | torch.device | None = None,
     batch_size: int = 8,
     cpu_threads: int | None = None,
@@ -157,7 +158,8 @@ def synthesize_faces(
         max_landmark_error: a fit whose mean landmark error exceeds this fraction of the
             annotations' box (its larger side) failed. max_photometric_rms: a photometric fit
             whose RMS exceeds this failed.
-        device, batch_size, cpu_threads: as ``stn-train fit``.
+        device, batch_size: as ``stn-train fit``. cpu_threads: torch threads for the whole
+            work on the CPU (the fits and the renders; None: torch's setting).
         pictures: write the contact sheets.
         progress: ``progress(done, total)`` as faces are done.
 
@@ -261,44 +263,51 @@ def synthesize_faces(
         groups.setdefault(tuple(item.image.shape[-2:]), []).append(item)
     batches = [g[k : k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
     per_face_lines: dict[int, list[ManifestEntry]] = {}
-    for batch in batches:
-        imgs = torch.stack([b.image for b in batch]).to(dev)
-        q = torch.as_tensor(np.stack([b.points for b in batch]), dtype=torch.float32, device=dev)
-        v = torch.as_tensor(np.stack([b.weights for b in batch]), dtype=torch.float32, device=dev)
-        with torch.no_grad():
-            fit = fit_image(
-                model,
-                imgs,
-                q,
-                v,
-                landmark_set,
-                landmarks_only=not photometric,
-                cpu_threads=cpu_threads,
+    with torch_threads(cpu_threads, dev):  # the renders too, not only the fits
+        for batch in batches:
+            imgs = torch.stack([b.image for b in batch]).to(dev)
+            q = torch.as_tensor(
+                np.stack([b.points for b in batch]), dtype=torch.float32, device=dev
             )
-        for j, item in enumerate(batch):
-            rec = _fit_record(item, fit, j, photometric, max_landmark_error, max_photometric_rms)
-            records[item.index] = rec
-            if rec.status == "synthesized":
-                per_face_lines[item.index] = _write_face(
-                    out,
-                    item,
-                    rec,
+            v = torch.as_tensor(
+                np.stack([b.weights for b in batch]), dtype=torch.float32, device=dev
+            )
+            with torch.no_grad():
+                fit = fit_image(
                     model,
-                    fit,
-                    j,
-                    photometric,
-                    per_face,
-                    seed,
-                    sampler,
-                    out_index,
-                    out_landmark_set,
-                    mean64,
-                    basis64,
-                    pictures,
+                    imgs,
+                    q,
+                    v,
+                    landmark_set,
+                    landmarks_only=not photometric,
+                    cpu_threads=cpu_threads,
                 )
-            done += 1
-            if progress is not None:
-                progress(done, len(records))
+            for j, item in enumerate(batch):
+                rec = _fit_record(
+                    item, fit, j, photometric, max_landmark_error, max_photometric_rms
+                )
+                records[item.index] = rec
+                if rec.status == "synthesized":
+                    per_face_lines[item.index] = _write_face(
+                        out,
+                        item,
+                        rec,
+                        model,
+                        fit,
+                        j,
+                        photometric,
+                        per_face,
+                        seed,
+                        sampler,
+                        out_index,
+                        out_landmark_set,
+                        mean64,
+                        basis64,
+                        pictures,
+                    )
+                done += 1
+                if progress is not None:
+                    progress(done, len(records))
     for index in sorted(per_face_lines):
         lines += per_face_lines[index]
     finished = [r for r in records if r is not None]

@@ -12,9 +12,9 @@ Weights per grid vertex, all in [0, 1]:
 - ``observed``: how much the photo's own sample is trusted: 0 where the vertex is not
   visible (outside ``inside``, facing away, hidden by the depth test, outside the image), a
   ramp from 1 at ``FULL_VIEW`` (n_z = 0.35, 70 degrees from the view direction) to 0 at
-  ``GRAZING`` (n_z = 0.1, 84 degrees) towards the silhouette, where a texel stretches over many pixels and the
-  background bleeds in, and a ramp of ``SEAM_TEXELS`` texels at the edge of the visible
-  region (occlusion boundaries), so that no seam is a hard cut;
+  ``GRAZING`` (n_z = 0.1, 84 degrees) towards the silhouette, where a texel stretches over
+  many pixels and the background bleeds in, and a ramp of ``SEAM_TEXELS`` texels at the
+  edge of the visible region (occlusion boundaries), so that no seam is a hard cut;
 - ``mirrored``: the weight the mirror partner's sample gets (the grid is symmetric about its
   middle column: vertex (row, col) mirrors to (row, R - 1 - col)): ``(1 - w) * w[mirror]``;
 - ``model``: what is left, ``(1 - w) * (1 - w[mirror])``, taken from the fallback colour
@@ -142,7 +142,7 @@ def complete_texture(
     """
     mirror = mirror_index(res, sampled.device)
     w = torch.where(inside, observed, torch.zeros_like(observed))
-    w_m = torch.where(inside[mirror], w[mirror], torch.zeros_like(w))
+    w_m = torch.where(inside & inside[mirror], w[mirror], torch.zeros_like(w))
     mirrored = (1.0 - w) * w_m
     model = (1.0 - w) * (1.0 - w_m)
     albedo = w[:, None] * sampled + mirrored[:, None] * sampled[mirror] + model[:, None] * fallback
