@@ -406,3 +406,47 @@ class TestBadInputs:
         assert "2 views of 1 face (1 skipped)" in out
         assert "skipped" in err and "missing.png" in err
         assert not (tmp_path / "o" / "sheets").exists()
+
+
+class TestDetectedFaces:
+    def test_faces_found_by_the_detector_are_synthesized_on_their_crops(self, tmp_path):
+        from stn_train.detection import FaceDetector, detection_available
+
+        if not detection_available():
+            pytest.skip("the detect extra is not installed (make detect-extra)")
+        import scipy.io as sio
+
+        from tests.conftest import reference_file
+
+        d = sio.loadmat(reference_file("3dmmasstn/demodata.mat"))
+        photo = tmp_path / "photos" / "demo.png"
+        photo.parent.mkdir()
+        canvas = np.full((300, 340, 3), 90, np.uint8)
+        canvas[40:264, 60:284] = np.clip(np.rint(d["Images"][..., 2]), 0, 255).astype(np.uint8)
+        Image.fromarray(canvas).save(photo)
+        result = synthesize_faces(
+            [photo.parent],
+            grid_model_file(),
+            tmp_path / "o",
+            2,
+            detector=FaceDetector("hog"),
+            crop_size=128,
+            out_landmark_set="aflw21",
+        )
+        assert [f.name for f in result.faces] == ["demo.face1"]
+        assert result.faces[0].status == "synthesized", result.faces[0].reason
+        entries = read_manifest(result.manifest)
+        assert len(entries) == 2 and entries[0].landmarks.shape == (21, 2)
+        with Image.open(entries[0].image) as im:
+            assert im.size == (128, 128)
+
+    def test_without_the_extra_the_command_says_how_to_install_it(
+        self, faces, tmp_path, capsys, monkeypatch
+    ):
+        import stn_train.detection.detector as detector
+
+        monkeypatch.setattr(detector, "detection_available", lambda: False)
+        args = ["synthesize", str(faces.parent / "face_0000.png"), "--detect"]
+        args += ["--model", str(grid_model_file()), "--out", str(tmp_path / "o")]
+        assert_user_error(args, capsys, "pip install 'stn-train[detect]'")
+        assert not (tmp_path / "o").exists()
