@@ -450,3 +450,29 @@ class TestDetectedFaces:
         args += ["--model", str(grid_model_file()), "--out", str(tmp_path / "o")]
         assert_user_error(args, capsys, "pip install 'stn-train[detect]'")
         assert not (tmp_path / "o").exists()
+
+
+class TestSyntheticBackgrounds:
+    def test_views_over_random_backgrounds_mark_every_background_pixel(self, faces, tmp_path):
+        result = synthesize_faces(
+            [faces], grid_model_file(), tmp_path / "o", 2, seed=7, backgrounds="synthetic"
+        )
+        photo = read_manifest(faces)[0]
+        with Image.open(photo.image) as im:
+            original = np.asarray(im.convert("RGB")).astype(int)
+        for e in read_manifest(result.manifest)[:2]:
+            theta = torch.tensor(e.extra["theta"])
+            model = load_model()
+            face = render(model, theta[None], image_size=(SIZE, SIZE)).mask[0, 0].numpy()
+            with Image.open(e.image) as im:
+                view = np.asarray(im).astype(int)
+            with Image.open(tmp_path / "o" / e.extra["quality_mask"]) as im:
+                mask = np.asarray(im) > 0
+            assert mask[~face].all()  # no background pixel is the photo's
+            assert np.abs(view - original)[~face].max() > 20
+        summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+        assert summary["backgrounds"] == "synthetic"
+
+    def test_unknown_backgrounds_are_refused(self, faces, tmp_path):
+        with pytest.raises(TrainError, match="backgrounds must be photo or synthetic"):
+            synthesize_faces([faces], grid_model_file(), tmp_path / "o", 1, backgrounds="sky")

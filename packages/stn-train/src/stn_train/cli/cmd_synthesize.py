@@ -47,6 +47,9 @@ def synthesize(
         None, help="Landmark set written to the manifest (default: --landmark-set's)."
     ),
     seed: int = _O(0, help="Seed of the drawn poses, expressions and lights."),
+    background: str = _O(
+        "photo", help="photo (its own, filled where the face was) | synthetic (random)."
+    ),
     yaw: float = _O(75.0, help="Largest yaw drawn, degrees (+-)."),
     pitch: float = _O(20.0, help="Largest pitch drawn, degrees (+-)."),
     roll: float = _O(15.0, help="Largest roll drawn, degrees (+-)."),
@@ -94,6 +97,7 @@ def synthesize(
             pts_one_based=not pts_zero_based,
             ranges=ranges,
             seed=seed,
+            backgrounds=background,
             landmarks_only=landmarks_only,
             max_landmark_error=max_landmark_error,
             device=resolve_device(device),

@@ -5,14 +5,17 @@ detector), :func:`synthesize_faces` fits the model (:func:`stn_core.fitting.fit_
 landmark fit, then the photometric fit when the model has colour), takes the face's texture
 from the photo and completes it (:mod:`stn_train.synthesize.texture`), and renders
 ``per_face`` new views (:mod:`stn_train.synthesize.views`) over the photo's own background,
-filled where the fitted face was (:mod:`stn_train.synthesize.background`).
+filled where the fitted face was (:mod:`stn_train.synthesize.background`), or over the
+synthetic faces' random backgrounds (``backgrounds="synthetic"``:
+:meth:`stn_train.data.synthetic.SyntheticFaces.backgrounds`, the head alone without the
+photo's hair, neck and surroundings).
 
 Written in ``out`` (every file atomically, the manifest last):
 
 - ``images/NAME_VVV.png``: view VVV of face NAME, the photo's size;
 - ``images/NAME_VVV.quality.png``: its quality mask, 8-bit grey, 255 where the pixel is
-  invented (face texture seen in neither the photo nor its mirror, or background filled where
-  the fitted face was), 0 where it comes from the photo;
+  invented (face texture seen in neither the photo nor its mirror, background filled where
+  the fitted face was, or a synthetic background), 0 where it comes from the photo;
 - ``textures/NAME.png``: the completed texture on the UV grid (albedo units, row 0 the
   forehead);
 - ``sheets/NAME.png``: the contact sheet (:mod:`stn_train.pictures.synthesis`);
@@ -46,6 +49,7 @@ from stn_core.fitting.solver import torch_threads
 
 from stn_train.data.images import image_files, load_image
 from stn_train.data.manifest import ManifestEntry, read_manifest, write_manifest
+from stn_train.data.synthetic import SyntheticFaces
 from stn_train.detection.photos import face_crop
 from stn_train.errors import TrainError
 from stn_train.fit.landmark_sources import LandmarkSource
@@ -63,7 +67,9 @@ from stn_train.synthesize.background import fill_holes, grow_mask
 from stn_train.synthesize.texture import face_texture
 from stn_train.synthesize.views import ViewRanges, ViewSampler, render_view
 
-__all__ = ["FaceRecord", "SynthesisResult", "synthesize_faces", "DETECTED_SET"]
+__all__ = ["FaceRecord", "SynthesisResult", "synthesize_faces", "DETECTED_SET", "BACKGROUNDS"]
+
+BACKGROUNDS = ("photo", "synthetic")
 
 DETECTED_SET = "ibug68"
 # The fitted face's mask is grown by this fraction of its landmark box (at least 2 pixels)
@@ -130,6 +136,7 @@ def synthesize_faces(
     pts_one_based: bool = True,
     ranges: ViewRanges | None = None,
     seed: int = 0,
+    backgrounds: str = "photo",
     landmarks_only: bool = False,
     max_landmark_error: float = 0.08,
     max_photometric_rms: float = 0.25,
@@ -154,6 +161,8 @@ def synthesize_faces(
             the model has, since the written landmarks are projected model vertices.
         convention, pts_one_based: as ``stn-train fit`` (a CSV's and .pts files' coordinates).
         ranges: :class:`ViewRanges` (None: the defaults). seed: the draws' seed.
+        backgrounds: ``"photo"`` (the photo's own, filled where the fitted face was) or
+            ``"synthetic"`` (the synthetic faces' random backgrounds, drawn from ``seed``).
         landmarks_only: fit the landmarks only, even with a colour model.
         max_landmark_error: a fit whose mean landmark error exceeds this fraction of the
             annotations' box (its larger side) failed. max_photometric_rms: a photometric fit
@@ -186,6 +195,10 @@ def synthesize_faces(
     if convention not in ("ours", "one_based", "original"):
         raise TrainError(
             f"{{0}} must be ours, one_based or original, got {convention!r}.", ("convention",)
+        )
+    if backgrounds not in BACKGROUNDS:
+        raise TrainError(
+            f"{{0}} must be photo or synthetic, got {backgrounds!r}.", ("backgrounds",)
         )
     sources = [Path(s) for s in sources]
     if not sources:
@@ -252,6 +265,7 @@ def synthesize_faces(
 
     make_output_folder(out)
     sampler = ViewSampler(model, ranges)
+    scenery = None if backgrounds == "photo" else _Scenery(model, len(records) * per_face, seed)
     out_index = model.landmarks[out_landmark_set].to(dev)
     mean64, basis64 = model.mean.double(), model.basis.double()
     lines: list[ManifestEntry] = []
@@ -304,6 +318,7 @@ def synthesize_faces(
                         mean64,
                         basis64,
                         pictures,
+                        scenery,
                     )
                 done += 1
                 if progress is not None:
@@ -316,6 +331,7 @@ def synthesize_faces(
         "sources": [str(s) for s in sources],
         "per_face": int(per_face),
         "seed": int(seed),
+        "backgrounds": backgrounds,
         "ranges": ranges.to_json(),
         "photometric_fit": photometric,
         "landmark_set": landmark_set,
@@ -468,6 +484,7 @@ def _write_face(
     mean64: torch.Tensor,
     basis64: torch.Tensor,
     pictures: bool,
+    scenery: _Scenery | None = None,
 ) -> list[ManifestEntry]:
     """Texture, views, masks, sheet of one fitted face; returns its manifest lines."""
     dev, dt = model.device, model.dtype
@@ -497,7 +514,7 @@ def _write_face(
     shown = item.points[item.weights > 0]
     grow = max(2, int(round(HOLE_GROWTH * float((shown.max(0) - shown.min(0)).max()))))
     hole = grow_mask(drawn.face, grow)
-    background = fill_holes(image, hole)
+    background = fill_holes(image, hole) if scenery is None else None
 
     theta64 = theta_fit.double().cpu().numpy()
     sh64 = sh_fit.double().cpu().numpy()
@@ -506,14 +523,19 @@ def _write_face(
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, item.index, v])))
         theta_v, sh_v = sampler.draw(rng, theta64, sh64, (int(h), int(w)))
         theta_t = torch.as_tensor(theta_v, dtype=torch.float64)
+        if scenery is None:
+            backdrop, filled = background, hole
+        else:  # none of it is the photo's
+            backdrop = scenery((int(h), int(w)), item.index * per_face + v)
+            filled = torch.ones(h, w, dtype=torch.bool, device=dev)
         view = render_view(
             model,
             theta_t,
             torch.as_tensor(sh_v, dtype=torch.float64),
             tex.albedo,
             tex.model,
-            background,
-            hole,
+            backdrop,
+            filled,
         )
         points = project_theta(theta_t[None].to(dev), mean64, basis64)[0][0, out_index]
         visible = view.visible[out_index].cpu().numpy().astype(np.float64)
@@ -560,3 +582,20 @@ def _write_face(
             title=f"{item.name}: {per_face} views",
         )
     return lines
+
+
+class _Scenery:
+    """The synthetic faces' backgrounds, one per (source face, view): item
+    ``face * per_face + view`` of a :class:`SyntheticFaces` of each image size (seeded by
+    ``seed``), so a view's background does not depend on the other faces."""
+
+    def __init__(self, model, n: int, seed: int):
+        self.model, self.n, self.seed = model, n, seed
+        self.by_size: dict[tuple[int, int], SyntheticFaces] = {}
+
+    def __call__(self, size: tuple[int, int], index: int) -> torch.Tensor:
+        if size not in self.by_size:
+            self.by_size[size] = SyntheticFaces(
+                self.model, self.n, size, seed=self.seed, device=self.model.device
+            )
+        return self.by_size[size].backgrounds([index])[0]
