@@ -364,6 +364,9 @@ class TestBadInputs:
             [*base, "--out", str(tmp_path / "o"), "--per-face", "0"], capsys, "--per-face"
         )
         assert_user_error([*base, "--out", str(tmp_path / "o"), "--yaw", "120"], capsys, "--yaw")
+        o = ["--out", str(tmp_path / "o")]
+        assert_user_error([*base, *o, "--background", "sky"], capsys, "--background")
+        assert_user_error([*base, *o, "--out-landmarks", "x"], capsys, "--out-landmarks")
         assert_user_error(
             [
                 "synthesize",

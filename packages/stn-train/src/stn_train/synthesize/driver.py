@@ -198,7 +198,8 @@ def synthesize_faces(
         )
     if backgrounds not in BACKGROUNDS:
         raise TrainError(
-            f"{{0}} must be photo or synthetic, got {backgrounds!r}.", ("backgrounds",)
+            f"{{0}} must be photo or synthetic, got {backgrounds!r}.",
+            (("backgrounds", "--background"),),
         )
     sources = [Path(s) for s in sources]
     if not sources:
@@ -240,7 +241,7 @@ def synthesize_faces(
     model = load_grid_model(model_path, dev, dtype=torch.float32)
     for name, which in (
         (landmark_set, ("landmark_set",)),
-        (out_landmark_set, ("out_landmark_set",)),
+        (out_landmark_set, (("out_landmark_set", "--out-landmarks"),)),
     ):
         if name not in model.landmarks:
             raise TrainError(
