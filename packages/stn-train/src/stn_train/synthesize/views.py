@@ -55,9 +55,7 @@ class ViewRanges:
     def __post_init__(self):
         for name, value in asdict(self).items():
             if not (math.isfinite(value) and value >= 0):
-                raise TrainError(
-                    f"{{0}} must be a finite number >= 0, got {value}.", (name.replace("-", "_"),)
-                )
+                raise TrainError(f"{{0}} must be a finite number >= 0, got {value}.", (name,))
         for name in ("yaw", "pitch", "roll", "light_cone"):
             if getattr(self, name) > 90:
                 raise TrainError(
