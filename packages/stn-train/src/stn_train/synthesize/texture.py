@@ -114,7 +114,10 @@ def observed_weight(
     vis = visible & (shade.amin(-1) > SHADING_FLOOR)
     view = _smoothstep((normal_z - GRAZING) / (FULL_VIEW - GRAZING))
     # The share of visible vertices in a (2 s + 1)^2 window: 1 well inside the visible region,
-    # about a half at its edge; rescaled so that it reaches 0 at the edge itself.
+    # about a half at its edge; rescaled so that it reaches 0 at the edge itself. The mesh's
+    # own border (outside ``inside``, and the grid's edge) counts as an edge too: it is the
+    # face's outline in the photo, where the bilinear taps reach into the background (tried
+    # without: re-rendering at the fit then matches the photo worse than the fitted model).
     k = 2 * SEAM_TEXELS + 1
     grid = vis.to(normal_z.dtype).reshape(1, 1, res, res)
     share = F.avg_pool2d(grid, k, 1, SEAM_TEXELS, count_include_pad=True).reshape(-1)
