@@ -9,6 +9,7 @@ typer application and turns a user's error into one line and exit status 2.
     stn-train predict faces/*.jpg --checkpoint runs/a/checkpoints/best.pt --model grid.h5 --out pred
     stn-train fit faces/*.jpg --model grid.h5 --landmarks faces/ --out fits
     stn-train detect photos/ --out faces   (the optional extra stn-train[detect])
+    stn-train synthesize faces/manifest.jsonl --model grid.h5 --out synth --per-face 20
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stn_train.cli import (  # noqa: F401
     cmd_fit,
     cmd_predict,
     cmd_run,
+    cmd_synthesize,
     cmd_version,
 )
 from stn_train.cli.app import app

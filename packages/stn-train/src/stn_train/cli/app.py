@@ -59,7 +59,7 @@ class _Commands(TyperGroup):
     """stn-train's command group: a user's error in any command ends it as :func:`fail`;
     ``--help`` lists the commands in the order of the work."""
 
-    ORDER = ("detect", "run", "eval", "predict", "fit", "version")
+    ORDER = ("detect", "run", "eval", "predict", "fit", "synthesize", "version")
 
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)

@@ -428,6 +428,11 @@ class SyntheticFaces(torch.utils.data.Dataset):
             "theta": theta,
         }
 
+    def backgrounds(self, indices: Sequence[int]) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1]: the backgrounds items ``indices`` are rendered over, alone
+        (no face, hair or pixel noise); ``stn-train synthesize --background synthetic``."""
+        return self._background([self.draw(int(i)) for i in indices])
+
     def _albedo(self, draws, b: int) -> torch.Tensor:
         """(B, N, 3) per-vertex albedo in [0, 1]."""
         m = self.model
