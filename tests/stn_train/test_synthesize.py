@@ -187,7 +187,8 @@ class TestOutputs:
         for e in entries:
             with Image.open(e.image) as im:
                 assert im.size == (SIZE, SIZE) and im.mode == "RGB"
-            mask_path = out / e.extra["quality_mask"]
+            mask_path = e.quality_mask
+            assert mask_path.parent == out / "images"
             assert mask_path.name == e.image.name.replace(".png", ".quality.png")
             with Image.open(mask_path) as im:
                 mask = np.asarray(im)
@@ -469,7 +470,7 @@ class TestSyntheticBackgrounds:
             face = render(model, theta[None], image_size=(SIZE, SIZE)).mask[0, 0].numpy()
             with Image.open(e.image) as im:
                 view = np.asarray(im).astype(int)
-            with Image.open(tmp_path / "o" / e.extra["quality_mask"]) as im:
+            with Image.open(e.quality_mask) as im:
                 mask = np.asarray(im) > 0
             assert mask[~face].all()  # no background pixel is the photo's
             assert np.abs(view - original)[~face].max() > 20

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stn_train.data.images import ImageReadError, read_rgb, to_tensor
+from stn_train.data.images import ImageReadError, read_mask, read_rgb, to_tensor
 from stn_train.data.manifest import ManifestEntry, read_manifest
 from stn_train.data.transforms import (
     FLIP_PERMUTATIONS,
@@ -217,6 +217,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.strict = strict
         self.non_rgb = non_rgb
         self.epoch = 0
+        # With any quality mask, every sample carries "trust" (ones for entries without one).
+        self.has_quality = any(e.quality_mask is not None for e in self.entries)
 
         names = sorted({e.subject for e in self.entries if e.subject is not None})
         self.subject_names: list[str] = names
@@ -335,6 +337,24 @@ class ManifestDataset(torch.utils.data.Dataset):
             self._warn(note)
         return img
 
+    def _trust(self, index: int, size: tuple[int, int], window) -> torch.Tensor | None:
+        """(1, S, S) in [0, 1]: 1 where the crop's pixel is the photograph's, 0 where its
+        quality mask marks it invented or the crop leaves the image; ones for an entry without
+        a mask. None when the mask cannot be used (recorded as a bad sample)."""
+        path = self.entries[index].quality_mask
+        if path is None:
+            return torch.ones(1, self.image_size, self.image_size)
+        try:
+            mask = read_mask(path, size)
+        except ImageReadError as exc:
+            self._record(index, exc.kind, str(exc))
+            return None
+        trusted = mask.point(lambda v: 255 - v)  # 255 where the photograph's own
+        box = (window.x0, window.y0, window.x0 + window.side, window.y0 + window.side)
+        patch = np.array(trusted.crop(box), dtype=np.uint8)  # zeros outside the image
+        grey = torch.from_numpy(patch).to(torch.float32).div_(255.0)[None]
+        return resize_square(grey, self.image_size)
+
     def load(self, index: int, epoch: int | None = None) -> dict | None:
         """Entry ``index`` as a sample (augmented for ``epoch``, default ``self.epoch``), or
         None when it is bad (recorded; in strict mode ``TrainError`` is raised)."""
@@ -375,6 +395,11 @@ class ManifestDataset(torch.utils.data.Dataset):
             "index": torch.tensor(index, dtype=torch.int64),
             "skipped": torch.tensor(0, dtype=torch.int64),
         }
+        if self.has_quality:
+            trust = self._trust(index, img.size, window)
+            if trust is None:
+                return None
+            sample["trust"] = trust
         if self.train:
             if float(torch.rand(1, generator=g)) < self.flip_prob:
                 sample = hflip(sample, self.landmarks)

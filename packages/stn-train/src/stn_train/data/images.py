@@ -154,6 +154,33 @@ def read_rgb(
     return out, f"{path} is {kind} (mode {mode}); converted to RGB ({how})."
 
 
+def read_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
+    """A quality mask (``stn-train synthesize``: 255 where a pixel is invented, 0 where it is
+    the photograph's) as a decoded 8-bit grey PIL image of ``size`` (W, H), the image's.
+
+    Raises:
+        ImageReadError: the file is missing or cannot be decoded ("missing", "unreadable"),
+            is not 8-bit grey or is not the image's size ("bad_mask").
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode == "1":
+        img = img.convert("L")
+    if img.mode != "L":
+        raise ImageReadError(
+            f"quality mask {path} has pixel mode {img.mode}; write it as 8-bit grey PNG (255 "
+            "where the pixel is invented), or drop its quality_mask key.",
+            "bad_mask",
+        )
+    if img.size != tuple(size):
+        raise ImageReadError(
+            f"quality mask {path} is {img.size[0]} x {img.size[1]} pixels but its image is "
+            f"{size[0]} x {size[1]}; write the mask at the image's size.",
+            "bad_mask",
+        )
+    return img
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) in pixels from the file's header, without decoding the pixels.
 

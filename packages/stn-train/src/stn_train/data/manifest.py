@@ -44,6 +44,10 @@ class ManifestEntry:
         subject: identity label, or None.
         line: 1-based line number in the manifest it came from (for messages), or None.
         extra: other keys of the manifest line, kept as read.
+        quality_mask: the image's quality mask (key ``"quality_mask"``, a path relative to
+            the manifest's folder like the image's; ``stn-train synthesize`` writes it: 255
+            where the pixel is invented), or None. Training leaves invented pixels out of the
+            siamese and symmetry terms (docs/data-format.md).
     """
 
     image: Path
@@ -52,9 +56,12 @@ class ManifestEntry:
     subject: str | None = None
     line: int | None = None
     extra: dict = field(default_factory=dict)
+    quality_mask: Path | None = None
 
     def __post_init__(self):
         self.image = Path(self.image)
+        if self.quality_mask is not None:
+            self.quality_mask = Path(self.quality_mask)
         self.landmarks = np.asarray(self.landmarks, dtype=np.float64).reshape(-1, 2)
         self.visible = np.asarray(self.visible, dtype=np.float64).reshape(-1)
         if self.visible.shape[0] != self.landmarks.shape[0]:
@@ -117,6 +124,17 @@ def _parse_line(text: str, path: Path, line: int) -> ManifestEntry:
     image_path = Path(image).expanduser()
     if not image_path.is_absolute():
         image_path = path.parent / image_path
+    mask = obj.pop("quality_mask", None)
+    mask_path = None
+    if mask is not None:
+        if not isinstance(mask, str) or not mask:
+            raise TrainError(
+                f"{where} has quality_mask {mask!r}; write the mask image's path as a string "
+                "(or leave the key out)."
+            )
+        mask_path = Path(mask).expanduser()
+        if not mask_path.is_absolute():
+            mask_path = path.parent / mask_path
     return ManifestEntry(
         image=image_path,
         landmarks=arr[:, :2],
@@ -124,6 +142,7 @@ def _parse_line(text: str, path: Path, line: int) -> ManifestEntry:
         subject=subject,
         line=line,
         extra=obj,
+        quality_mask=mask_path,
     )
 
 
@@ -174,7 +193,9 @@ def _entry_json(entry: ManifestEntry, folder: Path) -> str:
     obj = {"image": _image_text(entry.image, folder), "landmarks": points}
     if entry.subject is not None:
         obj["subject"] = entry.subject
-    obj.update(entry.extra)
+    if entry.quality_mask is not None:
+        obj["quality_mask"] = _image_text(entry.quality_mask, folder)
+    obj.update({k: v for k, v in entry.extra.items() if k != "quality_mask"})
     return json.dumps(obj, allow_nan=False)
 
 

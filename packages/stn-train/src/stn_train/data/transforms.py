@@ -93,9 +93,10 @@ def hflip_points(points: torch.Tensor, width: int, perm: torch.Tensor | None = N
 def hflip(sample: dict, landmarks: str | Sequence[int] = "aflw21") -> dict:
     """Mirror a sample left-right.
 
-    The image's columns are reversed, landmark x becomes ``W - 1 - x`` and the landmarks (and
-    their visibility) are reordered so that index i is again the landmark the set names i
-    (the left eye's corner of the mirror is the right eye's corner of the original).
+    The image's columns are reversed (and a ``"trust"`` map's), landmark x becomes
+    ``W - 1 - x`` and the landmarks (and their visibility) are reordered so that index i is
+    again the landmark the set names i (the left eye's corner of the mirror is the right eye's
+    corner of the original).
     A ground-truth ``"theta"`` is dropped: the mirrored face's shape coefficients are not known
     for a general model.
     """
@@ -108,6 +109,8 @@ def hflip(sample: dict, landmarks: str | Sequence[int] = "aflw21") -> dict:
         )
     out = {k: v for k, v in sample.items() if k != "theta"}
     out["image"] = sample["image"].flip(-1)
+    if "trust" in sample:
+        out["trust"] = sample["trust"].flip(-1)
     out["landmarks"] = hflip_points(sample["landmarks"], sample["image"].shape[-1], perm)
     out["visible"] = sample["visible"][..., perm]
     return out

@@ -554,10 +554,10 @@ def _write_face(
                 landmarks=points.cpu().numpy(),
                 visible=visible,
                 subject=item.subject,
+                quality_mask=mask_path,
                 extra={
                     "theta": theta_v.tolist(),
                     "source": str(item.source),
-                    "quality_mask": f"images/{mask_path.name}",
                     "invented_fraction": invented,
                     "landmark_set": out_landmark_set,
                     "view": v,

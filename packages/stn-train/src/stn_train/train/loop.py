@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from stn_core import STN, StnError
+from stn_core import STN, StnError, stn_flatten
 from stn_core.geometry import initial_log_scale
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -119,9 +119,20 @@ def _join_pairs(batch: dict) -> tuple[dict, int, torch.Tensor | None]:
     if "a" not in batch:
         return batch, 0, None
     a, b = batch["a"], batch["b"]
-    keys = ("image", "landmarks", "visible", "index")
+    keys = ("image", "landmarks", "visible", "index", "trust")
     joined = {k: torch.cat([a[k], b[k]]) for k in keys if k in a and k in b}
     return joined, a["image"].shape[0], batch.get("mirrored")
+
+
+def _trusted_only(stn: STN, out, trust: torch.Tensor, theta: torch.Tensor):
+    """The STN output with the invented pixels (quality masks, ``stn-train synthesize``) left
+    out of its visibility mask, so that the siamese and symmetry terms compare only the
+    photographs' own pixels: ``trust`` (B, 1, H, W) is flattened by the same theta and a
+    texel counts where it is visible and its trust is above one half."""
+    flat_trust = stn_flatten(trust.float(), theta, stn.mean, stn.basis, None, backend=stn.backend)
+    trusted = (flat_trust.reshape(out.visibility.shape) > 0.5).to(out.visibility.dtype)
+    vis = out.visibility * trusted
+    return out._replace(visibility=vis, masked=out.flattened * vis)
 
 
 class _Trainer:
@@ -360,6 +371,8 @@ class _Trainer:
             theta = self.ddp(images)
         theta = theta.float()
         out = self.stn(images.float(), theta)
+        if "trust" in flat:
+            out = _trusted_only(self.stn, out, flat["trust"], theta)
         taught = None
         if self.teacher is not None:
             target, have = self.teacher.targets(flat["index"], flat["landmarks"], flat["visible"])
