@@ -353,6 +353,21 @@ class TestBadInputs:
         with pytest.raises(TrainError, match="would write over the input"):
             synthesize_faces([photos], grid_model_file(), tmp_path / "o", 1, landmarks=faces)
 
+    @pytest.mark.parametrize("held", ["manifest.jsonl", "summary.json", "images"])
+    def test_never_replaces_what_an_output_folder_holds(self, faces, tmp_path, held):
+        """An earlier set, or a manifest of the user's beside the photos: refused, untouched."""
+        out = tmp_path / "o"
+        out.mkdir()
+        if held == "images":
+            (out / held).mkdir()
+        else:
+            (out / held).write_text("mine\n")
+        with pytest.raises(TrainError, match=f"already holds {held}"):
+            synthesize_faces([faces], grid_model_file(), out, 1)
+        assert sorted(q.name for q in out.iterdir()) == [held]
+        if held != "images":
+            assert (out / held).read_text() == "mine\n"
+
     def test_photos_need_landmarks(self, faces, tmp_path):
         with pytest.raises(TrainError, match="photos need their landmarks"):
             synthesize_faces([faces.parent / "face_0000.png"], grid_model_file(), tmp_path, 1)

@@ -177,7 +177,8 @@ def synthesize_faces(
 
     Raises:
         TrainError: bad arguments, an unreadable model, manifest or landmark source, a model
-            without the landmark sets, an output folder that is an input's place.
+            without the landmark sets, an output folder that is an input's place or already
+            holds a file or folder this command writes (nothing is ever replaced).
     """
     ranges = ViewRanges() if ranges is None else ranges
     if int(per_face) < 1:
@@ -236,6 +237,7 @@ def synthesize_faces(
     entries = read_manifest(manifest_in) if manifest_in is not None else None
     photos = [e.image for e in entries] if entries is not None else image_files(sources)
     _refuse_inputs_in_outputs(out, inputs + photos)
+    _refuse_earlier_outputs(out)
 
     dev = resolve_device(device)
     model = load_grid_model(model_path, dev, dtype=torch.float32)
@@ -359,6 +361,18 @@ def _refuse_inputs_in_outputs(out: Path, inputs: Sequence[Path]) -> None:
             raise TrainError(
                 f"{{0}} {out} would write over the input {p}; choose an output folder apart "
                 "from the inputs.",
+                ("out",),
+            )
+
+
+def _refuse_earlier_outputs(out: Path) -> None:
+    """Refuse an ``out`` that already holds a file or folder this command writes (an earlier
+    set, or a manifest of the user's): nothing already there is ever replaced."""
+    for name in ("manifest.jsonl", "summary.json", "images", "textures", "sheets"):
+        if (out / name).exists():
+            raise TrainError(
+                f"{{0}} {out} already holds {name} (an earlier set, or a file of yours); "
+                "choose a new output folder, or remove it first.",
                 ("out",),
             )
 
