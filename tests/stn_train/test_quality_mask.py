@@ -135,14 +135,15 @@ def test_invented_pixels_leave_the_visibility_mask():
     out = stn(images, theta)
     trust = torch.ones(3, 1, SIZE, SIZE)
     trust[..., :30] = 0.0
-    got = _trusted_only(stn, out, trust, theta)
+    got = _trusted_only(stn(torch.cat([images, trust], 1), theta))
     x = project_theta(theta, model.mean, model.basis)[0][..., 0].reshape(out.visibility.shape)
     before, after = out.visibility > 0, got.visibility > 0
     assert not after[before & (x < 28.5)].any()
     assert after[before & (x > 31.5)].all()
     assert (before & (x < 28.5)).any() and (before & (x > 31.5)).any()
+    torch.testing.assert_close(got.flattened, out.flattened)
     torch.testing.assert_close(got.masked, out.flattened * got.visibility)
-    everything = _trusted_only(stn, out, torch.ones(3, 1, SIZE, SIZE), theta)
+    everything = _trusted_only(stn(torch.cat([images, torch.ones(3, 1, SIZE, SIZE)], 1), theta))
     torch.testing.assert_close(everything.visibility, out.visibility)
 
 

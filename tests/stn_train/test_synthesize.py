@@ -306,6 +306,23 @@ class TestSkipped:
         assert len(read_manifest(result.manifest)) == 2
         assert not list((tmp_path / "o" / "images").glob("face_0000*"))
 
+    def test_a_photo_that_fails_to_decode_is_skipped_when_its_batch_is_fitted(
+        self, faces, tmp_path
+    ):
+        """Photos are decoded batch by batch (their header gives the size): a file whose
+        header reads but whose pixels do not is skipped and counted, the others go on."""
+        lines = faces.read_text().splitlines()[:2]
+        data = (faces.parent / "face_0001.png").read_bytes()
+        (faces.parent / "cut.png").write_bytes(data[: len(data) // 2])
+        cut = json.loads(lines[1])
+        cut["image"] = "cut.png"
+        manifest = faces.parent / "cut.jsonl"
+        manifest.write_text(lines[0] + "\n" + json.dumps(cut) + "\n")
+        result = synthesize_faces([manifest], grid_model_file(), tmp_path / "o", 1)
+        assert [f.status for f in result.faces] == ["synthesized", "skipped"]
+        assert "cut.png" in result.faces[1].reason
+        assert len(read_manifest(result.manifest)) == 1
+
     def test_nothing_usable_writes_nothing(self, faces, tmp_path):
         manifest = faces.parent / "none.jsonl"
         manifest.write_text(json.dumps({"image": "missing.png", "landmarks": [[0, 0, 1]] * 21}))

@@ -47,7 +47,7 @@ from stn_core import project_theta
 from stn_core.fitting import fit_image
 from stn_core.fitting.solver import torch_threads
 
-from stn_train.data.images import image_files, load_image
+from stn_train.data.images import image_files, image_size, load_image
 from stn_train.data.manifest import ManifestEntry, read_manifest, write_manifest
 from stn_train.data.synthetic import SyntheticFaces
 from stn_train.detection.photos import face_crop
@@ -113,13 +113,25 @@ class SynthesisResult:
 
 @dataclass
 class _Face:
+    """One face to fit. Photos are decoded when their batch is fitted (``image`` None until
+    then; ``size`` from the file's header), so that thousands of photos are never all in
+    memory; a detected face's crop is kept (the detector decoded the photo already)."""
+
     index: int
     source: Path
     name: str
-    image: torch.Tensor  # (3, H, W)
+    image: torch.Tensor | None  # (3, H, W), or None: decode ``source`` when fitted
+    size: tuple[int, int]  # (H, W)
     points: np.ndarray  # (L, 2)
     weights: np.ndarray  # (L,)
     subject: str
+    from_manifest: bool = False
+
+    def load(self) -> torch.Tensor:
+        """The face's image; raises TrainError when the photo cannot be decoded."""
+        if self.image is not None:
+            return self.image
+        return load_image(self.source, from_manifest=self.from_manifest)[0]
 
 
 def synthesize_faces(
@@ -277,12 +289,24 @@ def synthesize_faces(
         progress(done, len(records))
     groups: dict[tuple[int, int], list[_Face]] = {}
     for item in ready:
-        groups.setdefault(tuple(item.image.shape[-2:]), []).append(item)
+        groups.setdefault(item.size, []).append(item)
     batches = [g[k : k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
     per_face_lines: dict[int, list[ManifestEntry]] = {}
     with torch_threads(cpu_threads, dev):  # the renders too, not only the fits
         for batch in batches:
-            imgs = torch.stack([b.image for b in batch]).to(dev)
+            images = []
+            for item in list(batch):
+                try:
+                    images.append(item.load())
+                except TrainError as err:
+                    records[item.index] = FaceRecord(
+                        str(item.source), item.name, "skipped", str(err).rstrip(".")
+                    )
+                    batch.remove(item)
+                    done += 1
+            if not batch:
+                continue
+            imgs = torch.stack(images).to(dev)
             q = torch.as_tensor(
                 np.stack([b.points for b in batch]), dtype=torch.float32, device=dev
             )
@@ -308,6 +332,7 @@ def synthesize_faces(
                     per_face_lines[item.index] = _write_face(
                         out,
                         item,
+                        images[j],
                         rec,
                         model,
                         fit,
@@ -400,20 +425,20 @@ def _from_manifest(entries, n_points, landmark_set, records, ready) -> None:
             )
             continue
         try:
-            img, _ = load_image(e.image)
+            w, h = image_size(e.image)
         except TrainError as err:
             _skip(records, e.image, name, str(err).rstrip("."))
             continue
         pts, vis = _usable_points(e.landmarks, e.visible)
         subject = e.subject if e.subject is not None else name
-        ready.append(_Face(len(records), e.image, name, img, pts, vis, subject))
+        ready.append(_Face(len(records), e.image, name, None, (h, w), pts, vis, subject, True))
         records.append(None)
 
 
 def _from_landmarks(photos, source, n_points, landmark_set, records, ready) -> None:
     for p, name in zip(photos, unique_names(photos), strict=True):
         try:
-            img, _ = load_image(p, from_manifest=False)
+            w, h = image_size(p)
         except TrainError as err:
             _skip(records, p, name, str(err).rstrip("."))
             continue
@@ -431,7 +456,7 @@ def _from_landmarks(photos, source, n_points, landmark_set, records, ready) -> N
             )
             continue
         pts, vis = _usable_points(ann.points, ann.visible)
-        ready.append(_Face(len(records), p, name, img, pts, vis, name))
+        ready.append(_Face(len(records), p, name, None, (h, w), pts, vis, name))
         records.append(None)
 
 
@@ -449,7 +474,8 @@ def _from_detector(photos, detector, crop_size, records, ready) -> None:
             crop, points, _ = face_crop(img, face, crop_size)
             face_name = f"{name}.face{k}"
             pts, vis = _usable_points(points.numpy(), np.asarray(face.visible, np.float64))
-            ready.append(_Face(len(records), p, face_name, crop, pts, vis, face_name))
+            size = (int(crop.shape[-2]), int(crop.shape[-1]))
+            ready.append(_Face(len(records), p, face_name, crop, size, pts, vis, face_name))
             records.append(None)
 
 
@@ -486,6 +512,7 @@ def _fit_record(item, fit, j, photometric, max_landmark_error, max_rms) -> FaceR
 def _write_face(
     out: Path,
     item: _Face,
+    image: torch.Tensor,
     rec: FaceRecord,
     model,
     fit,
@@ -503,7 +530,7 @@ def _write_face(
 ) -> list[ManifestEntry]:
     """Texture, views, masks, sheet of one fitted face; returns its manifest lines."""
     dev, dt = model.device, model.dtype
-    image = item.image.to(dev, dt)
+    image = image.to(dev, dt)
     h, w = image.shape[-2:]
     theta_fit = fit.theta[j].detach()
     sh_fit = fit.sh[j].detach()

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from stn_core.geometry import euler_to_matrix, matrix_to_axis_angle
+from stn_core.geometry import axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle
 from stn_core.grid_model import UVGridModel
 from stn_core.renderer import render
 from stn_core.shading import sh_directional
@@ -97,7 +97,7 @@ class ViewSampler:
         rot = euler_to_matrix(torch.as_tensor(angles, dtype=torch.float64))
         r = matrix_to_axis_angle(rot).numpy()
         rot = rot.numpy()
-        rot_fit = _rotation(theta[:3])
+        rot_fit = axis_angle_to_matrix(torch.as_tensor(theta[:3], dtype=torch.float64)).numpy()
         log_s_fit = float(theta[5])
         log_s = log_s_fit + rng.uniform(-1.0, 1.0) * g.scale_jitter
         alpha = theta[6:].copy()
@@ -125,16 +125,6 @@ class ViewSampler:
         ).numpy()
         extra[0] -= intensity / 4.0  # sh_directional's ambient part (the cosine's mean)
         return new_theta, sh * gain + extra
-
-
-def _rotation(r: np.ndarray) -> np.ndarray:
-    """Rodrigues' formula in float64 (r: axis-angle, radians)."""
-    a = float(np.linalg.norm(r))
-    if a < 1e-12:
-        return np.eye(3)
-    k = np.asarray(r, dtype=np.float64) / a
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + math.sin(a) * kx + (1.0 - math.cos(a)) * (kx @ kx)
 
 
 @dataclass

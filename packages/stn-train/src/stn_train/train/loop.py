@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from stn_core import STN, StnError, stn_flatten
+from stn_core import STN, StnError
 from stn_core.geometry import initial_log_scale
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -124,15 +124,16 @@ def _join_pairs(batch: dict) -> tuple[dict, int, torch.Tensor | None]:
     return joined, a["image"].shape[0], batch.get("mirrored")
 
 
-def _trusted_only(stn: STN, out, trust: torch.Tensor, theta: torch.Tensor):
-    """The STN output with the invented pixels (quality masks, ``stn-train synthesize``) left
-    out of its visibility mask, so that the siamese and symmetry terms compare only the
-    photographs' own pixels: ``trust`` (B, 1, H, W) is flattened by the same theta and a
-    texel counts where it is visible and its trust is above one half."""
-    flat_trust = stn_flatten(trust.float(), theta, stn.mean, stn.basis, None, backend=stn.backend)
-    trusted = (flat_trust.reshape(out.visibility.shape) > 0.5).to(out.visibility.dtype)
+def _trusted_only(out):
+    """The STN output of images with a trust channel appended (``(B, C + 1, H, W)``: quality
+    masks, ``stn-train synthesize``; flattened by the same theta in the same sampler pass)
+    with that channel taken off and the invented texels left out of the visibility mask, so
+    that the siamese and symmetry terms compare only the photographs' own pixels: a texel
+    counts where it is visible and its flattened trust is above one half."""
+    flattened = out.flattened[:, :-1]
+    trusted = (out.flattened[:, -1:] > 0.5).to(out.visibility.dtype)
     vis = out.visibility * trusted
-    return out._replace(visibility=vis, masked=out.flattened * vis)
+    return out._replace(flattened=flattened, visibility=vis, masked=flattened * vis)
 
 
 class _Trainer:
@@ -370,9 +371,11 @@ class _Trainer:
         with self.autocast:
             theta = self.ddp(images)
         theta = theta.float()
-        out = self.stn(images.float(), theta)
         if "trust" in flat:
-            out = _trusted_only(self.stn, out, flat["trust"], theta)
+            both = torch.cat([images.float(), flat["trust"].float()], 1)
+            out = _trusted_only(self.stn(both, theta))
+        else:
+            out = self.stn(images.float(), theta)
         taught = None
         if self.teacher is not None:
             target, have = self.teacher.targets(flat["index"], flat["landmarks"], flat["visible"])

@@ -256,9 +256,8 @@ def teacher_loss(
         goal = _placed(target.to(theta.dtype), mean.to(theta.dtype), basis.to(theta.dtype))
     per_image = ((pred - goal) ** 2).sum(-1).mean(-1)
     if shape_weight:
-        k = theta.shape[1] - 6
         delta = theta[:, 6:] - target[:, 6:].to(theta.dtype)
-        mm = torch.einsum("vck,bk->bvc", basis[..., :k].to(theta.dtype), delta)
+        mm = torch.einsum("vck,bk->bvc", basis.to(theta.dtype), delta)
         px = torch.exp(target[:, 5].to(theta.dtype))[:, None, None] * mm
         per_image = per_image + shape_weight * (px**2).sum(-1).mean(-1)
     per_image = torch.where(have, per_image, torch.zeros_like(per_image))
