@@ -121,3 +121,33 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert la[-1] != la[0]  # it trained
     # only rank 0 wrote files
     assert not list((tmp_path / "two").glob("**/*rank*"))
+
+
+def test_the_network_is_freed_before_the_group_closes(tmp_path, monkeypatch):
+    """``train`` drops the network (DDP under torchrun, with its reducer's gloo work) before it
+    destroys the process group: left to the garbage collector, it outlives ``train`` in the
+    reference cycles of the drawing code and is freed at interpreter shutdown, after the group,
+    where a torchrun process can abort after a run that succeeded."""
+    import weakref
+
+    import stn_train.train.loop as loop
+    from stn_train.train import train
+
+    from tests.stn_train.train_helpers import small_run_config
+
+    nets, closed_with_net_alive = [], []
+    real_setup, real_close = loop._Trainer.setup, loop.DistContext.close
+
+    def setup(self):
+        real_setup(self)
+        nets.append(weakref.ref(self.net))
+
+    def close(self):
+        closed_with_net_alive.append(nets[0]() is not None)
+        real_close(self)
+
+    monkeypatch.setattr(loop._Trainer, "setup", setup)
+    monkeypatch.setattr(loop.DistContext, "close", close)
+    cfg = small_run_config(data=str(render_manifest()), out=str(tmp_path / "run"), steps=2)
+    train(cfg)
+    assert len(nets) == 1 and closed_with_net_alive == [False]

@@ -28,6 +28,7 @@ Run folder::
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -592,7 +593,30 @@ def train(
             model, or a run of non-finite losses.
     """
     ctx = init_distributed(config.device)
+    trainer = None
     try:
-        return _Trainer(config, ctx, set(explicit)).run(progress, on_step)
+        trainer = _Trainer(config, ctx, set(explicit))
+        result = trainer.run(progress, on_step)
+        _release(trainer)
+        # Every process leaves the group together: none tears its connections down while
+        # another still has a message of the last collective in flight.
+        ctx.barrier()
+        return result
     finally:
+        if trainer is not None:
+            _release(trainer)
         ctx.close()
+
+
+def _release(trainer: _Trainer) -> None:
+    """Drop the trainer's network (DDP and its reducer), optimiser, data and teacher, and
+    collect the garbage, while the process group and the interpreter are both alive.
+
+    Without this the trainer outlives :func:`train` (frames kept by matplotlib's drawing hold
+    it in reference cycles, and a traceback holds it after an error), DDP's gloo work is freed
+    at interpreter shutdown after the group has gone, and a process can abort there
+    ("terminate called without an active exception") after a run that succeeded.
+    """
+    for name in ("ddp", "net", "params", "optimizer", "scheduler", "data", "teacher", "stn"):
+        trainer.__dict__.pop(name, None)
+    gc.collect()
