@@ -3,7 +3,9 @@
 For each variant, a localiser is trained (``stn-train run`` on ``--synthetic`` faces,
 validated every ``--every`` steps on ``--val`` held-out rendered faces) and its learning curve
 is read from the run's metrics: pose error (degrees), shape error (mm), landmark NME (box)
-against the images seen and the seconds spent. Two reference lines are measured in the same
+against the images seen and the seconds spent; the last localiser is also scored with the
+flip test (``stn-train eval --flip-test``: each face and its mirror image, the two estimates
+averaged), printed as its variant's last row. Two reference lines are measured in the same
 run, on the same held-out faces:
 
 - ``fit_landmarks``: theta fitted per image by Levenberg-Marquardt to the face's own exact
@@ -41,6 +43,7 @@ for pkg in ("stn-core", "stn-train"):
 from stn_core import fit_landmarks, initial_log_scale, initial_theta, project_theta  # noqa: E402
 from stn_train.config import RunConfig  # noqa: E402
 from stn_train.data.synthetic import VAL_SEED_OFFSET, synthetic_faces  # noqa: E402
+from stn_train.evaluate import evaluate  # noqa: E402
 from stn_train.metrics import (  # noqa: E402
     landmark_errors,
     normalisers,
@@ -135,8 +138,14 @@ def run_variant(name: str, settings: dict, grid: Path, out: Path, every: int, va
                     "nme_box": r.get("nme_box"),
                 }
             )
+    # The last localiser once more on the same faces with the flip test (stn_train.flip_test).
+    flip = evaluate(
+        out / name / "checkpoints" / "last.pt", grid, out / name / "eval_flip_test",
+        synthetic=val, device=cfg.device, flip_test=True,
+    ).summary  # fmt: skip
+    keys = ("pose_error_deg", "shape_error_mm", "nme_box")
     return {"settings": {**DEMO, **settings}, "curve": curve, "seconds": seconds,
-            "steps": result.steps}  # fmt: skip
+            "steps": result.steps, "flip_test": {k: flip[k] for k in keys}}  # fmt: skip
 
 
 def plot(results: dict, refs: dict, path: Path, title: str) -> None:
@@ -224,6 +233,11 @@ def main() -> None:
                 f"{name:<14}{c['step']:>6}{c['images']:>8}{c['seconds']:>7.0f}"
                 f"{c['pose_error_deg']:>10.2f}{c['shape_error_mm']:>10.2f}{c['nme_box']:>8.4f}"
             )
+        f = res["flip_test"]
+        print(
+            f"{name:<14}{'flip test, last step':>21}"
+            f"{f['pose_error_deg']:>10.2f}{f['shape_error_mm']:>10.2f}{f['nme_box']:>8.4f}"
+        )
     for name, ref in refs.items():
         print(
             f"{name:<14}{'':>21}{ref['pose_error_deg']:>10.2f}{ref['shape_error_mm']:>10.2f}"

@@ -39,6 +39,10 @@ Usage (from the repository root)::
     .venv/bin/python tools/bench_real.py --out out/real_m --margin none --steps 300
     .venv/bin/python tools/bench_real.py --out out/real_t --teacher lm
     .venv/bin/python tools/bench_real.py --out out/r2 --checkpoint out/real/run/checkpoints/last.pt
+    .venv/bin/python tools/bench_real.py --out out/r3 --checkpoint ... --flip-test
+
+``--flip-test`` predicts each photograph and its mirror image and averages the two estimates
+(``stn_train.flip_test``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from stn_train.checkpoint import restore_localiser  # noqa: E402
 from stn_train.config import RunConfig  # noqa: E402
 from stn_train.data.synthetic import SyntheticFaces  # noqa: E402
 from stn_train.data.transforms import points_to_source, theta_to_source  # noqa: E402
+from stn_train.flip_test import FlipTest  # noqa: E402
 from stn_train.metrics import landmark_errors, rotation_error_deg  # noqa: E402
 from stn_train.pictures.training import write_flattening_grid  # noqa: E402
 from stn_train.predict import square_input  # noqa: E402
@@ -174,6 +179,12 @@ def main() -> int:
         default=None,
         help="evaluate this checkpoint (trained on OUT/grid112.h5's model) instead of training",
     )
+    ap.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="predict each photograph and its mirror image and average the two estimates "
+        "(stn_train.flip_test)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,6 +233,8 @@ def main() -> int:
 
     # --- the photographs through the trained localiser
     net, ckpt = restore_localiser(checkpoint, train_model)
+    if args.flip_test:
+        net = FlipTest(net, train_model)
     size = int(ckpt["image_size"])
     inputs, to_image = zip(*(square_input(p, size) for p in photos), strict=True)
     x = torch.stack(inputs)
@@ -282,6 +295,7 @@ def main() -> int:
         "checkpoint": str(checkpoint),
         "steps": ckpt.get("step"),
         "train_seconds": seconds,
+        "flip_test": args.flip_test,
         "settings": {**settings, "synthetic": args.synthetic, "steps": args.steps},
         "errors_px": {k: [float(e) for e in v] for k, v in rows.items()},
         "mean_error_px": {k: float(v.mean()) for k, v in rows.items()},
@@ -294,7 +308,7 @@ def main() -> int:
     }
     (args.out / "real.json").write_text(json.dumps(record, indent=1))
 
-    print(f"machine: {machine}")
+    print(f"machine: {machine}" + ("; flip test" if args.flip_test else ""))
     if seconds is not None:
         print(f"training: {ckpt.get('step')} steps of {args.batch_size} in {seconds:.0f} s")
     print("landmark error (px at 224 x 224, mean over the 21 labels)")

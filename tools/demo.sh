@@ -34,6 +34,9 @@ rm -rf "$OUT/train"
 echo "== stn-train eval: held-out rendered faces (another seed), with pose and shape errors"
 "$BIN/stn-train" eval --checkpoint "$OUT/train/checkpoints/best.pt" --model "$OUT/grid112.h5" \
     --synthetic 200 --seed 99 --out "$OUT/train/eval" --device cpu
+echo "== the same with the flip test: each face and its mirror image, the two estimates averaged"
+"$BIN/stn-train" eval --checkpoint "$OUT/train/checkpoints/best.pt" --model "$OUT/grid112.h5" \
+    --synthetic 200 --seed 99 --out "$OUT/train/eval_flip_test" --device cpu --flip-test
 echo "== stn-train predict: six new faces of two people (folders = subjects), averaged per subject"
 rm -rf "$OUT/faces" "$OUT/predict"
 "$BIN/python" - "$OUT/grid112.h5" "$OUT/faces" <<'PY'
@@ -65,4 +68,5 @@ echo "  $OUT/train/        the training run: checkpoints/ (best.pt, last.pt), me
 echo "  $OUT/train/pictures/  curves.png (loss curves) and start/step_*.png (input / flattened / mask)"
 echo "  $OUT/train/tensorboard/  TensorBoard logs (tensorboard --logdir $OUT/train/tensorboard)"
 echo "  $OUT/train/eval/   eval.json (NME, pose and shape errors), per_landmark.csv, ced.png"
+echo "  $OUT/train/eval_flip_test/  the same with --flip-test"
 echo "  $OUT/predict/      per face: theta JSON, flattened face, mask, textured OBJ; subjects/ means"

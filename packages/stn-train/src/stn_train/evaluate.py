@@ -23,6 +23,7 @@ from stn_train.checkpoint import restore_localiser
 from stn_train.data import ManifestDataset, collate_batch
 from stn_train.data.synthetic import VAL_SEED_OFFSET, synthetic_faces
 from stn_train.errors import TrainError
+from stn_train.flip_test import FlipTest
 from stn_train.metrics import landmark_errors, summarise
 from stn_train.outputs import check_output_folder, make_output_folder, write_csv, write_json
 from stn_train.pictures.evaluation import write_ced_plot
@@ -136,6 +137,7 @@ def evaluate(
     landmarks: str | None = None,
     device: torch.device | str | None = None,
     workers: int = 0,
+    flip_test: bool = False,
 ) -> EvalResult:
     """Evaluate a checkpoint on a manifest (``data``) or ``synthetic`` rendered faces.
 
@@ -151,6 +153,8 @@ def evaluate(
         device: where to run (None or ``"auto"``: CUDA when available, as
             :func:`stn_train.runtime.resolve_device`).
         workers: DataLoader worker processes.
+        flip_test: predict each image and its mirror image and average the two estimates
+            (:mod:`stn_train.flip_test`; twice the cost).
 
     Raises:
         TrainError: bad files or arguments, or a checkpoint of another model.
@@ -169,6 +173,8 @@ def evaluate(
     dev = resolve_device(device)
     model = load_grid_model(model_path, dev)
     net, ckpt = restore_localiser(checkpoint, model, dev)
+    if flip_test:
+        net = FlipTest(net, model)
     landmark_set = landmarks or ckpt.get("landmarks", "aflw21")
     try:
         indices = model.landmark_indices(landmark_set)
@@ -193,6 +199,7 @@ def evaluate(
             "model": str(model_path),
             "data": str(data) if data is not None else f"synthetic {synthetic}",
             "landmark_set": landmark_set,
+            "flip_test": bool(flip_test),
         }
     )
     out = make_output_folder(out)

@@ -58,6 +58,7 @@ from stn_train.data.transforms import (
     to_source,
 )
 from stn_train.errors import TrainError
+from stn_train.flip_test import FlipTest
 from stn_train.outputs import (
     check_output_folder,
     make_output_folder,
@@ -144,6 +145,7 @@ def predict(
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     detector=None,
+    flip_test: bool = False,
 ) -> PredictResult:
     """Apply a checkpoint to images and write the files of the module docstring.
 
@@ -162,6 +164,8 @@ def predict(
         progress: ``progress(done, total)``, called as images are done (a progress bar).
         detector: a :class:`stn_train.detection.FaceDetector`: the images are uncropped
             photos, and every face found is predicted (module docstring).
+        flip_test: predict each input and its mirror image and average the two estimates
+            (:mod:`stn_train.flip_test`; twice the cost); the theta JSON says ``flip_test``.
 
     Raises:
         TrainError: no image could be read (named), a bad checkpoint or model, an unusable
@@ -174,6 +178,8 @@ def predict(
     dev = resolve_device(device)
     model = load_grid_model(model_path, dev)
     net, ckpt = restore_localiser(checkpoint, model, dev)
+    if flip_test:
+        net = FlipTest(net, model)
     stn = STN(model, ckpt.get("visibility_mode", "normals")).to(dev)
     size = int(ckpt["image_size"])
     step = int(ckpt.get("step", -1))
@@ -202,6 +208,7 @@ def predict(
         shapes = model.shape(theta[:, 6:]).cpu().numpy()
         for i, it in enumerate(batch):
             record = _theta_record(theta[i].cpu(), size, it.to_image, it.source, step)
+            record["flip_test"] = bool(flip_test)
             if it.face is not None:
                 record.update(_photo_record(theta[i].cpu(), it))
             write_json(out / f"{it.name}.theta.json", record, indent=1)

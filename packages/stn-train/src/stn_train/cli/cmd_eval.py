@@ -27,6 +27,12 @@ def eval_(
     batch_size: int = _O(32, help="Images per batch."),
     device: str | None = _O(None, help="auto | cpu | cuda (default: cuda when available)."),
     workers: int = _O(0, help="DataLoader worker processes."),
+    flip_test: bool = _O(
+        False,
+        "--flip-test",
+        help="Also predict each image flipped left-right and average the two estimates "
+        "(twice the cost; docs/training.md).",
+    ),
 ) -> None:
     """Landmark NME, per-landmark errors, CED; pose and shape errors on rendered faces."""
     result = evaluate(
@@ -40,10 +46,12 @@ def eval_(
         landmarks=landmarks,
         device=resolve_device(device),
         workers=workers,
+        flip_test=flip_test,
     )
     s = result.summary
+    what = " (flip test)" if flip_test else ""
     line = (
-        f"{s['images']} images: NME box {s['nme_box']:.4f}, inter-ocular "
+        f"{s['images']} images{what}: NME box {s['nme_box']:.4f}, inter-ocular "
         f"{s['nme_interocular']:.4f}, mean error {s['mean_error_px']:.2f} px"
     )
     if "pose_error_deg" in s:

@@ -33,6 +33,12 @@ def predict(
         help="The images are uncropped photos: find the faces (needs stn-train[detect]).",
     ),
     detector: str = _O("hog", help="With --detect: hog | cnn (turned faces, slower)."),
+    flip_test: bool = _O(
+        False,
+        "--flip-test",
+        help="Also predict each face flipped left-right and average the two estimates "
+        "(twice the cost; docs/training.md).",
+    ),
 ) -> None:
     """theta JSON, flattened face and mask PNGs, textured OBJ mesh, per image; with --detect,
     per face of each photo, and the faces drawn on the photo."""
@@ -48,6 +54,7 @@ def predict(
             device=resolve_device(device),
             progress=progress,
             detector=finder,
+            flip_test=flip_test,
         )
     n = result.n_images
     skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""

@@ -39,6 +39,7 @@ from stn_core.grid_model import UVGridModel
 from stn_core.renderer import render
 from stn_core.shading import shading
 
+from stn_train.flip_test import mirror_index
 from stn_train.synthesize.background import fill_holes
 
 __all__ = [
@@ -88,13 +89,6 @@ class FaceTexture:
     model: torch.Tensor
     visible: torch.Tensor
     unseen: torch.Tensor
-
-
-def mirror_index(res: int, device=None) -> torch.Tensor:
-    """(R * R,) int64: the mirror partner of each grid vertex, (row, col) -> (row, R-1-col)."""
-    k = torch.arange(res * res, device=device)
-    row, col = torch.div(k, res, rounding_mode="floor"), k % res
-    return row * res + (res - 1 - col)
 
 
 def _smoothstep(x: torch.Tensor) -> torch.Tensor:
