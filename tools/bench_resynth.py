@@ -111,20 +111,22 @@ def write_rendered(model, n: int, size: int, seed: int, folder: Path) -> list[Ma
     return entries
 
 
-def run(name: str, out: Path, grid: Path, steps: int, seed: int, **data) -> tuple[Path, float]:
+def run(
+    name: str, out: Path, grid: Path, steps: int, seed: int, batch_size: int, **data
+) -> tuple[Path, float]:
     run_dir = out / f"run_{name}"
     if run_dir.exists():
         sys.exit(f"bench_resynth: {run_dir} exists; remove it or pick another --out.")
     cfg = RunConfig(
         model=str(grid), out=str(run_dir), steps=steps, val_every=steps, checkpoint_every=0,
-        pictures=4, seed=seed, **SETTINGS, **data,
+        pictures=4, seed=seed, **{**SETTINGS, "batch_size": batch_size}, **data,
     )  # fmt: skip
     t0 = time.perf_counter()
     train(cfg)
     return run_dir / "checkpoints" / "last.pt", time.perf_counter() - t0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "out" / "resynth")
     ap.add_argument("--reference", type=Path, default=None)
@@ -144,7 +146,11 @@ def main() -> int:
         "re-rendered views; a run with the same seed and steps gives them)",
     )  # fmt: skip
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--batch-size", type=int, default=SETTINGS["batch_size"],
+        help=f"training batch (default {SETTINGS['batch_size']}, the demo's)",
+    )  # fmt: skip
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     reference = args.reference or default_reference()
     try:
@@ -175,19 +181,22 @@ def main() -> int:
     results, seconds = {}, {}
     if not args.skip_synthetic:
         ckpt, seconds["synthetic"] = run(
-            "synthetic", out, grid, args.steps, args.seed, synthetic=args.synthetic,
+            "synthetic", out, grid, args.steps, args.seed, args.batch_size,
+            synthetic=args.synthetic,
             synthetic_margin=CROP_MARGIN, synthetic_anchor="centre",
         )  # fmt: skip
         results["synthetic"] = held_out_errors(ckpt, grid_model, test_manifest)
     ckpt, seconds["resynth"] = run(
-        "resynth", out, grid, args.steps, args.seed, data=str(synth.manifest)
+        "resynth", out, grid, args.steps, args.seed, args.batch_size, data=str(synth.manifest)
     )
     results["resynth"] = held_out_errors(ckpt, grid_model, test_manifest)
     if args.mix > 0:
         mixed = read_manifest(synth.manifest)
         mixed += write_rendered(grid_model, args.mix, 224, args.seed, out / "rendered")
         manifest = write_manifest(mixed, out / "mixed.jsonl")
-        ckpt, seconds["mixed"] = run("mixed", out, grid, args.steps, args.seed, data=str(manifest))
+        ckpt, seconds["mixed"] = run(
+            "mixed", out, grid, args.steps, args.seed, args.batch_size, data=str(manifest)
+        )
         results["mixed"] = held_out_errors(ckpt, grid_model, test_manifest)
 
     fit = fit_landmarks(model.double(), target[test], image_size=tuple(photos.shape[-2:]))
@@ -201,6 +210,7 @@ def main() -> int:
         "per_face": args.per_face,
         "views": synth.n_views,
         "steps": args.steps,
+        "batch_size": args.batch_size,
         "synthetic": args.synthetic,
         "mix": args.mix,
         "background": args.background,
