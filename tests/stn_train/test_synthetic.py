@@ -312,3 +312,56 @@ def test_float64_model_is_used_in_float32():
     ds = SyntheticFaces(face_like_model(16, dtype=torch.float64), 2, 32)
     assert ds[0]["image"].dtype == torch.float32
     assert isinstance(ds.model, UVGridModel) and ds.model.dtype == torch.float32
+
+
+class TestPhotographic:
+    """``photometric=True``: blur, gamma, colour factors and greyscale on the rendered image,
+    nothing else changed."""
+
+    def test_only_the_pixels_change(self, colored):
+        plain = SyntheticFaces(colored, 24, SIZE, seed=5).render_batch(range(24))
+        photo_ds = SyntheticFaces(colored, 24, SIZE, seed=5, photometric=True)
+        photo = photo_ds.render_batch(range(24))
+        _equal(plain, photo)
+        assert not torch.equal(plain["image"], photo["image"])
+        assert photo["image"].min() >= 0 and photo["image"].max() <= 1
+        draws = [photo_ds.draw(i)["photometric"] for i in range(24)]
+        # Greyscale items: the three channels equal up to the pixel noise added after.
+        for i, (grey, *_rest) in enumerate(draws):
+            spread = (photo["image"][i] - photo["image"][i].mean(0)).abs().max()
+            assert (spread < 0.1) if grey else (spread > 0.1), (i, grey, float(spread))
+        assert any(d[0] for d in draws) and not all(d[0] for d in draws)
+
+    def test_off_by_default_and_draws_unchanged(self, colored):
+        plain = SyntheticFaces(colored, 6, SIZE, seed=2)
+        photo = SyntheticFaces(colored, 6, SIZE, seed=2, photometric=True)
+        for i in range(6):
+            a, b = plain.draw(i), photo.draw(i)
+            assert a["photometric"] is None and b["photometric"] is not None
+            for key in ("r", "t", "alpha", "color", "ambient", "light", "noise"):
+                assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key
+
+    def test_rates_and_ranges(self, model):
+        ds = SyntheticFaces(model, 2000, SIZE, seed=0, photometric=True)
+        draws = [ds.draw(i)["photometric"] for i in range(2000)]
+        grey = np.mean([d[0] for d in draws])
+        blurred = [d[3] for d in draws if d[3] > 0]
+        # Binomial, n = 2000: 4 standard deviations of 0.15 and 0.4 are 0.032 and 0.044.
+        assert abs(grey - 0.15) < 0.032 and abs(len(blurred) / 2000 - 0.4) < 0.044
+        assert 0.002 * SIZE <= min(blurred) and max(blurred) <= 0.01 * SIZE
+        factors = np.array([d[1] for d in draws])
+        assert factors.min() >= 0.7 and factors.max() <= 1.3
+        gammas = np.array([d[2] for d in draws])
+        assert gammas.min() >= math.exp(-0.25) and gammas.max() <= math.exp(0.25)
+
+    def test_run_config_reaches_the_training_faces_only(self, tmp_path):
+        from stn_train.train.inputs import build_data
+
+        from tests.stn_train.train_helpers import load_model, small_run_config
+
+        cfg = small_run_config(synthetic=40, out=str(tmp_path / "r"), synthetic_photometric=True)
+        data = build_data(cfg, load_model())
+        assert data.train.dataset.photometric is True  # SiamesePairs over the rendered faces
+        assert data.val.photometric is False
+        cfg = small_run_config(synthetic=40, out=str(tmp_path / "r"))
+        assert build_data(cfg, load_model()).train.dataset.photometric is False
