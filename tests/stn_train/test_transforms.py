@@ -3,7 +3,6 @@ crop / resize with its landmark mapping."""
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -309,43 +308,3 @@ class TestCropResize:
         s["visible"] = torch.ones(3)
         with pytest.raises(TrainError, match="all at one point"):
             crop_resize(s, 8)
-
-
-class TestPhotographicHelpers:
-    def test_blur_against_a_direct_sum(self):
-        from stn_train.data.transforms import gaussian_blur
-
-        g = torch.Generator().manual_seed(0)
-        image = torch.rand(2, 9, 11, generator=g, dtype=torch.float64)
-        sigma = 0.8
-        radius = math.ceil(3 * sigma)
-        k = torch.tensor([math.exp(-0.5 * (d / sigma) ** 2) for d in range(-radius, radius + 1)])
-        k = (k / k.sum()).double()
-
-        def mirror(i, n):  # reflect without repeating the edge: -1 -> 1, n -> n - 2
-            return -i if i < 0 else (2 * (n - 1) - i if i >= n else i)
-
-        expect = torch.zeros_like(image)
-        for c in range(2):
-            for y in range(9):
-                for x in range(11):
-                    expect[c, y, x] = sum(
-                        k[a + radius]
-                        * k[b + radius]
-                        * image[c, mirror(y + a, 9), mirror(x + b, 11)]
-                        for a in range(-radius, radius + 1)
-                        for b in range(-radius, radius + 1)
-                    )
-        torch.testing.assert_close(gaussian_blur(image, sigma), expect)
-        assert gaussian_blur(image, 0.0) is image
-
-    def test_colour_factors_of_one_and_greyscale(self):
-        from stn_train.data.transforms import adjust_colors, grey_image
-
-        image = torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(1))
-        torch.testing.assert_close(adjust_colors(image.clone(), 1.0, 1.0, 1.0), image)
-        grey = grey_image(image)
-        luma = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
-        for c in range(3):
-            torch.testing.assert_close(grey[c], luma)
-        torch.testing.assert_close(adjust_colors(image.clone(), 1.0, 1.0, 0.0), grey)

@@ -93,9 +93,7 @@ class RunConfig:
     framed like crops around their landmarks with this margin instead of by the model's
     extent, the landmark box centred (``synthetic_anchor`` ``"centre"``) or its larger side's
     square aligned with its top (``"top"``, the original's demo photographs)
-    (:class:`stn_train.data.synthetic.SyntheticFaces`); ``synthetic_photometric``: the
-    rendered training faces (not the validation ones) with photographic variation (blur,
-    gamma, colour factors, greyscale).
+    (:class:`stn_train.data.synthetic.SyntheticFaces`).
 
     Schedule: ``steps`` (optimiser steps) wins over ``epochs``; ``batch_size`` is the global
     number of images per step (all processes together; with ``pairs`` half are the partners).
@@ -108,7 +106,6 @@ class RunConfig:
     val_synthetic: int | None = None
     synthetic_margin: float | None = None
     synthetic_anchor: str = "centre"
-    synthetic_photometric: bool = False
     out: str | None = None
     landmarks: str = "aflw21"
     backbone: str = "vgg16"

@@ -35,12 +35,6 @@ def run(
         "manifest crops), or its larger side's square aligned with its top (the original's "
         "demo photographs) [centre].",
     ),
-    synthetic_photometric: bool | None = _O(
-        None,
-        "--synthetic-photometric/--no-synthetic-photometric",
-        help="Rendered training faces with photographic variation: blur, gamma, colour "
-        "factors, greyscale [no-synthetic-photometric].",
-    ),
     out: Path | None = _O(None, help="Run folder: checkpoints, metrics, pictures."),
     config: Path | None = _O(
         None, help="TOML file whose keys are these options' names (command line wins)."

@@ -57,13 +57,7 @@ Random draws (all uniform unless stated; every range is an argument):
 - lighting: ambient in [0.35, 0.75] plus a directional light within 75 degrees of the view
   direction, slightly tinted per channel (:mod:`stn_core.shading`);
 - background: smooth random colour gradients and blobs (no external images) and a little pixel
-  noise;
-- photographic variation (``photometric=True``; off by default): what cameras and prints
-  add to a face, drawn per item after everything above (so the faces are otherwise
-  unchanged): a Gaussian blur (probability 0.4, sigma 0.2 to 1 % of the image side), a gamma
-  in exp(+-0.25), brightness, contrast and saturation factors in [0.7, 1.3]
-  (:func:`stn_train.data.transforms.adjust_colors`), and greyscale (probability 0.15), in
-  that order, before the pixel noise.
+  noise.
 
 Determinism: every random number of item ``i`` comes from ``numpy.random.SeedSequence([seed,
 i])`` (identity and colour from ``[seed, subject, 1]``), so an item is the same whatever batch
@@ -96,7 +90,6 @@ from stn_core.grid_model import UVGridModel
 from stn_core.renderer import render_mesh
 from stn_core.shading import sh_ambient, sh_directional
 
-from stn_train.data.transforms import adjust_colors, gaussian_blur, grey_image
 from stn_train.errors import TrainError
 
 __all__ = ["SyntheticFaces", "synthetic_faces", "VAL_SEED_OFFSET", "ANCHORS"]
@@ -110,13 +103,6 @@ ANCHORS = ("centre", "top")
 # Skin tones (linear RGB albedo) between which a model without colour picks its base colour.
 _SKIN_LIGHT = np.array([0.93, 0.76, 0.66])
 _SKIN_DARK = np.array([0.42, 0.28, 0.20])
-# Photographic variation (photometric=True): greyscale photographs, colour factors, gamma,
-# and a Gaussian blur (sigma as a fraction of the image side) with this probability.
-_GREY_P = 0.15
-_COLOR_JITTER = 0.3
-_GAMMA = 0.25
-_BLUR_P = 0.4
-_BLUR_SIGMA = (0.002, 0.01)
 # Pixel noise: a few fixed noise images per dataset, cropped at random offsets.
 _NOISE_BANK = 4
 _NOISE_PAD = 16
@@ -146,8 +132,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
         clip: coefficients are clipped to +-this.
         images_per_subject: consecutive items sharing identity and colour (see module doc).
         noise: the largest standard deviation of the pixel noise.
-        photometric: add photographic variation (blur, gamma, colour factors, greyscale;
-            module docstring).
         device: where faces are rendered (outputs stay there).
 
     Items are sample dicts (module docstring); ``render_batch(indices)`` returns the same,
@@ -176,7 +160,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
         noise: float = 0.02,
         margin: float | None = None,
         anchor: str = "centre",
-        photometric: bool = False,
         device: str | torch.device = "cpu",
     ):
         if not isinstance(model, UVGridModel):
@@ -224,7 +207,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
         self.clip = float(clip)
         self.images_per_subject = int(images_per_subject)
         self.noise = float(noise)
-        self.photometric = bool(photometric)
         self.subjects = np.arange(self.n, dtype=np.int64) // self.images_per_subject
 
         m = self.model
@@ -356,17 +338,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
             int(rng.integers(_NOISE_PAD)),
             rng.uniform(0.0, self.noise),
         )
-        photo = None
-        if self.photometric:  # drawn last: every draw above is as without it
-            u = rng.uniform(size=7)
-            photo = (
-                bool(u[0] < _GREY_P),
-                tuple(1.0 + _COLOR_JITTER * (2.0 * u[1:4] - 1.0)),
-                math.exp(_GAMMA * (2.0 * u[4] - 1.0)),
-                (_BLUR_SIGMA[0] + (_BLUR_SIGMA[1] - _BLUR_SIGMA[0]) * u[6]) * max(h, w)
-                if u[5] < _BLUR_P
-                else 0.0,
-            )
         return dict(
             rotation=rot,
             r=r,
@@ -383,7 +354,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
             light=light,
             background=background,
             noise=noise,
-            photometric=photo,
         )
 
     @torch.no_grad()
@@ -440,8 +410,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
         image = out.image
         if self.hair_field is not None:
             image = self._add_hair_mass(image, out.mask, rot, s, t, draws)
-        if self.photometric:
-            image = self._photographic(image, draws)
         if self.noise > 0:
             image = self._add_noise(image, draws).clamp_(0.0, 1.0)
         theta = initial_theta(b, m.n_components, h, w, device=dev)
@@ -574,15 +542,6 @@ class SyntheticFaces(torch.utils.data.Dataset):
             x[..., at : at + r, at : at + r] = layer
             at += r
         return (u_h @ x @ u_w.T).clamp_(0.0, 1.0)
-
-    def _photographic(self, image: torch.Tensor, draws) -> torch.Tensor:
-        """Each image's photographic variation (module docstring), image by image."""
-        for i, d in enumerate(draws):
-            grey, factors, gamma, sigma = d["photometric"]
-            x = gaussian_blur(image[i], sigma).clamp_(0.0, 1.0) ** gamma
-            x = adjust_colors(x, *factors)
-            image[i] = grey_image(x) if grey else x
-        return image
 
     def _add_noise(self, image: torch.Tensor, draws) -> torch.Tensor:
         """Add each image's pixel noise in place: a crop of the dataset's fixed noise images,
@@ -769,7 +728,6 @@ def synthetic_faces(
     landmarks: str,
     margin: float | None = None,
     anchor: str = "centre",
-    photometric: bool = False,
 ) -> SyntheticFaces:
     """``n`` rendered faces of ``image_size`` on a CPU copy of the model (they are rendered in
     the DataLoader's worker processes), framed by the model (``margin`` None) or like crops
@@ -782,5 +740,4 @@ def synthetic_faces(
         landmarks=landmarks,
         margin=margin,
         anchor=anchor,
-        photometric=photometric,
     )

@@ -24,9 +24,6 @@ __all__ = [
     "hflip",
     "hflip_points",
     "color_jitter",
-    "adjust_colors",
-    "grey_image",
-    "gaussian_blur",
     "CropWindow",
     "crop_window",
     "crop_points",
@@ -144,40 +141,13 @@ def color_jitter(
         max(0.0, 1.0 - a) + ui * (1.0 + a - max(0.0, 1.0 - a))
         for a, ui in zip((brightness, contrast, saturation), u, strict=True)
     ]
-    return {**sample, "image": adjust_colors(sample["image"], *factors)}
-
-
-def adjust_colors(
-    image: torch.Tensor, brightness: float, contrast: float, saturation: float
-) -> torch.Tensor:
-    """(3, H, W) in [0, 1] with its brightness, contrast and saturation multiplied by these
-    factors, in that order, each step clamped to [0, 1] (:func:`color_jitter`)."""
-    image = (image * brightness).clamp_(0.0, 1.0)
+    image = sample["image"]
+    image = (image * factors[0]).clamp_(0.0, 1.0)
     mean = _grey(image).mean()
-    image = (mean + (image - mean) * contrast).clamp_(0.0, 1.0)
+    image = (mean + (image - mean) * factors[1]).clamp_(0.0, 1.0)
     grey = _grey(image)
-    return (grey + (image - grey) * saturation).clamp_(0.0, 1.0)
-
-
-def grey_image(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) -> (3, H, W): the luma in all three channels (a greyscale photograph)."""
-    return _grey(image).expand_as(image).clone()
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(C, H, W) blurred by a Gaussian of ``sigma`` pixels (separable, truncated at 3 sigma,
-    the borders mirrored); ``sigma <= 0`` returns the image."""
-    if sigma <= 0:
-        return image
-    radius = max(1, math.ceil(3.0 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    c = image.shape[0]
-    out = F.pad(image[None], (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return out[0]
+    image = (grey + (image - grey) * factors[2]).clamp_(0.0, 1.0)
+    return {**sample, "image": image}
 
 
 @dataclass(frozen=True)

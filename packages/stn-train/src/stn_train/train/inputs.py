@@ -60,13 +60,7 @@ def build_data(config: RunConfig, model) -> RunData:
     if config.synthetic is not None:
         framing = (config.synthetic_margin, config.synthetic_anchor)
         base = synthetic_faces(
-            model,
-            config.synthetic,
-            size,
-            config.seed,
-            config.landmarks,
-            *framing,
-            photometric=config.synthetic_photometric,
+            model, config.synthetic, size, config.seed, config.landmarks, *framing
         )
         n_val = config.val_synthetic or DEFAULT_VAL_SYNTHETIC
         val = synthetic_faces(
