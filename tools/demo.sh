@@ -24,7 +24,8 @@ echo "== stn-train run: a short CPU training run of the small CNN on faces rende
 # at 100 (it starts near 3000), and the landmark teacher (each training face's own landmark fit,
 # computed once, with its shape term at the default factor 3): pose error about 6 degrees and
 # shape 4.7 to 5.0 mm (mean guess 5.9) on held-out faces after these 400 steps (fresh clone,
-# 2026-12-03: training 87 s, eval pose 6.35 deg, shape 4.73 mm, NME 0.0329), where lr 3e-4
+# 2026-12-03: training 87 s, eval pose 6.35 deg, shape 4.73 mm, NME 0.0329; with --flip-test
+# 5.97 deg, 4.67 mm, 0.0314), where lr 3e-4
 # without them reached 18 degrees and 6.8 mm (docs/training.md, docs/benchmarks.md).
 rm -rf "$OUT/train"
 "$BIN/stn-train" run --model "$OUT/grid112.h5" --synthetic 20000 --val-synthetic 64 \
