@@ -75,7 +75,6 @@ from stn_train.predict import square_input  # noqa: E402
 from stn_train.runtime import load_grid_model  # noqa: E402
 from stn_train.train import train  # noqa: E402
 
-MACHINE_NOTE = "shared with other jobs"
 # The six photographs' framing (measured from their labels): each is a square whose side is
 # 1.87 times the width of its 21 labels' box (59 to 60 px of 112; the box is wider than high
 # in all six), i.e. a margin (1.87 - 1) / 2, and the box's left and top edges are both 25.5 to
@@ -186,6 +185,7 @@ def main() -> int:
         "(stn_train.flip_test)",
     )
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]  # the machine's other work, said with the figures
     if args.threads:
         torch.set_num_threads(args.threads)
     reference = args.reference or default_reference()
@@ -288,7 +288,8 @@ def main() -> int:
     box_synth = landmark_box(rendered["landmarks"].double())
 
     machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {MACHINE_NOTE}"
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
     record = {
         "machine": machine,

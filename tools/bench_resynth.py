@@ -66,7 +66,6 @@ from stn_train.runtime import load_grid_model  # noqa: E402
 from stn_train.synthesize import synthesize_faces  # noqa: E402
 from stn_train.train import train  # noqa: E402
 
-MACHINE_NOTE = "2 CPU cores shared with another job"
 CROP_MARGIN = 0.25  # ManifestDataset's default window margin
 
 
@@ -151,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"training batch (default {SETTINGS['batch_size']}, the demo's)",
     )  # fmt: skip
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()[0]  # the machine's other work, said with the figures
     torch.set_num_threads(args.threads)
     reference = args.reference or default_reference()
     try:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     fit = fit_landmarks(model.double(), target[test], image_size=tuple(photos.shape[-2:]))
     floor = (fit.points.double() - target[test]).norm(dim=-1).mean(1).numpy()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-    machine += MACHINE_NOTE
+    machine += f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     record = {
         "machine": machine,
         "held_out": [i + 1 for i in test],

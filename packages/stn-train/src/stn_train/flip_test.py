@@ -72,7 +72,7 @@ class MirrorMap:
             (fitted - mirrored_basis).norm() / mirrored_basis.norm().clamp_min(1e-300)
         )
 
-    def to(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def like(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(P, c)`` on ``tensor``'s device and dtype."""
         return (
             self.coefficients.to(tensor.device, tensor.dtype),
@@ -90,7 +90,7 @@ def mirror_theta(theta: torch.Tensor, width: int, mirror: MirrorMap) -> torch.Te
 
     For a mirror-symmetric model the map is its own inverse (up to rounding).
     """
-    p, c = mirror.to(theta)
+    p, c = mirror.like(theta)
     out = theta.clone()
     out[:, 1:3] = -theta[:, 1:3]
     out[:, 3] = (width - 1) - theta[:, 3]

@@ -593,18 +593,17 @@ def train(
             model, or a run of non-finite losses.
     """
     ctx = init_distributed(config.device)
-    trainer = None
     try:
         trainer = _Trainer(config, ctx, set(explicit))
-        result = trainer.run(progress, on_step)
-        _release(trainer)
+        try:
+            result = trainer.run(progress, on_step)
+        finally:
+            _release(trainer)
         # Every process leaves the group together: none tears its connections down while
         # another still has a message of the last collective in flight.
         ctx.barrier()
         return result
     finally:
-        if trainer is not None:
-            _release(trainer)
         ctx.close()
 
 
